@@ -1,0 +1,48 @@
+"""scoperun: run scripts on a firm's real case files in fresh, hardened, scoped containers.
+
+    from scoperun import Executor, ExecutionRequest
+    result = Executor().run(ExecutionRequest(script="Tools/create_file_inventory.py", case="Doe-MVA-2024"))
+
+Importing scoperun never contacts a container engine; the engine client is made on first run.
+"""
+
+from __future__ import annotations
+
+from .config import Settings, load_settings
+from .errors import (
+    AuditError,
+    ConfigError,
+    EngineError,
+    ImageError,
+    SafetyError,
+    ScopeError,
+    ScopeRunError,
+    UnsupportedScriptError,
+    WorkspaceError,
+)
+from .executor import Executor
+from .models import Durations, ExecutionRequest, ExecutionResult, Limits, OutputCapture, Status
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AuditError",
+    "ConfigError",
+    "Durations",
+    "EngineError",
+    "ExecutionRequest",
+    "ExecutionResult",
+    "Executor",
+    "ImageError",
+    "Limits",
+    "OutputCapture",
+    "SafetyError",
+    "ScopeError",
+    "ScopeRunError",
+    "Settings",
+    "Status",
+    "UnsupportedScriptError",
+    "WorkspaceError",
+    "__version__",
+    "load_settings",
+]

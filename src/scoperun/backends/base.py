@@ -1,0 +1,76 @@
+"""The one small contract every engine implements: run one fully described container."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from ..output import BoundedBuffer
+
+__all__ = ["MANAGED_LABEL", "Backend", "BindMount", "RunOutcome", "RunSpec"]
+
+# Every container scoperun makes carries this label; operations act on it and on nothing else.
+MANAGED_LABEL = "org.scoperun.managed"
+
+
+@dataclass(frozen=True)
+class BindMount:
+    """A host path made visible in the container; always built through the engine's mount API."""
+
+    source: Path
+    target: str
+    read_only: bool
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything a backend needs; the executor has already checked every path in it."""
+
+    execution_id: str
+    image: str
+    command: tuple[str, ...]
+    working_dir: str
+    mounts: tuple[BindMount, ...]
+    env: dict[str, str]
+    user: str
+    timeout: float
+    memory_bytes: int
+    cpus: float
+    pids_limit: int
+    nofile: int
+    tmp_size_bytes: int
+    network: str
+    output_cap: int
+    runtime: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class RunOutcome:
+    """What the engine reported. Output is raw bytes; the executor redacts it."""
+
+    stdout: BoundedBuffer
+    stderr: BoundedBuffer
+    exit_code: int | None = None
+    timed_out: bool = False
+    oom_killed: bool = False
+    image_id: str | None = None
+    container_start: float = 0.0
+    run: float = 0.0
+    error: str | None = None  # the engine failed mid-run; the message says what to do
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Runs one container per spec and removes it, whatever happens."""
+
+    name: str
+
+    def run(self, spec: RunSpec) -> RunOutcome:
+        """Run `spec` to the end (or its timeout). Raise EngineError only if nothing started."""
+        ...
+
+    def close(self) -> None:
+        """Finish background clean-up and release connections."""
+        ...

@@ -1,0 +1,245 @@
+"""Docker engine backend: one fresh, hardened, labelled container per run, through docker-py.
+
+Output is read from an attach stream opened before the container starts (nothing is lost,
+stdout and stderr stay apart) and the engine keeps no log of its own (log driver `none`), so
+an output flood fills neither scoperun's memory nor the host's disk.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from ..errors import EngineError, ImageError
+from ..output import BoundedBuffer
+from .base import MANAGED_LABEL, RunOutcome, RunSpec
+
+if TYPE_CHECKING:
+    import docker
+
+__all__ = ["DockerBackend", "connect"]
+
+_READER_GRACE = 10.0  # seconds to drain the output stream after the container ended
+
+
+def connect(base_url: str | None = None, timeout: float | None = 60) -> docker.DockerClient:
+    """Make a docker-py client (API version negotiated) or raise EngineError saying what to do."""
+    import docker
+    from docker.errors import DockerException
+
+    try:
+        client = docker.DockerClient(base_url=base_url, timeout=timeout) if base_url else docker.from_env(timeout=timeout)
+        client.ping()
+    except DockerException as exc:
+        raise EngineError(
+            f"cannot reach the Docker engine ({exc}). Start it (`make engine` as root, or "
+            f"`sudo systemctl start docker`) and check with `scoperun doctor`."
+        ) from None
+    return client
+
+
+class DockerBackend:
+    """Runs each spec in a fresh container on one Docker engine."""
+
+    name = "docker"
+
+    def __init__(self, base_url: str | None = None, *, remove_in_background: bool = True) -> None:
+        self._base_url = base_url
+        self._client: docker.DockerClient | None = None
+        # Attach streams need a client without a read timeout: a script may be silent for minutes.
+        self._stream_client: docker.DockerClient | None = None
+        self._lock = threading.Lock()
+        self._remove_in_background = remove_in_background
+        self._reaper = ThreadPoolExecutor(max_workers=2, thread_name_prefix="scoperun-reaper")
+        self._pending: set[Any] = set()
+
+    @property
+    def client(self) -> docker.DockerClient:
+        """The engine client, made on first use (never at import)."""
+        with self._lock:
+            if self._client is None:
+                self._client = connect(self._base_url)
+            return self._client
+
+    @property
+    def stream_client(self) -> docker.DockerClient:
+        """A second client, without read timeout, for output streams."""
+        with self._lock:
+            if self._stream_client is None:
+                self._stream_client = connect(self._base_url, timeout=None)
+            return self._stream_client
+
+    # -- the contract -------------------------------------------------------------------------
+
+    def run(self, spec: RunSpec) -> RunOutcome:
+        """Create, start, wait (bounded by the timeout), inspect and remove one container."""
+        from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+        from requests.exceptions import ConnectionError as RequestsConnectionError
+        from requests.exceptions import ReadTimeout
+
+        api = self.client.api
+        outcome = RunOutcome(stdout=BoundedBuffer(spec.output_cap), stderr=BoundedBuffer(spec.output_cap))
+        try:
+            outcome.image_id = api.inspect_image(spec.image)["Id"]
+        except ImageNotFound:
+            raise ImageError(
+                f"image {spec.image} is not on this engine. Build it with `scoperun image build` "
+                f"(or `make image`)."
+            ) from None
+        except (DockerException, RequestsConnectionError) as exc:
+            raise EngineError(f"the Docker engine failed to inspect image {spec.image}: {exc}") from None
+
+        t0 = time.monotonic()
+        try:
+            container_id = api.create_container(**self._create_kwargs(spec))["Id"]
+        except NotFound as exc:
+            raise EngineError(_explain_not_found(spec, exc)) from None
+        except (DockerException, RequestsConnectionError) as exc:
+            raise EngineError(f"the Docker engine refused to create the container: {_short(exc)}") from None
+
+        reader: threading.Thread | None = None
+        removed_inline = False
+        try:
+            stream = self.stream_client.api.attach(container_id, stdout=True, stderr=True, stream=True, demux=True)
+            reader = threading.Thread(target=_drain, args=(stream, outcome), daemon=True,
+                                      name=f"scoperun-out-{spec.execution_id}")
+            reader.start()
+            api.start(container_id)
+            started = time.monotonic()
+            outcome.container_start = started - t0
+            try:
+                outcome.exit_code = api.wait(container_id, timeout=spec.timeout)["StatusCode"]
+            except ReadTimeout:
+                outcome.timed_out = True
+                _kill(api, container_id)
+            outcome.run = time.monotonic() - started
+            reader.join(_READER_GRACE)
+            state = api.inspect_container(container_id)["State"]
+            if outcome.exit_code is None:
+                outcome.exit_code = state.get("ExitCode")
+            outcome.oom_killed = bool(state.get("OOMKilled")) and not outcome.timed_out
+        except (APIError, RequestsConnectionError, DockerException) as exc:
+            outcome.error = (
+                f"lost the Docker engine during the run ({_short(exc)}); the script may not have "
+                f"finished. Check the engine with `scoperun doctor` and run it again."
+            )
+        except BaseException:
+            # Ctrl-C or a bug in scoperun: the container must not outlive us.
+            self._remove(container_id)
+            removed_inline = True
+            raise
+        finally:
+            if not removed_inline:
+                if self._remove_in_background and outcome.error is None:
+                    self._pending.add(self._reaper.submit(self._remove, container_id))
+                else:
+                    self._remove(container_id)
+        return outcome
+
+    def close(self) -> None:
+        """Wait for background removals, then drop the client."""
+        self._reaper.shutdown(wait=True)
+        self._reaper = ThreadPoolExecutor(max_workers=2, thread_name_prefix="scoperun-reaper")
+        with self._lock:
+            for client in (self._client, self._stream_client):
+                if client is not None:
+                    client.close()
+            self._client = self._stream_client = None
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _create_kwargs(self, spec: RunSpec) -> dict[str, Any]:
+        from docker.types import LogConfig, Mount, Ulimit
+
+        api = self.client.api
+        mounts = [Mount(target=m.target, source=str(m.source), type="bind", read_only=m.read_only)
+                  for m in spec.mounts]
+        host_config = api.create_host_config(
+            mounts=mounts,
+            network_mode=spec.network,
+            mem_limit=spec.memory_bytes,
+            memswap_limit=spec.memory_bytes,  # equal: no swap, so the limit is real
+            nano_cpus=int(spec.cpus * 1e9),
+            pids_limit=spec.pids_limit,
+            ulimits=[Ulimit(name="nofile", soft=spec.nofile, hard=spec.nofile)],
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            read_only=True,
+            tmpfs={"/tmp": f"rw,nosuid,nodev,size={spec.tmp_size_bytes},mode=1777"},
+            log_config=LogConfig(type="none"),
+            runtime=spec.runtime,
+            ipc_mode="private",
+        )
+        return {
+            "image": spec.image,
+            "command": list(spec.command),
+            "working_dir": spec.working_dir,
+            "environment": spec.env,
+            "user": spec.user,
+            "labels": {MANAGED_LABEL: "1", "org.scoperun.execution-id": spec.execution_id,
+                       "org.scoperun.deadline": str(int(time.time() + spec.timeout)), **spec.labels},
+            "name": f"scoperun-{spec.execution_id}",
+            "host_config": host_config,
+            "network_disabled": spec.network == "none",
+            "hostname": "scoperun",
+            "stdin_open": False,
+            "tty": False,
+        }
+
+    def _remove(self, container_id: str) -> None:
+        from docker.errors import DockerException, NotFound
+        from requests.exceptions import ConnectionError as RequestsConnectionError
+
+        for _ in range(3):
+            try:
+                self.client.api.remove_container(container_id, force=True, v=True)
+                return
+            except NotFound:
+                return
+            except (DockerException, RequestsConnectionError):
+                time.sleep(0.5)
+
+
+def _drain(stream: Any, outcome: RunOutcome) -> None:
+    """Read the demultiplexed attach stream into the bounded buffers until it closes."""
+    try:
+        for out, err in stream:
+            if out:
+                outcome.stdout.write(out)
+            if err:
+                outcome.stderr.write(err)
+    except Exception:  # noqa: BLE001 - the stream closes abruptly when a container is killed
+        pass
+    finally:
+        try:
+            stream.close()
+        except Exception:  # noqa: BLE001 - already closed by the engine
+            pass
+
+
+def _kill(api: Any, container_id: str) -> None:
+    from docker.errors import DockerException
+
+    try:
+        api.kill(container_id)
+    except DockerException:
+        pass  # already gone: exactly what we wanted
+    try:
+        api.wait(container_id, timeout=30)
+    except Exception:  # noqa: BLE001 - removal with force follows anyway
+        pass
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc)
+    return text if len(text) < 300 else text[:300] + "..."
+
+
+def _explain_not_found(spec: RunSpec, exc: BaseException) -> str:
+    text = str(exc)
+    if "network" in text.lower():
+        return (f"Docker network {spec.network!r} does not exist. Use bridge or none, or create it "
+                f"with `docker network create {spec.network}`.")
+    return f"the Docker engine could not find something the run needs: {_short(exc)}"

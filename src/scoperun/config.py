@@ -1,0 +1,142 @@
+"""Settings: `SCOPERUN_*` environment variables, then an optional `scoperun.toml`, then defaults.
+
+The TOML file is looked up at `$SCOPERUN_CONFIG` or `./scoperun.toml`; keys are the field
+names below (e.g. `workspace = "/mnt/workspace"`, `memory = "2g"`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+__all__ = ["Settings", "parse_memory", "load_settings"]
+
+_MEMORY_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+def parse_memory(value: str | int) -> int:
+    """Parse a Docker-style size (`512m`, `1g`, `1.5GiB`, bytes as int) into bytes."""
+    if isinstance(value, int):
+        if value <= 0:
+            raise ValueError("a size must be positive")
+        return value
+    match = _MEMORY_RE.match(value)
+    if not match:
+        raise ValueError(f"not a size: {value!r} (use e.g. 512m, 1g, 2GiB)")
+    number, unit = match.groups()
+    size = int(float(number) * _UNITS[unit.lower()])
+    if size < 6 * 1024**2:
+        raise ValueError(f"{value!r} is too small: Docker needs at least 6m for a container")
+    return size
+
+
+def _config_file() -> Path | None:
+    explicit = os.environ.get("SCOPERUN_CONFIG")
+    if explicit:
+        return Path(explicit)
+    local = Path("scoperun.toml")
+    return local if local.is_file() else None
+
+
+class Settings(BaseSettings):
+    """Everything an operator can set; each field documents its meaning."""
+
+    model_config = SettingsConfigDict(env_prefix="SCOPERUN_", extra="forbid", validate_default=True)
+
+    workspace: Path = Field(Path("./workspace"), description="Workspace root (the gcsfuse mount in production).")
+    projects_dir: str = Field("projects", description="Folder of case folders, relative to the workspace.")
+    tools_dir: str = Field("Tools", description="The firm's scripts, mounted read-only.")
+    audit_dir: str = Field("Database/script_executions", description="One JSON audit record per run.")
+    temp_scripts_dir: str = Field("Database/temp_scripts", description="Scripts the agent wrote.")
+    allowed_script_dirs: list[str] = Field(
+        default_factory=lambda: ["Tools", "Database/temp_scripts"],
+        description="Folders (relative to the workspace) a script may be run from.",
+    )
+    image: str = Field("scoperun-runner:latest", description="Image every run uses.")
+    timeout: float = Field(300.0, gt=0, le=24 * 3600, description="Default timeout of a run, seconds.")
+    memory: str = Field("1g", description="Memory limit; swap is set equal so a run cannot swap.")
+    cpus: float = Field(0.5, gt=0, le=64, description="CPU quota in cores.")
+    pids_limit: int = Field(256, ge=16, description="Maximum processes/threads in a run's container.")
+    nofile: int = Field(1024, ge=64, description="Open-files ulimit in the container.")
+    tmp_size: str = Field("64m", description="Size of the container's writable /tmp (root fs is read-only).")
+    network: str = Field("bridge", description="Default network: bridge (internet), none, or a Docker network name.")
+    container_user: str = Field("1000:1000", description="uid:gid the script runs as (never root).")
+    secret_env: list[str] = Field(
+        default_factory=lambda: ["TAVILY_API_KEY", "OPENAI_API_KEY"],
+        description="Host environment variables passed through to runs; their values are redacted.",
+    )
+    output_cap: int = Field(64 * 1024, ge=1024, description="Bytes of stdout and of stderr kept in a result, each.")
+    max_concurrent: int = Field(4, ge=1, le=256, description="Containers running at once; the rest wait.")
+    safety_policy: Literal["off", "warn", "block"] = Field(
+        "warn", description="Script scanner: off, warn (findings reported), block (findings refuse the run)."
+    )
+    runtime: str | None = Field(None, description="OCI runtime (e.g. runsc for gVisor); None = engine default.")
+    docker_host: str | None = Field(None, description="Engine address; None = DOCKER_HOST or the local socket.")
+
+    @field_validator("memory", "tmp_size")
+    @classmethod
+    def _check_size(cls, value: str) -> str:
+        parse_memory(value)
+        return value
+
+    @field_validator("container_user")
+    @classmethod
+    def _check_user(cls, value: str) -> str:
+        uid, _, gid = value.partition(":")
+        if not uid.isdigit() or (gid and not gid.isdigit()):
+            raise ValueError("container_user must be numeric uid:gid, e.g. 1000:1000")
+        if int(uid) == 0 or (gid and int(gid) == 0):
+            raise ValueError("container_user must not be root (uid or gid 0)")
+        return value
+
+    @field_validator("network")
+    @classmethod
+    def _check_network(cls, value: str) -> str:
+        if value in {"host"} or value.startswith("container:"):
+            raise ValueError(f"network {value!r} would share the host's or another container's network; refused")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = _config_file()
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    @property
+    def memory_bytes(self) -> int:
+        """The memory limit in bytes."""
+        return parse_memory(self.memory)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Load settings from the environment and scoperun.toml, with explicit overrides on top."""
+    from pydantic import ValidationError
+
+    from .errors import ConfigError
+
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid scoperun settings: {problems}. Fix SCOPERUN_* variables or scoperun.toml.") from exc
+

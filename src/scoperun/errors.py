@@ -1,0 +1,78 @@
+"""One exception hierarchy for scoperun.
+
+    ScopeRunError                 root: catch this to catch everything scoperun raises
+    ├── ConfigError               settings are invalid or contradict each other
+    ├── WorkspaceError            the workspace is missing or not usable
+    ├── ScopeError                a path or case name leaves the scope it must stay in
+    ├── SafetyError               the script scanner's policy refused a script
+    ├── AuditError                an audit record could not be written (nothing runs then)
+    ├── EngineError               the container engine failed or is unreachable
+    │   └── ImageError            an image is missing or could not be built
+    └── UnsupportedScriptError    the script's kind cannot be run (not .py or .sh)
+
+A script's non-zero exit is data in the result, never an exception. Every message says what
+to do next.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuditError",
+    "ConfigError",
+    "EngineError",
+    "ImageError",
+    "SafetyError",
+    "ScopeError",
+    "ScopeRunError",
+    "UnsupportedScriptError",
+    "WorkspaceError",
+]
+
+
+class ScopeRunError(Exception):
+    """Root of every error scoperun raises."""
+
+
+class ConfigError(ScopeRunError):
+    """Settings are invalid."""
+
+
+class WorkspaceError(ScopeRunError):
+    """The workspace is missing, unreadable or not writable."""
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class ScopeError(ScopeRunError):
+    """A path, case or script name leaves the scope it must stay in."""
+
+    def __init__(self, message: str, *, rule: str, value: str | None = None) -> None:
+        super().__init__(message)
+        self.rule = rule
+        self.value = value
+
+
+class SafetyError(ScopeRunError):
+    """The scanner's policy refused the script; `findings` says why."""
+
+    def __init__(self, message: str, *, findings: list | None = None) -> None:
+        super().__init__(message)
+        self.findings = findings or []
+
+
+class AuditError(ScopeRunError):
+    """An audit record could not be written; the run did not start."""
+
+
+class EngineError(ScopeRunError):
+    """The container engine is unreachable or failed."""
+
+
+class ImageError(EngineError):
+    """An image is missing or its build failed."""
+
+
+class UnsupportedScriptError(ScopeRunError):
+    """The script is not a kind scoperun knows how to run."""

@@ -1,0 +1,140 @@
+"""Typed models at scoperun's boundaries: what a caller asks for and what a run produced."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = [
+    "Durations",
+    "ExecutionRequest",
+    "ExecutionResult",
+    "Limits",
+    "OutputCapture",
+    "Status",
+]
+
+_ENV_NAME_OK = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
+# Variables scoperun sets itself; a caller may not override them.
+RESERVED_ENV = frozenset({"EXECUTION_ID", "CASE_NAME", "WORKSPACE_ROOT", "HOME", "PATH"})
+
+
+class Status(StrEnum):
+    """How a run ended."""
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    OOM_KILLED = "oom_killed"
+    REJECTED = "rejected"
+    ERROR = "error"
+
+
+class Limits(BaseModel):
+    """Per-run resource limits; None means the configured default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    timeout: float | None = Field(None, gt=0, le=24 * 3600, description="Seconds before the run is killed.")
+    memory: str | None = Field(None, description="Memory limit, e.g. 512m or 2g (swap equal).")
+    cpus: float | None = Field(None, gt=0, le=64, description="CPU quota in cores.")
+    pids_limit: int | None = Field(None, ge=16, description="Maximum processes in the container.")
+
+    @field_validator("memory")
+    @classmethod
+    def _check_memory(cls, value: str | None) -> str | None:
+        if value is not None:
+            from .config import parse_memory
+
+            parse_memory(value)
+        return value
+
+
+class ExecutionRequest(BaseModel):
+    """One script to run on one case."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    script: str = Field(description="Script path relative to the workspace, e.g. Tools/create_file_inventory.py.")
+    case: str = Field(description="Case folder name under projects/, e.g. Caryn-McCay-MVA-7-30-2023.")
+    args: list[str] = Field(default_factory=list, description="Command-line arguments for the script.")
+    env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables.")
+    working_dir: str | None = Field(None, description="Subfolder of the case to run in (default: the case).")
+    limits: Limits = Field(default_factory=Limits)
+    network: str | None = Field(None, description="bridge, none, or a Docker network name; None = default.")
+    read_only: bool = Field(False, description="Mount the case read-only.")
+    requested_by: str | None = Field(None, max_length=200, description="Agent, thread or user id, for the audit.")
+    safety_policy: Literal["off", "warn", "block"] | None = Field(
+        None, description="Script scanner policy for this run; None = the configured default."
+    )
+
+    @field_validator("env")
+    @classmethod
+    def _check_env(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, val in value.items():
+            if not name or not set(name) <= _ENV_NAME_OK or name[0].isdigit():
+                raise ValueError(f"environment variable name {name!r} is not valid (use letters, digits, _)")
+            if name in RESERVED_ENV:
+                raise ValueError(f"environment variable {name} is set by scoperun and cannot be overridden")
+            if "\x00" in val:
+                raise ValueError(f"environment variable {name} contains a NUL byte")
+        return value
+
+    @field_validator("args")
+    @classmethod
+    def _check_args(cls, value: list[str]) -> list[str]:
+        if any("\x00" in a for a in value):
+            raise ValueError("an argument contains a NUL byte")
+        return value
+
+
+class OutputCapture(BaseModel):
+    """One captured stream: the text kept (capped) and how much there really was."""
+
+    text: str = ""
+    total_bytes: int = 0
+    truncated: bool = False
+
+
+class Durations(BaseModel):
+    """Where the time of a run went, in seconds."""
+
+    queue_wait: float = 0.0
+    container_start: float = 0.0
+    run: float = 0.0
+    total: float = 0.0
+
+
+class ExecutionResult(BaseModel):
+    """What a run produced. A non-zero exit is data here, not an exception."""
+
+    execution_id: str
+    status: Status
+    exit_code: int | None = None
+    message: str = Field("", description="One sentence on what happened and, if it failed, what to do.")
+    script: str
+    case: str
+    args: list[str] = Field(default_factory=list)
+    working_dir: str = ""
+    stdout: OutputCapture = Field(default_factory=OutputCapture)
+    stderr: OutputCapture = Field(default_factory=OutputCapture)
+    started_at: datetime
+    finished_at: datetime
+    durations: Durations = Field(default_factory=Durations)
+    image: str = ""
+    image_id: str | None = None
+    limits: dict[str, Any] = Field(default_factory=dict)
+    network: str = ""
+    read_only: bool = False
+    requested_by: str | None = None
+    findings: list[dict[str, Any]] = Field(default_factory=list, description="Safety scanner findings.")
+    audit_record: str = Field("", description="Audit record path relative to the workspace.")
+
+    @property
+    def success(self) -> bool:
+        """True when the script ran and exited 0."""
+        return self.status is Status.SUCCEEDED

@@ -1,0 +1,113 @@
+"""Bounded capture of a stream and redaction of secrets from text.
+
+A script may print hundreds of megabytes; scoperun keeps the first and last part of each
+stream (so both the start of the output and a final traceback survive) and only counts the
+rest, so its own memory stays within a few times the cap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from .models import OutputCapture
+
+__all__ = ["BoundedBuffer", "Redactor"]
+
+_MIN_SECRET_LEN = 4  # shorter values would redact ordinary words
+_FRAGMENT_LEN = 8  # any run of >= 8 characters of a secret is redacted
+
+
+class BoundedBuffer:
+    """Keeps the head and tail of a byte stream and the total size."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self._tail_cap = cap // 4
+        self._head_cap = cap - self._tail_cap
+        self._head = bytearray()
+        self._tail = bytearray()
+        self.total = 0
+
+    def write(self, data: bytes) -> None:
+        """Account for `data`, keeping only what fits the cap."""
+        self.total += len(data)
+        room = self._head_cap - len(self._head)
+        if room > 0:
+            self._head += data[:room]
+            data = data[room:]
+        if data:
+            self._tail += data
+            # Trim lazily so a stream of small writes stays O(n) overall.
+            if len(self._tail) > 2 * max(self._tail_cap, 1):
+                del self._tail[: len(self._tail) - self._tail_cap]
+
+    @property
+    def truncated(self) -> bool:
+        """True when some of the stream was not kept."""
+        return self.total > len(self._head) + min(len(self._tail), self._tail_cap)
+
+    def capture(self, redactor: Redactor | None = None) -> OutputCapture:
+        """Decode what was kept (invalid UTF-8 replaced), redact it and describe it."""
+        tail = bytes(self._tail[-self._tail_cap :]) if self._tail_cap else b""
+        if not self.truncated:
+            text = (bytes(self._head) + bytes(self._tail)).decode("utf-8", "replace")
+        else:
+            omitted = self.total - len(self._head) - len(tail)
+            text = (
+                bytes(self._head).decode("utf-8", "replace")
+                + f"\n[... {omitted} bytes omitted by scoperun ...]\n"
+                + tail.decode("utf-8", "replace")
+            )
+        if redactor is not None:
+            text = redactor.redact(text)
+        return OutputCapture(text=text, total_bytes=self.total, truncated=self.truncated)
+
+
+class Redactor:
+    """Replaces secret values, and any fragment of 8+ characters of them, by `[REDACTED:NAME]`."""
+
+    def __init__(self, secrets: Mapping[str, str]) -> None:
+        self._secrets = {n: v for n, v in secrets.items() if v and len(v) >= _MIN_SECRET_LEN}
+        self._grams: dict[str, str] = {}
+        for name, value in self._secrets.items():
+            for i in range(len(value) - _FRAGMENT_LEN + 1):
+                self._grams.setdefault(value[i : i + _FRAGMENT_LEN], name)
+
+    def __bool__(self) -> bool:
+        return bool(self._secrets)
+
+    def redact(self, text: str) -> str:
+        """Return `text` with every secret value and secret fragment replaced."""
+        if not self._secrets or not text:
+            return text
+        for name, value in self._secrets.items():
+            text = text.replace(value, f"[REDACTED:{name}]")
+        if not self._grams:
+            return text
+        # Mark every character covered by some 8-character window of a secret, then replace runs.
+        owner: list[str | None] = [None] * len(text)
+        hit = False
+        for i in range(len(text) - _FRAGMENT_LEN + 1):
+            name = self._grams.get(text[i : i + _FRAGMENT_LEN])
+            if name is not None:
+                hit = True
+                for j in range(i, i + _FRAGMENT_LEN):
+                    owner[j] = name
+        if not hit:
+            return text
+        out: list[str] = []
+        i = 0
+        while i < len(text):
+            name = owner[i]
+            if name is None:
+                out.append(text[i])
+                i += 1
+                continue
+            while i < len(text) and owner[i] == name:
+                i += 1
+            out.append(f"[REDACTED:{name}]")
+        return "".join(out)
+
+    def redact_list(self, values: list[str]) -> list[str]:
+        """Redact each string of a list."""
+        return [self.redact(v) for v in values]
