@@ -106,12 +106,20 @@ class DockerBackend:
             reader = threading.Thread(target=_drain, args=(stream, outcome), daemon=True,
                                       name=f"scoperun-out-{spec.execution_id}")
             reader.start()
-            api.start(container_id)
+            try:
+                api.start(container_id)
+            except NotFound as exc:  # e.g. the named network does not exist
+                outcome.error = _explain_not_found(spec, exc)
+                return outcome
             started = time.monotonic()
             outcome.container_start = started - t0
             try:
                 outcome.exit_code = api.wait(container_id, timeout=spec.timeout)["StatusCode"]
-            except ReadTimeout:
+            except (ReadTimeout, RequestsConnectionError):
+                # Over the unix socket a read timeout surfaces as a ConnectionError; tell it from a
+                # lost engine by the clock.
+                if time.monotonic() - started < spec.timeout - 0.5:
+                    raise
                 outcome.timed_out = True
                 _kill(api, container_id)
             outcome.run = time.monotonic() - started

@@ -1,0 +1,39 @@
+# The two commands a newcomer needs: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export SCOPERUN_WORKSPACE ?= $(CURDIR)/workspace
+
+.PHONY: demo test unit integration venv engine image bench clean
+
+demo: image ## sample workspace + the inventory tool run on its case, through scoperun
+	$(BIN)/scoperun demo
+
+test: image ## the whole suite, integration tests on the real engine included
+	$(BIN)/pytest -q
+
+unit: venv ## unit tests only (no engine needed)
+	$(BIN)/pytest -q tests/unit
+
+integration: image
+	$(BIN)/pytest -q tests/integration
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+engine: ## install (Debian docker.io) and start the Docker engine when none answers (root only)
+	bash scripts/ensure-engine.sh
+
+image: venv engine ## build the runner image (skipped when its inputs are unchanged)
+	bash scripts/build-images.sh
+
+bench: image
+	$(BIN)/python benchmarks/overhead.py
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info

@@ -1,0 +1,315 @@
+"""The `scoperun` command line: run, run-code, doctor, demo, image build.
+
+Exit status: 0 succeeded; the script's own code when it failed; 124 timed out; 137 out of
+memory; 2 rejected or bad usage; 125 engine error.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from .config import Settings, load_settings
+from .errors import AuditError, ConfigError, EngineError, ScopeRunError, WorkspaceError
+from .models import ExecutionRequest, ExecutionResult, Limits, Status
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Run scripts on case files in scoped, hardened containers.")
+image_app = typer.Typer(no_args_is_help=True, help="Build the images runs use.")
+app.add_typer(image_app, name="image")
+
+err = Console(stderr=True)
+out = Console()
+
+EXIT_REJECTED = 2
+EXIT_TIMED_OUT = 124
+EXIT_ENGINE = 125
+EXIT_OOM = 137
+
+
+def exit_code_for(result: ExecutionResult) -> int:
+    """Map a result to the CLI's exit status."""
+    if result.status is Status.SUCCEEDED:
+        return 0
+    if result.status is Status.FAILED:
+        return result.exit_code if result.exit_code and 0 < result.exit_code < 256 else 1
+    return {Status.TIMED_OUT: EXIT_TIMED_OUT, Status.OOM_KILLED: EXIT_OOM,
+            Status.REJECTED: EXIT_REJECTED}.get(result.status, EXIT_ENGINE)
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {escape(message)}")
+    return typer.Exit(code)
+
+
+def _settings(ctx: typer.Context) -> Settings:
+    overrides: dict[str, Any] = ctx.obj or {}
+    try:
+        return load_settings(**overrides)
+    except ConfigError as exc:
+        raise _fail(str(exc), EXIT_REJECTED) from None
+
+
+@app.callback()
+def _main(
+    ctx: typer.Context,
+    workspace: Annotated[Path | None, typer.Option("--workspace", "-w", help="Workspace root (default: $SCOPERUN_WORKSPACE or ./workspace).")] = None,
+    image: Annotated[str | None, typer.Option(help="Runner image (default: $SCOPERUN_IMAGE or scoperun-runner:latest).")] = None,
+) -> None:
+    overrides: dict[str, Any] = {}
+    if workspace is not None:
+        overrides["workspace"] = workspace
+    if image is not None:
+        overrides["image"] = image
+    ctx.obj = overrides
+
+
+def _parse_env(pairs: list[str] | None) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for pair in pairs or []:
+        name, sep, value = pair.partition("=")
+        if not sep:
+            raise _fail(f"--env {pair!r} must look like NAME=value", EXIT_REJECTED)
+        env[name] = value
+    return env
+
+
+def _execute(settings: Settings, as_json: bool, call: Any) -> None:
+    """Run `call(executor)` with a spinner on a terminal; print and exit with the mapped code."""
+    from .executor import Executor
+
+    executor = Executor(settings)
+    try:
+        if not as_json and err.is_terminal:
+            from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+            with Progress(SpinnerColumn(), TextColumn("running in a container"), TimeElapsedColumn(),
+                          console=err, transient=True) as progress:
+                progress.add_task("run", total=None)
+                result = call(executor)
+        else:
+            result = call(executor)
+    except (WorkspaceError, AuditError) as exc:
+        raise _fail(str(exc), EXIT_REJECTED if isinstance(exc, WorkspaceError) else EXIT_ENGINE) from None
+    except EngineError as exc:
+        raise _fail(str(exc), EXIT_ENGINE) from None
+    except ScopeRunError as exc:
+        raise _fail(str(exc), EXIT_REJECTED) from None
+    finally:
+        executor.close()
+    _print_result(result, as_json)
+    raise typer.Exit(exit_code_for(result))
+
+
+def _print_result(result: ExecutionResult, as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(result.model_dump_json(indent=2) + "\n")
+        return
+    if result.stdout.text:
+        sys.stdout.write(result.stdout.text if result.stdout.text.endswith("\n") else result.stdout.text + "\n")
+        sys.stdout.flush()
+    if result.stderr.text:
+        sys.stderr.write(result.stderr.text if result.stderr.text.endswith("\n") else result.stderr.text + "\n")
+    colour = {"succeeded": "green", "failed": "red", "rejected": "yellow"}.get(result.status.value, "red")
+    d = result.durations
+    err.print(
+        f"[bold {colour}]{result.status.value}[/] {escape(result.message)} · exit {result.exit_code} · "
+        f"{d.total:.2f} s (start {d.container_start:.2f} s, run {d.run:.2f} s)"
+    )
+    for f in result.findings:
+        err.print(f"[yellow]safety[/] line {f.get('line')}: {escape(str(f.get('rule')))} {escape(str(f.get('message')))}")
+    for name, cap in (("stdout", result.stdout), ("stderr", result.stderr)):
+        if cap.truncated:
+            err.print(f"[yellow]{name} truncated:[/] {cap.total_bytes} bytes in all, shown in part")
+    err.print(f"audit record: {escape(result.audit_record)}  ({result.execution_id})")
+
+
+def _request_fields(case: str, timeout: float | None, memory: str | None, cpus: float | None,
+                    network: str | None, read_only: bool, env: list[str] | None,
+                    working_dir: str | None, requested_by: str | None) -> dict[str, Any]:
+    from pydantic import ValidationError
+
+    try:
+        limits = Limits(timeout=timeout, memory=memory, cpus=cpus)
+    except ValidationError as exc:
+        raise _fail(f"bad limits: {exc.errors()[0]['msg']}", EXIT_REJECTED) from None
+    return {"case": case, "limits": limits, "network": network, "read_only": read_only,
+            "env": _parse_env(env), "working_dir": working_dir, "requested_by": requested_by or "cli"}
+
+
+CaseOpt = Annotated[str, typer.Option("--case", "-c", help="Case folder name under projects/.")]
+TimeoutOpt = Annotated[float | None, typer.Option(help="Seconds before the run is killed (default 300).")]
+MemoryOpt = Annotated[str | None, typer.Option(help="Memory limit, e.g. 512m, 2g (default 1g).")]
+CpusOpt = Annotated[float | None, typer.Option(help="CPU quota in cores (default 0.5).")]
+NetworkOpt = Annotated[str | None, typer.Option(help="bridge (internet), none, or a Docker network name.")]
+ReadOnlyOpt = Annotated[bool, typer.Option("--read-only", help="Mount the case read-only.")]
+EnvOpt = Annotated[list[str] | None, typer.Option("--env", "-e", help="NAME=value for the script (repeatable).")]
+WorkdirOpt = Annotated[str | None, typer.Option("--working-dir", help="Subfolder of the case to run in.")]
+ByOpt = Annotated[str | None, typer.Option("--requested-by", help="Who asked (agent, thread or user id) for the audit.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+
+
+def _make_request(script: str, fields: dict[str, Any], args: list[str] | None) -> ExecutionRequest:
+    from pydantic import ValidationError
+
+    try:
+        return ExecutionRequest(script=script, args=list(args or []), **fields)
+    except ValidationError as exc:
+        raise _fail(f"bad request: {exc.errors()[0]['msg']}", EXIT_REJECTED) from None
+
+
+@app.command()
+def run(
+    ctx: typer.Context,
+    script: Annotated[str, typer.Argument(help="Script relative to the workspace, e.g. Tools/create_file_inventory.py.")],
+    args: Annotated[list[str] | None, typer.Argument(help="Arguments for the script (after --).")] = None,
+    case: CaseOpt = ..., timeout: TimeoutOpt = None, memory: MemoryOpt = None, cpus: CpusOpt = None,
+    network: NetworkOpt = None, read_only: ReadOnlyOpt = False, env: EnvOpt = None,
+    working_dir: WorkdirOpt = None, requested_by: ByOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Run a workspace script (.py with python, .sh with bash) on one case."""
+    settings = _settings(ctx)
+    fields = _request_fields(case, timeout, memory, cpus, network, read_only, env, working_dir, requested_by)
+    request = _make_request(script, fields, args)
+    _execute(settings, as_json, lambda ex: ex.run(request))
+
+
+@app.command("run-code")
+def run_code(
+    ctx: typer.Context,
+    file: Annotated[str, typer.Argument(help="File holding the code, or - for stdin.")] = "-",
+    args: Annotated[list[str] | None, typer.Argument(help="Arguments for the script (after --).")] = None,
+    case: CaseOpt = ..., name: Annotated[str, typer.Option(help="Name hint; .py or .sh decides the interpreter.")] = "script.py",
+    timeout: TimeoutOpt = None, memory: MemoryOpt = None, cpus: CpusOpt = None, network: NetworkOpt = None,
+    read_only: ReadOnlyOpt = False, env: EnvOpt = None, working_dir: WorkdirOpt = None,
+    requested_by: ByOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Write code (from a file or stdin) to Database/temp_scripts/ and run it on one case."""
+    settings = _settings(ctx)
+    if file == "-":
+        code = sys.stdin.read()
+    else:
+        try:
+            code = Path(file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise _fail(f"cannot read {file}: {exc}", EXIT_REJECTED) from None
+        if name == "script.py":
+            name = Path(file).name
+    if not code.strip():
+        raise _fail("no code given (empty file or stdin)", EXIT_REJECTED)
+    fields = _request_fields(case, timeout, memory, cpus, network, read_only, env, working_dir, requested_by)
+    fields["args"] = list(args or [])
+    _execute(settings, as_json, lambda ex: ex.run_code(code, script_name=name, **fields))
+
+
+@app.command()
+def doctor(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Check the engine, the image and the workspace; print the fix for each problem."""
+    from .doctor import run_checks
+
+    checks = run_checks(_settings(ctx))
+    failed = [c for c in checks if not c.ok and c.severity == "error"]
+    if as_json:
+        sys.stdout.write(json.dumps({"ok": not failed, "checks": [c.as_dict() for c in checks]}, indent=2) + "\n")
+    else:
+        for c in checks:
+            mark = "[green]ok[/]" if c.ok else ("[red]FAIL[/]" if c.severity == "error" else "[yellow]warn[/]")
+            out.print(f"{mark:>14}  {c.name:<11} {escape(c.detail)}")
+            if not c.ok and c.fix:
+                out.print(f"{'':>6}fix: [bold]{escape(c.fix)}[/]")
+    raise typer.Exit(1 if failed else 0)
+
+
+@image_app.command("build")
+def image_build(
+    ctx: typer.Context,
+    base: Annotated[str | None, typer.Option(help="Base image (default: python:3.11-slim-bookworm if present, else scoperun-base:bookworm).")] = None,
+    ca_bundle: Annotated[Path | None, typer.Option(help="Extra CA bundle (PEM) trusted during the build, for TLS-intercepting proxies.")] = None,
+    tag: Annotated[str | None, typer.Option(help="Image tag (default: the configured image).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Rebuild even when the inputs are unchanged.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Build the runner image; skipped when an image with the same inputs exists."""
+    from .backends.docker import connect
+    from .images import build_image, default_base_image
+
+    settings = _settings(ctx)
+    if ca_bundle is not None and not ca_bundle.is_file():
+        raise _fail(f"CA bundle {ca_bundle} does not exist", EXIT_REJECTED)
+    try:
+        client = connect(settings.docker_host, timeout=600)
+        base_image = base or default_base_image(client)
+        progress = None if as_json else (lambda line: err.print(f"[dim]{escape(line)}[/]"))
+        result = build_image(client, tag=tag or settings.image, base_image=base_image, ca_bundle=ca_bundle,
+                             force=force, progress=progress)
+    except EngineError as exc:
+        raise _fail(str(exc), EXIT_ENGINE) from None
+    if as_json:
+        sys.stdout.write(json.dumps(result.__dict__, indent=2) + "\n")
+    else:
+        verb = "up to date (build skipped)" if result.skipped else "built"
+        out.print(f"[green]{escape(result.tag)}[/] {verb}: {result.image_id[:19]} inputs {result.inputs_hash[:12]}")
+
+
+@app.command()
+def demo(
+    ctx: typer.Context,
+    case: Annotated[str, typer.Option(help="Name of the sample case.")] = "Sample-Client-MVA-1-15-2025",
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a sample workspace, make sure the image exists, and run the inventory tool on the case."""
+    from .sample import create_sample_workspace
+
+    settings = _settings(ctx)
+    root = Path(settings.workspace).expanduser()
+    case_dir = create_sample_workspace(root, case_name=case)
+    if not as_json:
+        out.print(f"sample workspace: [bold]{escape(str(root.resolve()))}[/] (case {escape(case)})")
+    _ensure_image(settings, quiet=as_json)
+    request = ExecutionRequest(script=f"{settings.tools_dir}/create_file_inventory.py", case=case,
+                               args=["--format", "md"], requested_by="scoperun demo")
+    if not as_json:
+        out.print(f"running {settings.tools_dir}/create_file_inventory.py on {escape(str(case_dir))} ...")
+    _execute(settings, as_json, lambda ex: ex.run(request))
+
+
+def _ensure_image(settings: Settings, *, quiet: bool) -> None:
+    from .backends.docker import connect
+    from .images import build_image, default_base_image
+
+    try:
+        client = connect(settings.docker_host, timeout=600)
+        try:
+            client.images.get(settings.image)
+            return
+        except Exception:  # noqa: BLE001 - any lookup failure: try to build it
+            pass
+        if not quiet:
+            err.print(f"image {settings.image} is missing; building it (a few minutes the first time)...")
+        ca = Path("/etc/ssl/certs/ca-certificates.crt")
+        build_image(client, tag=settings.image, base_image=default_base_image(client),
+                    ca_bundle=ca if ca.is_file() else None, progress=None if quiet else (lambda l: err.print(f"[dim]{escape(l)}[/]")))
+    except EngineError as exc:
+        raise _fail(str(exc), EXIT_ENGINE) from None
+
+
+@app.command()
+def version() -> None:
+    """Print scoperun's version."""
+    from . import __version__
+
+    out.print(__version__)
+
+
+def main() -> None:
+    """Entry point of the `scoperun` command."""
+    try:
+        app()
+    except ScopeRunError as exc:  # anything not mapped above: a message, never a traceback
+        err.print(f"[bold red]error:[/] {escape(str(exc))}")
+        sys.exit(EXIT_ENGINE)

@@ -1,0 +1,133 @@
+"""`scoperun doctor`: the original plan's prerequisite checks, each with the command that fixes it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .config import Settings
+
+__all__ = ["Check", "run_checks"]
+
+_MIN_FREE_BYTES = 2 * 1024**3
+
+
+@dataclass
+class Check:
+    """One check: whether it passed, what was seen, and how to fix it if not."""
+
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+    severity: str = "error"  # "error" fails doctor; "warning" only informs
+
+    def as_dict(self) -> dict[str, object]:
+        """A JSON-ready dict."""
+        return asdict(self)
+
+
+def _mount_of(path: Path) -> tuple[str, str] | None:
+    """The (mount point, filesystem type) holding `path`, from /proc/mounts."""
+    try:
+        lines = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return None
+    best: tuple[str, str] | None = None
+    target = str(path)
+    for line in lines:
+        parts = line.split()
+        if len(parts) < 3:
+            continue
+        mount_point = parts[1].replace("\\040", " ")
+        if (target == mount_point or target.startswith(mount_point.rstrip("/") + "/")) and (
+            best is None or len(mount_point) > len(best[0])
+        ):
+            best = (mount_point, parts[2])
+    return best
+
+
+def _check_engine(settings: Settings) -> tuple[Check, object | None]:
+    from .backends.docker import connect
+    from .errors import EngineError
+
+    try:
+        client = connect(settings.docker_host, timeout=10)
+        version = client.version()
+        return Check("engine", True, f"Docker engine {version.get('Version')} (API {version.get('ApiVersion')})"), client
+    except EngineError as exc:
+        return Check("engine", False, str(exc), fix="make engine   # as root: installs and starts dockerd"), None
+
+
+def _check_image(settings: Settings, client: object | None) -> Check:
+    if client is None:
+        return Check("image", False, "not checked: no engine", fix="make engine")
+    from docker.errors import ImageNotFound
+
+    try:
+        image = client.images.get(settings.image)  # type: ignore[attr-defined]
+    except ImageNotFound:
+        return Check("image", False, f"image {settings.image} is missing", fix="make image   # or: scoperun image build")
+    labels = image.labels or {}
+    return Check("image", True, f"{settings.image} ({image.short_id}, inputs {labels.get('org.scoperun.inputs-hash', '?')[:12]})")
+
+
+def _check_workspace(settings: Settings) -> list[Check]:
+    root = Path(settings.workspace).expanduser()
+    if not root.is_dir():
+        return [Check("workspace", False, f"{root} does not exist",
+                      fix=f"scoperun demo   # sample workspace, or set SCOPERUN_WORKSPACE (now {root})")]
+    root = root.resolve()
+    checks = [Check("workspace", True, str(root))]
+    projects = root / settings.projects_dir
+    if projects.is_dir():
+        cases = sum(1 for p in projects.iterdir() if p.is_dir() and not p.is_symlink())
+        checks.append(Check("cases", True, f"{cases} case folder(s) in {projects}"))
+    else:
+        checks.append(Check("cases", False, f"no {settings.projects_dir}/ folder in {root}", fix=f"mkdir -p {projects}"))
+    audit = root / settings.audit_dir
+    probe = audit / f".doctor-{os.getpid()}"
+    try:
+        audit.mkdir(parents=True, exist_ok=True)
+        probe.write_text("ok")
+        probe.unlink()
+        checks.append(Check("audit", True, f"audit folder {audit} is writable"))
+    except OSError as exc:
+        checks.append(Check("audit", False, f"cannot write {audit}: {exc.strerror}",
+                            fix=f"mkdir -p {audit} && chown $(id -u) {audit}   # runs refuse to start without it"))
+    uid = int(settings.container_user.split(":")[0])
+    if projects.is_dir():
+        unwritable = [p.name for p in projects.iterdir()
+                      if p.is_dir() and not p.is_symlink() and p.stat().st_uid != uid and not (p.stat().st_mode & 0o002)]
+        if unwritable:
+            checks.append(Check(
+                "case-owner", False,
+                f"{len(unwritable)} case folder(s) are not writable by the container user {uid} "
+                f"(e.g. {unwritable[0]!r}); runs there can read but not write",
+                fix=f"chown -R {settings.container_user} {projects}   # gcsfuse: mount with --uid {uid} --gid "
+                    f"{settings.container_user.split(':')[-1]} --file-mode 664 --dir-mode 775",
+                severity="warning",
+            ))
+    mount = _mount_of(root)
+    if mount is not None:
+        mount_point, fstype = mount
+        is_fuse = fstype.startswith("fuse")
+        kind = "gcsfuse" if "gcsfuse" in fstype else ("a FUSE mount" if is_fuse else f"local {fstype}")
+        checks.append(Check("mount", True, f"workspace is on {kind} ({mount_point})", severity="warning"))
+    usage = shutil.disk_usage(root)
+    checks.append(Check(
+        "disk", usage.free >= _MIN_FREE_BYTES, f"{usage.free / 1024**3:.1f} GiB free under {root}",
+        fix="free disk space: `docker image prune` removes unused images (scoperun labels its own)",
+        severity="warning",
+    ))
+    return checks
+
+
+def run_checks(settings: Settings) -> list[Check]:
+    """Run every check; never raises for a failed check."""
+    engine, client = _check_engine(settings)
+    checks = [engine, _check_image(settings, client)]
+    checks.extend(_check_workspace(settings))
+    return checks

@@ -1,0 +1,48 @@
+"""Shared fixtures: a real workspace on disk for every test; the real engine for integration tests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from scoperun.config import Settings
+
+CASE = "Doe-John-MVA-3-14-2024"
+OTHER_CASE = "Roe-Jane-SlipFall-2023"
+CONTAINER_UID = 1000
+
+
+def make_workspace(root: Path) -> Path:
+    """A minimal workspace: two cases, Tools with a few scripts, the Database folders."""
+    for case in (CASE, OTHER_CASE):
+        (root / "projects" / case / "notes").mkdir(parents=True)
+        (root / "projects" / case / "notes" / "intake.txt").write_text(f"intake for {case}\n")
+    (root / "projects" / OTHER_CASE / "secret.txt").write_text("other case's private file\n")
+    tools = root / "Tools"
+    tools.mkdir()
+    (tools / "hello.py").write_text(
+        "import os, sys\nprint('hello from', os.environ['CASE_NAME'])\nprint('to stderr', file=sys.stderr)\n"
+    )
+    (tools / "hello.sh").write_text("#!/bin/bash\necho \"bash says $CASE_NAME\"\nls notes\n")
+    (root / "Database" / "script_executions").mkdir(parents=True)
+    (root / "Database" / "temp_scripts").mkdir(parents=True)
+    if os.geteuid() == 0:
+        # The container runs as uid 1000: give it the case folders and the agent's script folder.
+        for path in [root / "projects", *(root / "projects").rglob("*"), root / "Database",
+                     *(root / "Database").rglob("*")]:
+            os.chown(path, CONTAINER_UID, CONTAINER_UID)
+    return root
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    """A fresh workspace folder with two cases."""
+    return make_workspace(tmp_path / "ws")
+
+
+@pytest.fixture
+def settings(workspace: Path) -> Settings:
+    """Settings pointing at the fresh workspace, with short default timeouts for tests."""
+    return Settings(workspace=workspace, timeout=60, network="none")

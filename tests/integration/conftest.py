@@ -1,0 +1,83 @@
+"""Integration fixtures: the real Docker engine and the real runner image.
+
+Under CI=true a missing engine or image is a failure, never a skip.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from scoperun.backends.base import MANAGED_LABEL
+from scoperun.config import Settings
+from scoperun.executor import Executor
+
+IMAGE = os.environ.get("SCOPERUN_TEST_IMAGE", "scoperun-runner:latest")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/integration" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    """A docker-py client for the real engine (fails under CI when none answers)."""
+    import docker
+
+    try:
+        client = docker.from_env()
+        client.ping()
+        client.images.get(IMAGE)
+    except Exception as exc:  # noqa: BLE001
+        message = f"the Docker engine or image {IMAGE} is not available ({exc}); run `make image`"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def settings(workspace: Path, docker_client) -> Settings:
+    """Settings for the fresh workspace and the real runner image."""
+    return Settings(workspace=workspace, image=IMAGE, timeout=60, network="none")
+
+
+def _execution_ids(workspace: Path) -> set[str]:
+    audit = workspace / "Database" / "script_executions"
+    return {p.stem for p in audit.glob("*.json")} if audit.is_dir() else set()
+
+
+def leftover_containers(docker_client, execution_ids: set[str]) -> list:
+    """scoperun containers (running or not) that belong to the given runs."""
+    found = docker_client.containers.list(all=True, filters={"label": MANAGED_LABEL})
+    return [c for c in found if c.labels.get("org.scoperun.execution-id") in execution_ids]
+
+
+@pytest.fixture
+def executor(settings: Settings, workspace: Path, docker_client) -> Iterator[Executor]:
+    """A real executor; on teardown, proves every container it made is gone (and removes strays)."""
+    ex = Executor(settings)
+    yield ex
+    ex.close()
+    ids = _execution_ids(workspace)
+    deadline = time.monotonic() + 10
+    left = leftover_containers(docker_client, ids)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.2)
+        left = leftover_containers(docker_client, ids)
+    for c in left:
+        c.remove(force=True)
+    assert not left, f"containers left behind: {[c.name for c in left]}"
+
+
+def read_record(workspace: Path, execution_id: str) -> dict:
+    """The audit record of one run."""
+    return json.loads((workspace / "Database" / "script_executions" / f"{execution_id}.json").read_text())
