@@ -1,0 +1,576 @@
+"""A static scanner for the scripts an agent asks scoperun to run: ADVICE, not a sandbox.
+
+The container (read-only root, no capabilities, one case folder mounted) is the security
+boundary. The scanner only catches the obvious and the lightly obfuscated, so that a reviewer
+sees them and policy 'block' can refuse them before anything starts.
+"""
+
+from __future__ import annotations
+
+import ast
+import posixpath
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from .errors import ConfigError, SafetyError
+
+__all__ = ["Finding", "SafetyPolicy", "apply_policy", "format_findings", "scan_python", "scan_script", "scan_shell"]
+
+Severity = Literal["low", "medium", "high"]
+_RANK: dict[str, int] = {"low": 0, "medium": 1, "high": 2}
+_ALLOWED_ROOTS = ("/workspace", "/tmp")
+_DEVICES = frozenset({"/dev/null", "/dev/stdout", "/dev/stderr"})
+_SENSITIVE = frozenset({"os", "posix", "subprocess", "sys", "builtins", "shutil", "ctypes", "importlib", "pty",
+                        "socket"})
+
+
+class Finding(BaseModel):
+    """One suspicious construct: where it is (1-based line and column), how bad, and why."""
+
+    model_config = ConfigDict(frozen=True)
+
+    rule: str
+    severity: Severity
+    line: int
+    column: int
+    message: str
+    snippet: str
+
+
+class SafetyPolicy(StrEnum):
+    """What to do with findings: ignore them, report them, or refuse the script."""
+
+    off = "off"
+    warn = "warn"
+    block = "block"
+
+
+# rule id -> (severity, why it matters); ids are stable, callers may filter on them
+_RULES: dict[str, tuple[Severity, str]] = {
+    "os-system": ("high", "runs a shell command: the string is parsed by /bin/sh"),
+    "os-exec": ("high", "starts another program directly, bypassing subprocess"),
+    "subprocess-shell": ("high", "runs the command through a shell, so text becomes commands"),
+    "eval-exec": ("high", "executes code built at run time, which no review can see"),
+    "dynamic-import": ("medium", "imports a module whose name is computed at run time"),
+    "ctypes": ("high", "loads native code and calls C functions directly"),
+    "unsafe-deserialization": ("medium", "loading this format can execute code from the file"),
+    "absolute-write": ("medium", "modifies a path outside /workspace and /tmp"),
+    "dynamic-attribute": ("medium", "dynamic attribute access on a sensitive module"),
+    "syntax-error": ("low", "the script does not parse"),
+    "too-complex": ("medium", "expressions are nested too deeply for the scanner to analyse"),
+    "sh-pipe-to-shell": ("high", "runs code downloaded from the network"),
+    "sh-rm-root": ("high", "recursively deletes the filesystem root"),
+    "sh-rm-outside": ("medium", "deletes a path outside /workspace and /tmp"),
+    "sh-write-outside": ("medium", "writes a path outside /workspace and /tmp"),
+    "sh-eval": ("medium", "eval of a variable executes text built at run time"),
+    "sh-setuid": ("high", "sets the setuid/setgid bit, a privilege-escalation pattern"),
+    "sh-dev-tcp": ("high", "/dev/tcp and /dev/udp open raw sockets (reverse-shell pattern)"),
+    "sh-sudo": ("medium", "asks for root privileges, which the container never grants"),
+}
+
+# resolved call name -> rule, for calls that are suspicious whatever their arguments
+_CALL_RULES: dict[str, str] = {
+    "os.system": "os-system", "os.popen": "os-system", "posix.system": "os-system", "pty.spawn": "os-exec",
+    "subprocess.getoutput": "subprocess-shell", "subprocess.getstatusoutput": "subprocess-shell",
+    "asyncio.create_subprocess_shell": "subprocess-shell", "eval": "eval-exec", "exec": "eval-exec",
+    "compile": "eval-exec", "yaml.unsafe_load": "unsafe-deserialization", "shelve.open": "unsafe-deserialization",
+    "joblib.load": "unsafe-deserialization", "pandas.read_pickle": "unsafe-deserialization",
+    **{f"{m}.{f}": "unsafe-deserialization" for m in ("pickle", "cPickle", "_pickle", "marshal", "dill", "cloudpickle")
+       for f in ("load", "loads", "Unpickler")},
+}
+_EXEC_PREFIXES = tuple(f"{m}.{p}" for m in ("os", "posix") for p in ("exec", "spawn", "posix_spawn"))
+_SHELL_CAPABLE = frozenset(f"subprocess.{n}" for n in ("run", "call", "check_call", "check_output", "Popen"))
+_SHELLS = frozenset({"sh", "bash", "zsh", "dash", "ksh"})
+_IMPORTERS = frozenset({"__import__", "importlib.import_module", "importlib.__import__"})
+_NATIVE = frozenset({"ctypes", "_ctypes", "cffi"})
+_PATH_TYPES = frozenset(f"{p}{n}" for p in ("", "pathlib.") for n in ("Path", "PurePath", "PosixPath", "PurePosixPath"))
+_PATH_MUTATORS = frozenset({"write_text", "write_bytes", "touch", "mkdir", "unlink", "rmdir", "chmod", "rename",
+                            "replace", "symlink_to", "hardlink_to"})
+# call name -> indexes of the path arguments it modifies
+_FS_MUTATORS: dict[str, tuple[int, ...]] = {
+    **{f"os.{n}": (0,) for n in ("remove", "unlink", "rmdir", "removedirs", "chmod", "chown", "lchown", "mkdir",
+                                  "makedirs", "truncate", "utime")},
+    **{f"os.{n}": (0, 1) for n in ("rename", "renames", "replace")},
+    **{f"shutil.{n}": (1,) for n in ("copy", "copy2", "copyfile", "copytree", "copymode")},
+    "os.symlink": (1,), "os.link": (1,), "shutil.rmtree": (0,), "shutil.move": (0, 1),
+}
+_OPEN_FUNCS = frozenset({"open", "io.open", "codecs.open"})
+
+
+def _outside(path: str) -> bool:
+    """True for an absolute path not under /workspace or /tmp and not a standard device."""
+    if not path.startswith("/"):
+        return False
+    norm = posixpath.normpath(path)  # "/workspace/../etc" must count as /etc
+    return norm not in _DEVICES and not any(norm == root or norm.startswith(root + "/") for root in _ALLOWED_ROOTS)
+
+
+def _lines(source: str) -> list[str]:
+    # str.splitlines also splits on \f and \u2028, which would desync from ast line numbers
+    return re.split(r"\r\n|\r|\n", source)
+
+
+def _finding(rule: str, lines: list[str], line: int, column: int) -> Finding:
+    severity, why = _RULES[rule]
+    snippet = lines[line - 1].strip()[:120] if 0 < line <= len(lines) else ""
+    return Finding(rule=rule, severity=severity, line=line, column=column, message=why, snippet=snippet)
+
+
+def _const_str(node: ast.AST | None) -> str | None:
+    """Fold string constants, `+` concatenation and constant-only f-strings."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        left, right = _const_str(node.left), _const_str(node.right)
+        return left + right if left is not None and right is not None else None
+    if isinstance(node, ast.JoinedStr):
+        parts = [_const_str(v) for v in node.values]
+        return "".join(p for p in parts if p is not None) if None not in parts else None
+    return None
+
+
+def _is_literal_str(node: ast.AST | None) -> bool:
+    return isinstance(node, ast.Constant) and isinstance(node.value, str)
+
+
+def _arg(call: ast.Call, index: int, keyword: str) -> ast.expr | None:
+    if index < len(call.args) and not isinstance(call.args[index], ast.Starred):
+        return call.args[index]
+    return next((k.value for k in call.keywords if k.arg == keyword), None)
+
+
+def _join(base: str, attr: str) -> str:
+    return attr if base == "builtins" else f"{base}.{attr}"  # builtins.eval is eval
+
+
+def _is_call_to(node: ast.AST, names: tuple[str, ...]) -> bool:
+    return isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in names
+
+
+class _PyScanner:
+    """Resolves names through imports and simple assignments, then applies the rules."""
+
+    def __init__(self, source: str, tree: ast.Module) -> None:
+        self.lines, self.tree = _lines(source), tree
+        self.aliases: dict[str, str] = {}  # local name -> dotted name it stands for
+        self.star_modules: list[str] = []
+        # name -> (constant path or None if reassigned, bound to a Path object rather than a str)
+        self.consts: dict[str, tuple[str | None, bool]] = {}
+        self.found: dict[tuple[str, int, int], Finding] = {}
+
+    def run(self) -> list[Finding]:
+        self._collect_bindings()
+        for node in ast.walk(self.tree):
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                if any(n.split(".")[0] in _NATIVE for n in names):
+                    self._add("ctypes", node)
+            elif isinstance(node, ast.Call):
+                self._check_call(node, self._resolve(node.func) or "")
+            elif isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Load) and self._is_namespace(node.value):
+                # sys.modules[__name__] is a common, harmless idiom
+                if not (isinstance(node.slice, ast.Name) and node.slice.id == "__name__"):
+                    self._add("dynamic-attribute", node)
+            elif isinstance(node, ast.Attribute) and node.attr == "__dict__" and self._sensitive(node.value):
+                self._add("dynamic-attribute", node)
+        return list(self.found.values())
+
+    def _add(self, rule: str, node: ast.AST, severity: Severity | None = None) -> None:
+        line = getattr(node, "lineno", 1)
+        raw = self.lines[line - 1] if 0 < line <= len(self.lines) else ""
+        # ast columns are UTF-8 byte offsets; "Müller" earlier on the line must not shift them
+        col = len(raw.encode()[: getattr(node, "col_offset", 0)].decode(errors="ignore")) + 1
+        finding = _finding(rule, self.lines, line, col)
+        if severity:
+            finding = finding.model_copy(update={"severity": severity})
+        self.found.setdefault((rule, line, col), finding)
+
+    def _collect_bindings(self) -> None:
+        """Record imports and `name = <module/function/path>` assignments in source order."""
+        nodes = [n for n in ast.walk(self.tree) if isinstance(n, ast.Import | ast.ImportFrom | ast.Assign)]
+        for node in sorted(nodes, key=lambda n: (n.lineno, n.col_offset)):
+            if isinstance(node, ast.Import):
+                for a in node.names:
+                    top = a.name.split(".")[0]
+                    self.aliases[a.asname or top] = a.name if a.asname else top
+            elif isinstance(node, ast.ImportFrom):
+                if node.level or not node.module:
+                    continue  # relative imports are the script's own modules
+                for a in node.names:
+                    if a.name == "*":
+                        self.star_modules.append(node.module)
+                    else:
+                        self.aliases[a.asname or a.name] = f"{node.module}.{a.name}"
+            elif len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+                name = node.targets[0].id
+                # `run = sp.run`, `o = __import__("os")`, `f = getattr(os, "system")`
+                if (target := self._resolve(node.value)) and target != name:
+                    self.aliases[name] = target
+                obj = self._path_literal(node.value, path_only=True)
+                value = obj or self._path_literal(node.value)
+                self.consts[name] = (None, False) if name in self.consts else (value, obj is not None)
+
+    def _resolve(self, node: ast.AST) -> str | None:
+        """The dotted name an expression stands for (`sp.run` -> `subprocess.run`), if known."""
+        if isinstance(node, ast.Name):
+            if node.id in self.aliases:
+                return self.aliases[node.id]
+            for module in self.star_modules:  # `from os import *; system(...)`
+                if (full := f"{module}.{node.id}") in _CALL_RULES or full in _FS_MUTATORS:
+                    return full
+            return "builtins" if node.id == "__builtins__" else node.id
+        if isinstance(node, ast.Attribute):
+            base = self._resolve(node.value)
+            return _join(base, node.attr) if base else None
+        if isinstance(node, ast.Call):
+            func = self._resolve(node.func)
+            if func in _IMPORTERS:
+                name = _const_str(_arg(node, 0, "name"))
+                # __import__("os.path") returns os; import_module returns os.path
+                return name.split(".")[0] if name and func == "__import__" else name
+            if func == "getattr" and len(node.args) >= 2:
+                base, attr = self._resolve(node.args[0]), _const_str(node.args[1])
+                return _join(base, attr) if base and attr else None
+            return None
+        if isinstance(node, ast.Subscript) and (key := _const_str(node.slice)) is not None:
+            if self._resolve(node.value) == "sys.modules":
+                return key
+            if _is_call_to(node.value, ("globals", "locals")):
+                return self._resolve(ast.Name(id=key))
+            owner = self._namespace_owner(node.value)
+            return _join(owner, key) if owner else None
+        return None
+
+    def _namespace_owner(self, node: ast.AST) -> str | None:
+        """For `vars(os)` or `os.__dict__`, the module whose namespace it is."""
+        if isinstance(node, ast.Call) and self._resolve(node.func) == "vars" and node.args:
+            return self._resolve(node.args[0])
+        if isinstance(node, ast.Attribute) and node.attr == "__dict__":
+            return self._resolve(node.value)
+        return None
+
+    def _is_namespace(self, node: ast.AST) -> bool:
+        """True for globals()/locals(), sys.modules, builtins and a sensitive module's dict."""
+        if _is_call_to(node, ("globals", "locals")) or self._resolve(node) in ("sys.modules", "builtins"):
+            return True
+        owner = self._namespace_owner(node)
+        return owner is not None and owner.split(".")[0] in _SENSITIVE
+
+    def _sensitive(self, node: ast.AST) -> bool:
+        name = self._resolve(node)
+        return name is not None and name.split(".")[0] in _SENSITIVE
+
+    def _check_call(self, node: ast.Call, name: str) -> None:
+        if rule := _CALL_RULES.get(name):
+            self._add(rule, node, "medium" if name == "compile" else None)
+        elif name.startswith(_EXEC_PREFIXES):
+            self._add("os-exec", node)
+        elif name in _SHELL_CAPABLE:
+            shell = next((k.value for k in node.keywords if k.arg == "shell"), None)
+            argv = node.args[0] if node.args else None
+            # ["bash", "-c", cmd] is shell=True spelled differently
+            first = argv.elts[0] if isinstance(argv, ast.List | ast.Tuple) and argv.elts else None
+            if (shell is not None and not (isinstance(shell, ast.Constant) and not shell.value)) \
+                    or posixpath.basename(_const_str(first) or "") in _SHELLS:
+                self._add("subprocess-shell", node)
+        elif name in ("yaml.load", "yaml.load_all"):
+            loader = _arg(node, 1, "Loader")
+            if not (self._resolve(loader) or "" if loader else "").endswith(("SafeLoader", "BaseLoader")):
+                self._add("unsafe-deserialization", node)
+        elif name in _IMPORTERS:
+            arg = _arg(node, 0, "name")
+            if not _is_literal_str(arg):
+                self._add("dynamic-import", node)
+            if (_const_str(arg) or "").split(".")[0] in _NATIVE:
+                self._add("ctypes", node)
+        elif name == "getattr" and len(node.args) >= 2 and self._sensitive(node.args[0]):
+            target = self._resolve(node)
+            if not _is_literal_str(node.args[1]) or target in _CALL_RULES or target in _IMPORTERS:
+                self._add("dynamic-attribute", node)
+        elif (name == "vars" and node.args and self._sensitive(node.args[0])) or (
+                isinstance(node.func, ast.Attribute) and node.func.attr == "get"
+                and self._is_namespace(node.func.value)):
+            self._add("dynamic-attribute", node)
+        self._check_write(node, name)
+
+    def _check_write(self, node: ast.Call, name: str) -> None:
+        paths: list[ast.AST | None] = []
+        if name in _OPEN_FUNCS and any(c in (_const_str(_arg(node, 1, "mode")) or "r") for c in "wax+"):
+            paths.append(_arg(node, 0, "file"))
+        elif name in _FS_MUTATORS:
+            paths.extend(node.args[i] for i in _FS_MUTATORS[name] if i < len(node.args))
+        elif isinstance(node.func, ast.Attribute):
+            method, receiver = node.func.attr, node.func.value
+            writes = method == "open" and any(c in (_const_str(_arg(node, 0, "mode")) or "r") for c in "wax+")
+            if (method in _PATH_MUTATORS or writes) and self._path_literal(receiver, True):
+                paths.append(receiver)
+                if method in ("rename", "replace"):
+                    paths.append(_arg(node, 0, "target"))
+        if any(_outside(self._path_literal(p) or "") for p in paths):
+            self._add("absolute-write", node)
+
+    def _path_literal(self, node: ast.AST | None, path_only: bool = False) -> str | None:
+        """A statically known path: a string, Path("/x") / "y", or a constant-path name.
+
+        For `"/etc/" + name` or f"/etc/{name}" only the known directory is returned.
+        """
+        if isinstance(node, ast.Call) and (func := self._resolve(node.func)) in _PATH_TYPES | {"os.path.join"}:
+            parts = [self._path_literal(a) for a in node.args]
+            if not parts or None in parts or (path_only and func == "os.path.join"):
+                return None  # os.path.join returns a str, which has no write_text
+            return posixpath.join(*parts)  # type: ignore[arg-type]
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
+            left, right = self._path_literal(node.left), self._path_literal(node.right)
+            return posixpath.join(left, right) if left is not None and right is not None else None
+        if isinstance(node, ast.Name):
+            path, is_object = self.consts.get(node.id, (None, False))
+            return path if is_object or not path_only else None
+        if path_only or node is None:
+            return None  # "text".write_text(...) is not a path method
+        if (text := _const_str(node)) is not None:
+            return text
+        head = node.left if isinstance(node, ast.BinOp) else node.values[0] if isinstance(node, ast.JoinedStr) else None
+        prefix = _const_str(head) or ""
+        # "/" + x could be anything; "/etc/" + x is somewhere in /etc
+        return prefix.rsplit("/", 1)[0] or None if "/" in prefix else None
+
+
+def scan_python(source: str) -> list[Finding]:
+    """Scan Python source; a syntax error becomes one low `syntax-error` finding."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError, RecursionError) as exc:
+        finding = _finding("syntax-error", _lines(source), getattr(exc, "lineno", None) or 1,
+                           getattr(exc, "offset", None) or 1)
+        why = f"the script does not parse ({getattr(exc, 'msg', None) or exc})"
+        return [finding.model_copy(update={"message": why})]
+    try:
+        return _sort(_PyScanner(source, tree).run())
+    except RecursionError:  # parseable but nested beyond what the recursive resolver follows
+        return [_finding("too-complex", _lines(source), 1, 1)]
+
+
+@dataclass
+class _Tok:
+    text: str  # quotes and backslashes removed
+    start: int  # offset in the logical line
+    op: bool = False
+
+
+@dataclass
+class _Cmd:
+    words: list[_Tok] = field(default_factory=list)
+    redirects: list[tuple[str, _Tok]] = field(default_factory=list)
+
+
+# longest first, so that ">>" is not read as ">" ">"
+_OPS = ("&>>", "<<<", "<<-", ">>", "&&", "||", ";;", "<<", ">|", "&>", ">&", "<&", "|&", ">", "<", "|", "&", ";", "(",
+        ")")
+_OUTPUT_OPS = frozenset({">", ">>", ">|", "&>", "&>>"})
+_PREFIX_WORDS = frozenset({"!", "then", "do", "else", "elif", "if", "while", "until", "time", "{", "}", "exec",
+                           "command", "builtin", "nohup", "env"})
+_WRITERS = frozenset({"tee", "touch", "mkdir", "truncate", "chown", "chgrp", "chmod", "mv"})
+_COPIERS = frozenset({"cp", "install", "ln"})  # only the last operand is written
+_INTERPRETER = re.compile(r"^(?:(?:ba|z|da|k)?sh|python[\d.]*|perl|ruby|node)$")
+# `bash <(curl ...)`, `sh -c "$(wget -O- ...)"`: a download executed without a pipe
+_FETCH_EXEC = re.compile(r"(?:\b(?:ba|z|da|k)?sh|\bpython[\d.]*|\bsource|\beval)\b[^;&|]*?"
+                         r"(?:<\(|\$\(|`)\s*(?:curl|wget)\b")
+_DEV_NET = re.compile(r"/dev/(?:tcp|udp)/")
+_SETUID_MODE = re.compile(r"^(?:[ugoa]*[+=][rwxXt]*s|[2-7][0-7]{3})$")
+
+
+def _tokenize(line: str) -> tuple[list[_Tok], int]:
+    """Split a logical line into words and operators; also return where a comment starts."""
+    toks: list[_Tok] = []
+    i, n = 0, len(line)
+    while i < n:
+        if line[i] in " \t":
+            i += 1
+            continue
+        if line[i] == "#":  # a comment only starts at the beginning of a word
+            return toks, i
+        start = i
+        if m := re.match(r"\d+(?=[<>])", line[i:]):  # "2>" is one redirect operator
+            i += m.end()
+        if op := next((o for o in _OPS if line.startswith(o, i)), None):
+            toks.append(_Tok(op, start, True))
+            i += len(op)
+            continue
+        buf: list[str] = []
+        while i < n and line[i] not in " \t;&|<>()":
+            if line[i] == "\\":
+                buf.append(line[i + 1:i + 2])
+                i += 2
+            elif (quote := line[i]) in "'\"`":  # `...` is kept whole, like $(...)
+                j = i + 1
+                while j < n and line[j] != quote:
+                    j += 2 if quote != "'" and line[j] == "\\" else 1
+                buf.append(line[i:j + 1] if quote == "`" else line[i + 1:j])
+                i = j + 1
+            elif line.startswith("$(", i):  # keep $(...) whole, parentheses and all
+                depth, j = 0, i + 1
+                while j < n and (depth := depth + {"(": 1, ")": -1}.get(line[j], 0)) > 0:
+                    j += 1
+                buf.append(line[i:j + 1])
+                i = j + 1
+            else:
+                buf.append(line[i])
+                i += 1
+        toks.append(_Tok("".join(buf), start))
+    return toks, n
+
+
+def _pipelines(toks: list[_Tok]) -> list[list[_Cmd]]:
+    """Group tokens into pipelines of simple commands; a redirect takes the next word."""
+    pipelines: list[list[_Cmd]] = [[_Cmd()]]
+    i = 0
+    while i < len(toks):
+        tok = toks[i]
+        if tok.op and tok.text in ("|", "|&"):
+            pipelines[-1].append(_Cmd())
+        elif tok.op and tok.text in (";", "&&", "||", "&", "(", ")", ";;"):
+            pipelines.append([_Cmd()])
+        elif tok.op and i + 1 < len(toks) and not toks[i + 1].op:
+            pipelines[-1][-1].redirects.append((tok.text, toks[i + 1]))
+            i += 1
+        elif not tok.op:
+            pipelines[-1][-1].words.append(tok)
+        i += 1
+    return pipelines
+
+
+def _argv(cmd: _Cmd, unwrap_sudo: bool = True) -> list[_Tok]:
+    """The command's words without leading keywords, VAR=value words and `sudo -u x`."""
+    words, i = cmd.words, 0
+    while i < len(words) and (words[i].text in _PREFIX_WORDS or re.match(r"^[A-Za-z_]\w*=", words[i].text)):
+        i += 1
+    if unwrap_sudo and i < len(words) and _name(words[i:]) in ("sudo", "doas"):
+        i += 1  # sudo's options, so that `sudo rm -rf /` is still seen as rm
+        while i < len(words) and words[i].text.startswith("-"):
+            i += 2 if words[i].text in ("-u", "-g", "-C", "-p") else 1
+    return words[i:]
+
+
+def _name(argv: list[_Tok]) -> str:
+    return posixpath.basename(argv[0].text) if argv else ""
+
+
+def _check_command(cmd: _Cmd, add: Callable[[str, int], None]) -> None:
+    """Apply the per-command rules (sudo, rm, eval, writes, chmod) to one simple command."""
+    wrapped = _argv(cmd, unwrap_sudo=False)
+    if _name(wrapped) in ("sudo", "doas", "su"):
+        add("sh-sudo", wrapped[0].start)
+    argv = _argv(cmd)
+    name = _name(argv)
+    options = [w for w in argv[1:] if w.text.startswith("-")]
+    operands = [w for w in argv[1:] if not w.text.startswith("-")]
+    if name == "rm":
+        recursive = any(o.text == "--recursive" or (o.text[1:2] != "-" and set(o.text) & {"r", "R"}) for o in options)
+        for target in operands:
+            if recursive and posixpath.normpath(target.text) in ("/", "/*"):
+                add("sh-rm-root", argv[0].start)
+            elif _outside(target.text):
+                add("sh-rm-outside", argv[0].start)
+    elif name == "eval" and any("$" in w.text or "`" in w.text for w in argv[1:]):
+        add("sh-eval", argv[0].start)
+    elif name == "chmod" and any(_SETUID_MODE.match(mode) for w in argv[1:2] + options
+                                 for mode in w.text.lstrip("-").split(",")):
+        add("sh-setuid", argv[0].start)
+    targets = operands if name in _WRITERS else operands[-1:] if name in _COPIERS and len(operands) > 1 else []
+    if name == "dd":
+        targets = [_Tok(w.text[3:], w.start) for w in operands if w.text.startswith("of=")]
+    for target in targets:
+        if _outside(target.text):
+            add("sh-write-outside", target.start)
+
+
+def scan_shell(source: str) -> list[Finding]:
+    """Scan a bash script line by line; a Python heredoc body is scanned as Python."""
+    lines = _lines(source)
+    found: dict[tuple[str, int, int], Finding] = {}
+    segments: list[tuple[int, int]] = []  # (offset in the logical line, physical line index)
+
+    def add(rule: str, offset: int) -> None:
+        seg_offset, index = next(s for s in reversed(segments) if s[0] <= offset)
+        finding = _finding(rule, lines, index + 1, offset - seg_offset + 1)
+        found.setdefault((rule, finding.line, finding.column), finding)
+
+    i = 0
+    while i < len(lines):
+        segments, text = [(0, i)], lines[i]
+        # an odd number of trailing backslashes continues the line
+        while (len(text) - len(text.rstrip("\\"))) % 2 == 1 and i + 1 < len(lines):
+            i += 1
+            segments.append((len(text) - 1, i))
+            text = text[:-1] + lines[i]
+        i += 1
+        toks, code_end = _tokenize(text)
+        for m in _DEV_NET.finditer(text[:code_end]):
+            add("sh-dev-tcp", m.start())
+        for m in _FETCH_EXEC.finditer(text[:code_end]):
+            add("sh-pipe-to-shell", m.start())
+        heredocs: list[tuple[str, bool, bool]] = []  # (delimiter, strip tabs, is Python)
+        for pipeline in _pipelines(toks):
+            names = [_name(_argv(c)) for c in pipeline]
+            for k, cmd in enumerate(pipeline):
+                _check_command(cmd, add)
+                if names[k] in ("curl", "wget") and any(map(_INTERPRETER.match, names[k + 1:])):
+                    add("sh-pipe-to-shell", _argv(cmd)[0].start)
+                for op, target in cmd.redirects:
+                    if op in _OUTPUT_OPS and _outside(target.text) and not _DEV_NET.match(target.text):
+                        add("sh-write-outside", target.start)
+                    elif op in ("<<", "<<-"):
+                        # `cat <<EOF | python3` feeds the body to Python just like `python3 - <<EOF`
+                        heredocs.append((target.text, op == "<<-", any(n.startswith("python") for n in names[k:])))
+        for delimiter, strip_tabs, is_python in heredocs:
+            body_start = i
+            while i < len(lines) and (lines[i].lstrip("\t") if strip_tabs else lines[i]) != delimiter:
+                i += 1
+            body = [ln.lstrip("\t") if strip_tabs else ln for ln in lines[body_start:i]]
+            i += 1  # the delimiter line
+            if is_python:  # `python3 - <<'EOF'` is how agents inline Python in bash
+                for f in scan_python("\n".join(body)):
+                    moved = f.model_copy(update={"line": f.line + body_start})
+                    found.setdefault((f.rule, moved.line, f.column), moved)
+    return _sort(list(found.values()))
+
+
+def scan_script(source: str, *, kind: Literal["python", "shell"]) -> list[Finding]:
+    """Scan a script of the given kind; findings are sorted by line, then column."""
+    if kind == "python":
+        return scan_python(source)
+    if kind == "shell":
+        return scan_shell(source)
+    raise ConfigError(f"unknown script kind {kind!r}: use 'python' or 'shell'")
+
+
+def _sort(findings: list[Finding]) -> list[Finding]:
+    return sorted(findings, key=lambda f: (f.line, f.column, f.rule))
+
+
+def apply_policy(findings: list[Finding], policy: SafetyPolicy | str, *, block_at: Severity = "medium") -> None:
+    """Raise SafetyError carrying the blocking findings when policy is 'block'; else return."""
+    try:
+        policy = SafetyPolicy(policy)
+    except ValueError:
+        raise ConfigError(f"unknown safety policy {policy!r}: use off, warn or block") from None
+    if block_at not in _RANK:
+        raise ConfigError(f"unknown severity {block_at!r}: use low, medium or high")
+    blocking = [f for f in findings if _RANK[f.severity] >= _RANK[block_at]]
+    if policy is not SafetyPolicy.block or not blocking:
+        return
+    listed = "; ".join(f"{f.rule} at line {f.line} ({f.message})" for f in blocking)
+    raise SafetyError(
+        f"script refused by the safety policy 'block': {len(blocking)} "
+        f"finding{'s' if len(blocking) > 1 else ''}: {listed} — rewrite the script without "
+        "these calls, or ask an operator to run it with policy 'warn'", findings=blocking)
+
+
+def format_findings(findings: list[Finding]) -> str:
+    """One line per finding, `line 3:4 [high] os-system: why — snippet`; '' for none."""
+    return "\n".join(f"line {f.line}:{f.column} [{f.severity}] {f.rule}: {f.message} — {f.snippet}" for f in findings)
