@@ -221,7 +221,8 @@ class _Run:
             network=self.network,
             output_cap=st.output_cap,
             runtime=st.runtime,
-            labels={"org.scoperun.case": req.case, "org.scoperun.script": script.relative.as_posix()},
+            labels={"org.scoperun.case": req.case, "org.scoperun.script": script.relative.as_posix(),
+                    "org.scoperun.workspace": str(ws.root)},
         )
         return spec, script
 
