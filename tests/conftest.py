@@ -36,6 +36,15 @@ def make_workspace(root: Path) -> Path:
     return root
 
 
+@pytest.fixture(autouse=True)
+def _host_state(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Keep each test's audit index and chain heads out of the host's real state folder."""
+    state = tmp_path_factory.mktemp("state")
+    monkeypatch.setenv("SCOPERUN_STATE_DIR", str(state))
+    monkeypatch.delenv("SCOPERUN_INDEX_PATH", raising=False)
+    return state
+
+
 @pytest.fixture
 def workspace(tmp_path: Path) -> Path:
     """A fresh workspace folder with two cases."""

@@ -5,30 +5,57 @@ time atomically (a temporary file in the same folder, then a rename), so a crash
 leaves a trace and a reader never sees half a record. It keeps the original plan's fields
 (timestamp, execution_id, case_name, script_path, exit_code, stdout_length, stderr_length,
 success) so existing readers keep working.
+
+Optional hooks (see `AuditLog.from_settings`): finished records are linked into the host's
+hash chain (`chain.py`) and every record written is put in the host-local SQLite index
+(`index.py`). A run's full output, when its result shows only part of it, is kept beside the
+record as `<execution_id>.stdout` / `.stderr`.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import socket
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import AuditError
 from .models import ExecutionResult, Status
 
-__all__ = ["RECORD_VERSION", "AuditLog", "record_from_result"]
+if TYPE_CHECKING:
+    from .chain import HostChain
+    from .output import BoundedBuffer, Redactor
+    from .config import Settings
+    from .index import AuditIndex
+
+__all__ = ["OUTPUT_SUFFIXES", "RECORD_VERSION", "AuditLog", "keep_full_output", "record_from_result"]
 
 RECORD_VERSION = 1
+OUTPUT_SUFFIXES = ("stdout", "stderr")
+log = logging.getLogger(__name__)
 
 
 class AuditLog:
     """Writes and reads the JSON records of one workspace."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, chain: HostChain | None = None, index: AuditIndex | None = None) -> None:
         self.directory = directory
+        self.chain = chain
+        self.index = index
+
+    @classmethod
+    def from_settings(cls, settings: Settings, workspace_root: Path) -> AuditLog:
+        """The audit log of a workspace with the host's chain and index as the settings ask."""
+        from .chain import HostChain
+        from .index import AuditIndex
+        from .state import index_path, state_dir
+
+        directory = Path(workspace_root) / settings.audit_dir
+        chain = HostChain(state_dir(settings), directory) if settings.audit_chain else None
+        return cls(directory, chain=chain, index=AuditIndex(index_path(settings, directory), directory))
 
     def path_for(self, execution_id: str) -> Path:
         """Where the record of `execution_id` lives."""
@@ -37,10 +64,64 @@ class AuditLog:
         return self.directory / f"{execution_id}.json"
 
     def write(self, record: dict[str, Any]) -> Path:
-        """Write `record` atomically; raise AuditError (the run must not go on) on failure."""
+        """Write `record` atomically (chained when finished, then indexed); raise AuditError on failure."""
+        target: Path | None = None
+        if self.chain is not None and record.get("status") != Status.RUNNING.value:
+            write_error: AuditError | None = None
+            try:
+                with self.chain.link(record):
+                    try:
+                        target = self._write_file(record)
+                    except AuditError as exc:
+                        write_error = exc
+                        raise
+            except (OSError, AuditError) as exc:
+                if write_error is not None:
+                    raise write_error from None
+                # The host's state folder failed, not the workspace: keep the record, unchained,
+                # rather than lose what a run did; `audit verify` lists it as unchained.
+                log.warning("audit chain unavailable (%s); record %s written without a chain link",
+                            exc, record.get("execution_id"))
+                record.pop("chain", None)
+                target = None
+        if target is None:
+            target = self._write_file(record)
+        if self.index is not None:
+            try:
+                self.index.upsert(record, target)
+            except Exception as exc:  # noqa: BLE001 - the index is a cache; `audit reindex` repairs it
+                log.warning("audit index not updated for %s (%s); run `scoperun audit reindex`",
+                            record.get("execution_id"), exc)
+        return target
+
+    def write_output(self, execution_id: str, stream: str, data: bytes) -> Path:
+        """Keep a run's full `stream` output beside its record, atomically; raise AuditError on failure."""
+        if stream not in OUTPUT_SUFFIXES:
+            raise AuditError(f"unknown stream {stream!r}")
+        target = self.path_for(execution_id).with_suffix(f".{stream}")
+        self._atomic(target, data)
+        return target
+
+    def read_output(self, execution_id: str, stream: str, *, limit: int | None = None) -> bytes | None:
+        """The full output kept beside a record (first `limit` bytes), or None when there is none."""
+        path = self.path_for(execution_id).with_suffix(f".{stream}")
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise AuditError(f"cannot read {path} ({exc.strerror})") from None
+        with os.fdopen(fd, "rb") as fh:
+            return fh.read() if limit is None else fh.read(limit)
+
+    def _write_file(self, record: dict[str, Any]) -> Path:
         target = self.path_for(record["execution_id"])
         data = json.dumps(record, indent=2, ensure_ascii=False, default=str).encode("utf-8")
-        tmp = self.directory / f".{record['execution_id']}.{secrets.token_hex(4)}.tmp"
+        self._atomic(target, data)
+        return target
+
+    def _atomic(self, target: Path, data: bytes) -> None:
+        tmp = self.directory / f".{target.name}.{secrets.token_hex(4)}.tmp"
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             if self.directory.is_symlink():
@@ -62,7 +143,6 @@ class AuditLog:
                 f"cannot write the audit record {target} ({exc.strerror or exc}). Nothing was run. "
                 f"Check that the workspace's Database folder is writable (`scoperun doctor`)."
             ) from None
-        return target
 
     def read(self, execution_id: str) -> dict[str, Any]:
         """Read one record; raise AuditError if it is missing or not JSON."""
@@ -76,6 +156,28 @@ class AuditLog:
             raise AuditError(f"no audit record for {execution_id} in {self.directory}") from None
         except (OSError, ValueError) as exc:
             raise AuditError(f"audit record {path} cannot be read: {exc}") from None
+
+
+def keep_full_output(audit: AuditLog, execution_id: str, stream: str, buffer: BoundedBuffer,
+                     redactor: Redactor | None) -> str | None:
+    """Save the spilled full copy of a truncated stream beside the record (redacted); return its file name.
+
+    Failing to keep it is logged, never fatal: the record still says the output was truncated.
+    """
+    try:
+        if not buffer.spilled or not buffer.truncated:
+            return None
+        data, complete = buffer.read_spill()
+        if redactor:
+            data = redactor.redact(data.decode("utf-8", "replace")).encode("utf-8")
+        if not complete:
+            data += f"\n[... scoperun kept the first {buffer.spill_limit} of {buffer.total} bytes ...]\n".encode()
+        return audit.write_output(execution_id, stream, data).name
+    except (AuditError, OSError) as exc:
+        log.warning("full %s of %s not kept (%s)", stream, execution_id, exc)
+        return None
+    finally:
+        buffer.close()
 
 
 _HOST = socket.gethostname()
@@ -114,6 +216,8 @@ def record_from_result(result: ExecutionResult, *, script_sha256: str | None, en
         "script_sha256": script_sha256,
         "stdout_truncated": result.stdout.truncated,
         "stderr_truncated": result.stderr.truncated,
+        "stdout_full": result.stdout.full_output,
+        "stderr_full": result.stderr.full_output,
         "findings": result.findings,
         "host": _HOST,
         "pid": os.getpid(),

@@ -83,6 +83,15 @@ class Settings(BaseSettings):
     )
     runtime: str | None = Field(None, description="OCI runtime (e.g. runsc for gVisor); None = engine default.")
     docker_host: str | None = Field(None, description="Engine address; None = DOCKER_HOST or the local socket.")
+    state_dir: Path | None = Field(
+        None, description="Host-local state (audit index, chain heads); None = /var/lib/scoperun as root, "
+        "else $XDG_STATE_HOME/scoperun (~/.local/state/scoperun). Never on the workspace mount.")
+    index_path: Path | None = Field(None, description="SQLite audit index; None = one file per workspace under state_dir.")
+    audit_chain: bool = Field(True, description="Chain finished records by hash (tamper evidence, `scoperun audit verify`).")
+    full_output_limit: int = Field(
+        16 * 1024**2, ge=0, description="Bytes of each stream kept beside the record when a result's output was "
+        "truncated (<id>.stdout / .stderr); 0 = keep none.")
+    gc_grace: float = Field(120.0, ge=0, description="Seconds past a run's timeout before gc calls it abandoned.")
 
     @field_validator("memory", "tmp_size")
     @classmethod

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .audit import AuditLog, record_from_result
+from .audit import AuditLog, keep_full_output, record_from_result
 from .backends.base import Backend, BindMount, RunOutcome, RunSpec
 from .config import Settings, load_settings, parse_memory
 from .errors import EngineError, SafetyError, ScopeError, UnsupportedScriptError
@@ -144,7 +144,7 @@ class _Run:
         self.secrets = {n: os.environ[n] for n in self.settings.secret_env if os.environ.get(n)}
         self.redactor = Redactor(self.secrets)
         self.workspace = executor.workspace  # WorkspaceError propagates: nothing can be audited
-        self.audit = AuditLog(self.workspace.root / self.settings.audit_dir)
+        self.audit = AuditLog.from_settings(self.settings, self.workspace.root)  # + host chain and index
         self.script_sha256: str | None = None
         self.findings: list[dict[str, Any]] = []
         self.limits = {
@@ -220,6 +220,7 @@ class _Run:
             tmp_size_bytes=parse_memory(st.tmp_size),
             network=self.network,
             output_cap=st.output_cap,
+            spill_limit=st.full_output_limit,
             runtime=st.runtime,
             labels={"org.scoperun.case": req.case, "org.scoperun.script": script.relative.as_posix(),
                     "org.scoperun.workspace": str(ws.root)},
@@ -263,13 +264,22 @@ class _Run:
             status, message = Status.SUCCEEDED, "succeeded"
         else:
             status, message = Status.FAILED, f"the script exited with code {outcome.exit_code}"
+        from .ops import read_stop_marker
+
+        stop = read_stop_marker(self.audit.directory, self.execution_id)  # an operator's `scoperun stop`
+        if stop is not None and status is not Status.SUCCEEDED:
+            status, message = Status.FAILED, f"stopped by an operator: {stop}"
+        stdout, stderr = outcome.stdout.capture(self.redactor), outcome.stderr.capture(self.redactor)
+        for name, cap, buf in (("stdout", stdout, outcome.stdout), ("stderr", stderr, outcome.stderr)):
+            kept = keep_full_output(self.audit, self.execution_id, name, buf, self.redactor)
+            cap.full_output = str(Path(self.settings.audit_dir) / kept) if kept else None
         result = self._result(
             status,
             message=message,
             finished=True,
             exit_code=outcome.exit_code,
-            stdout=outcome.stdout.capture(self.redactor),
-            stderr=outcome.stderr.capture(self.redactor),
+            stdout=stdout,
+            stderr=stderr,
             durations=Durations(queue_wait=queue_wait, container_start=outcome.container_start, run=outcome.run),
         )
         self._write(result)

@@ -32,6 +32,7 @@ class Status(StrEnum):
     OOM_KILLED = "oom_killed"
     REJECTED = "rejected"
     ERROR = "error"
+    ABANDONED = "abandoned"  # the scoperun process died mid-run; set by `scoperun gc`
 
 
 class Limits(BaseModel):
@@ -98,6 +99,8 @@ class OutputCapture(BaseModel):
     text: str = ""
     total_bytes: int = 0
     truncated: bool = False
+    full_output: str | None = Field(
+        None, description="When truncated: the full (redacted) stream kept beside the audit record, workspace-relative.")
 
 
 class Durations(BaseModel):

@@ -7,7 +7,9 @@ rest, so its own memory stays within a few times the cap.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Mapping
+from typing import IO
 
 from .models import OutputCapture
 
@@ -18,18 +20,27 @@ _FRAGMENT_LEN = 8  # any run of >= 8 characters of a secret is redacted
 
 
 class BoundedBuffer:
-    """Keeps the head and tail of a byte stream and the total size."""
+    """Keeps the head and tail of a byte stream and the total size.
 
-    def __init__(self, cap: int) -> None:
+    With `spill_limit`, a stream that outgrows the cap is also copied, up to `spill_limit` bytes,
+    to an anonymous temporary file on local disk (never memory), for the audit trail.
+    """
+
+    def __init__(self, cap: int, *, spill_limit: int = 0) -> None:
         self.cap = cap
         self._tail_cap = cap // 4
         self._head_cap = cap - self._tail_cap
         self._head = bytearray()
         self._tail = bytearray()
         self.total = 0
+        self.spill_limit = spill_limit
+        self._spill: IO[bytes] | None = None
+        self._spilled = 0
 
     def write(self, data: bytes) -> None:
         """Account for `data`, keeping only what fits the cap."""
+        if self.spill_limit:
+            self._spill_write(data)
         self.total += len(data)
         room = self._head_cap - len(self._head)
         if room > 0:
@@ -40,6 +51,42 @@ class BoundedBuffer:
             # Trim lazily so a stream of small writes stays O(n) overall.
             if len(self._tail) > 2 * max(self._tail_cap, 1):
                 del self._tail[: len(self._tail) - self._tail_cap]
+
+    def _spill_write(self, data: bytes) -> None:
+        if self._spill is None:
+            if self.total + len(data) <= self.cap:
+                return  # fits the cap: nothing to keep beside the result
+            # First overflow: head and tail still hold every byte so far (the tail is trimmed
+            # only past twice its cap), so the spill file starts complete.
+            self._spill = tempfile.TemporaryFile(prefix="scoperun-out-")
+            self._spill_raw(bytes(self._head) + bytes(self._tail))
+        self._spill_raw(data)
+
+    def _spill_raw(self, data: bytes) -> None:
+        room = self.spill_limit - self._spilled
+        if room > 0 and self._spill is not None:
+            chunk = data[:room]
+            self._spill.write(chunk)
+            self._spilled += len(chunk)
+
+    @property
+    def spilled(self) -> bool:
+        """True when a full copy (up to `spill_limit`) of an over-cap stream exists."""
+        return self._spill is not None
+
+    def read_spill(self) -> tuple[bytes, bool]:
+        """The spilled copy and whether it is complete (False when the stream passed `spill_limit`)."""
+        if self._spill is None:
+            return b"", False
+        self._spill.flush()
+        self._spill.seek(0)
+        return self._spill.read(), self._spilled == self.total
+
+    def close(self) -> None:
+        """Delete the spill file, if any."""
+        if self._spill is not None:
+            self._spill.close()
+            self._spill = None
 
     @property
     def truncated(self) -> bool:

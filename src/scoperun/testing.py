@@ -53,7 +53,8 @@ class FakeBackend:
             planned = self.script(spec)
             if planned.sleep:
                 time.sleep(planned.sleep)
-            outcome = RunOutcome(stdout=BoundedBuffer(spec.output_cap), stderr=BoundedBuffer(spec.output_cap))
+            outcome = RunOutcome(stdout=BoundedBuffer(spec.output_cap, spill_limit=spec.spill_limit),
+                                 stderr=BoundedBuffer(spec.output_cap, spill_limit=spec.spill_limit))
             outcome.stdout.write(planned.stdout)
             outcome.stderr.write(planned.stderr)
             outcome.exit_code = planned.exit_code

@@ -44,6 +44,7 @@ class RunSpec:
     output_cap: int
     runtime: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    spill_limit: int = 0  # keep up to this many bytes of an over-cap stream on local disk (BoundedBuffer)
 
 
 @dataclass

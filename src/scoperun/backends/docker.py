@@ -80,7 +80,8 @@ class DockerBackend:
         from requests.exceptions import ReadTimeout
 
         api = self.client.api
-        outcome = RunOutcome(stdout=BoundedBuffer(spec.output_cap), stderr=BoundedBuffer(spec.output_cap))
+        outcome = RunOutcome(stdout=BoundedBuffer(spec.output_cap, spill_limit=spec.spill_limit),
+                             stderr=BoundedBuffer(spec.output_cap, spill_limit=spec.spill_limit))
         try:
             outcome.image_id = api.inspect_image(spec.image)["Id"]
         except ImageNotFound:
