@@ -8,8 +8,8 @@ success) so existing readers keep working.
 
 Optional hooks (see `AuditLog.from_settings`): finished records are linked into the host's
 hash chain (`chain.py`) and every record written is put in the host-local SQLite index
-(`index.py`). A run's full output, when its result shows only part of it, is kept beside the
-record as `<execution_id>.stdout` / `.stderr`.
+(`index.py`). A run's output, in full even when its result shows only part of it, is kept beside the
+record as `<execution_id>.stdout` / `.stderr` (up to `full_output_limit`).
 """
 
 from __future__ import annotations
@@ -160,14 +160,19 @@ class AuditLog:
 
 def keep_full_output(audit: AuditLog, execution_id: str, stream: str, buffer: BoundedBuffer,
                      redactor: Redactor | None) -> str | None:
-    """Save the spilled full copy of a truncated stream beside the record (redacted); return its file name.
+    """Save a stream's output (redacted, up to the buffer's `spill_limit`) beside the record; return its name.
 
-    Failing to keep it is logged, never fatal: the record still says the output was truncated.
+    Kept for every non-empty stream, so `audit show` has what the agent was shown, and in full
+    what it was shown only in part. Failing to keep it is logged, never fatal.
     """
     try:
-        if not buffer.spilled or not buffer.truncated:
+        if buffer.spill_limit <= 0 or buffer.total == 0:
             return None
-        data, complete = buffer.read_spill()
+        data, complete = buffer.full_bytes()
+        if len(data) > buffer.spill_limit:
+            data, complete = data[: buffer.spill_limit], False
+        if not data:
+            return None
         if redactor:
             data = redactor.redact(data.decode("utf-8", "replace")).encode("utf-8")
         if not complete:
@@ -216,8 +221,8 @@ def record_from_result(result: ExecutionResult, *, script_sha256: str | None, en
         "script_sha256": script_sha256,
         "stdout_truncated": result.stdout.truncated,
         "stderr_truncated": result.stderr.truncated,
-        "stdout_full": result.stdout.full_output,
-        "stderr_full": result.stderr.full_output,
+        "stdout_file": result.stdout.full_output,
+        "stderr_file": result.stderr.full_output,
         "findings": result.findings,
         "host": _HOST,
         "pid": os.getpid(),

@@ -1,4 +1,4 @@
-"""The `scoperun` command line: run, run-code, doctor, demo, image build.
+"""The `scoperun` command line: run, run-code, doctor, demo, image build (+ audit, stats, ps, stop, gc, metrics).
 
 Exit status: 0 succeeded; the script's own code when it failed; 124 timed out; 137 out of
 memory; 2 rejected or bad usage; 125 engine error.
@@ -304,6 +304,11 @@ def version() -> None:
     from . import __version__
 
     out.print(__version__)
+
+
+from .cli_audit import register as _register_audit  # noqa: E402 - needs the helpers above
+
+_register_audit(app)  # audit list|show|reindex|verify, stats, ps, stop, gc, metrics
 
 
 def main() -> None:

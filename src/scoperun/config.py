@@ -89,8 +89,8 @@ class Settings(BaseSettings):
     index_path: Path | None = Field(None, description="SQLite audit index; None = one file per workspace under state_dir.")
     audit_chain: bool = Field(True, description="Chain finished records by hash (tamper evidence, `scoperun audit verify`).")
     full_output_limit: int = Field(
-        16 * 1024**2, ge=0, description="Bytes of each stream kept beside the record when a result's output was "
-        "truncated (<id>.stdout / .stderr); 0 = keep none.")
+        16 * 1024**2, ge=0, description="Bytes of each stream's output kept beside its record (<id>.stdout / "
+        ".stderr), in full even when the result was truncated; 0 = keep none.")
     gc_grace: float = Field(120.0, ge=0, description="Seconds past a run's timeout before gc calls it abandoned.")
 
     @field_validator("memory", "tmp_size")

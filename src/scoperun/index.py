@@ -21,7 +21,7 @@ from typing import Any
 
 from .errors import AuditError
 
-__all__ = ["AuditIndex", "ReindexReport", "row_from_record", "where_clause"]
+__all__ = ["AuditIndex", "ReindexReport", "read_json_file", "row_from_record", "where_clause"]
 
 log = logging.getLogger(__name__)
 SCHEMA_VERSION = "1"
@@ -197,7 +197,7 @@ class AuditIndex:
                     before = known.get(stem)
                     if before == (st.st_mtime_ns, st.st_size):
                         continue
-                    record = _read_json(Path(entry.path))
+                    record = read_json_file(Path(entry.path))
                     if record is None:
                         report.unreadable += 1
                         continue
@@ -257,7 +257,7 @@ def where_clause(*, case: str | None = None, status: str | None = None, script: 
     return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+def read_json_file(path: Path) -> dict[str, Any] | None:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
         with os.fdopen(fd, "rb") as fh:

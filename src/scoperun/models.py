@@ -100,7 +100,7 @@ class OutputCapture(BaseModel):
     total_bytes: int = 0
     truncated: bool = False
     full_output: str | None = Field(
-        None, description="When truncated: the full (redacted) stream kept beside the audit record, workspace-relative.")
+        None, description="The whole (redacted) stream kept beside the audit record, workspace-relative; None if not kept.")
 
 
 class Durations(BaseModel):

@@ -74,13 +74,16 @@ class BoundedBuffer:
         """True when a full copy (up to `spill_limit`) of an over-cap stream exists."""
         return self._spill is not None
 
-    def read_spill(self) -> tuple[bytes, bool]:
-        """The spilled copy and whether it is complete (False when the stream passed `spill_limit`)."""
-        if self._spill is None:
-            return b"", False
-        self._spill.flush()
-        self._spill.seek(0)
-        return self._spill.read(), self._spilled == self.total
+    def full_bytes(self) -> tuple[bytes, bool]:
+        """The whole stream as far as kept (under the cap, or spilled up to `spill_limit`) and whether
+        that is all of it."""
+        if self._spill is not None:
+            self._spill.flush()
+            self._spill.seek(0)
+            return self._spill.read(), self._spilled == self.total
+        if not self.truncated:
+            return bytes(self._head) + bytes(self._tail), True
+        return b"", False
 
     def close(self) -> None:
         """Delete the spill file, if any."""

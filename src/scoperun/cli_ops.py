@@ -1,0 +1,147 @@
+"""CLI operations: `ps`, `stop`, `gc`, `metrics`. Only scoperun's containers (label
+`org.scoperun.managed=1`), and only this workspace's unless `--any-workspace`.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import sys
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from .cli_audit import JsonOpt, _consoles, _ctx_settings, _fail
+from .errors import EngineError, ScopeRunError
+
+AnyWsOpt = Annotated[bool, typer.Option("--any-workspace", help="Act on scoperun containers of every workspace.")]
+EXIT_ENGINE = 125
+
+
+def _human_bytes(n: int | None) -> str:
+    if n is None:
+        return "?"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n} B"
+
+
+def ps(ctx: typer.Context, any_workspace: AnyWsOpt = False, as_json: JsonOpt = False) -> None:
+    """Runs in progress: id, case, script, elapsed time, memory."""
+    from .ops import list_runs
+
+    settings = _ctx_settings(ctx)
+    try:
+        runs = list_runs(settings, any_workspace=any_workspace)
+    except EngineError as exc:
+        raise _fail(str(exc), EXIT_ENGINE) from None
+    if as_json:
+        sys.stdout.write(json.dumps([r.model_dump() for r in runs], indent=2) + "\n")
+        return
+    out, _ = _consoles()
+    if not runs:
+        out.print("no scoperun runs in progress" + ("" if any_workspace else " in this workspace"))
+        return
+    table = Table("execution id", "case", "script", "elapsed", "memory", box=None)
+    for r in runs:
+        table.add_row(r.execution_id, escape(r.case), escape(r.script), f"{r.elapsed:.0f} s", _human_bytes(r.memory_bytes))
+    out.print(table)
+
+
+def stop(
+    ctx: typer.Context,
+    execution_ids: Annotated[list[str] | None, typer.Argument(help="Execution ids to stop (see `scoperun ps`).")] = None,
+    all_runs: Annotated[bool, typer.Option("--all", help="Stop every run of this workspace.")] = False,
+    reason: Annotated[str, typer.Option("--reason", help="Why; written into each stopped run's record.")] = "stopped by an operator",
+    any_workspace: AnyWsOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Stop runs (scoperun's containers only); each ends `failed` with the reason in its record."""
+    from .ops import stop_runs
+
+    if bool(execution_ids) == all_runs:
+        raise _fail("give execution ids or --all (not both)")
+    settings = _ctx_settings(ctx)
+    try:
+        outcomes = stop_runs(settings, None if all_runs else list(execution_ids or []), reason=reason,
+                             by=f"scoperun stop ({getpass.getuser()})", any_workspace=any_workspace)
+    except EngineError as exc:
+        raise _fail(str(exc), EXIT_ENGINE) from None
+    except ScopeRunError as exc:
+        raise _fail(str(exc), 1) from None
+    if as_json:
+        sys.stdout.write(json.dumps([o.model_dump() for o in outcomes], indent=2) + "\n")
+    else:
+        out, _ = _consoles()
+        if not outcomes:
+            out.print("no scoperun runs to stop" + ("" if any_workspace else " in this workspace"))
+        for o in outcomes:
+            mark = "[green]stopped[/]" if o.stopped else "[yellow]not stopped[/]"
+            out.print(f"{mark} {o.execution_id} ({escape(o.container)}): {escape(o.detail)}")
+    raise typer.Exit(0 if all(o.stopped for o in outcomes) else 1)
+
+
+def gc(
+    ctx: typer.Context,
+    any_workspace: AnyWsOpt = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would be cleaned; change nothing.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Mark runs whose scoperun process died `abandoned`; remove leftover and overdue scoperun containers."""
+    from .ops import collect_garbage
+
+    settings = _ctx_settings(ctx)
+    report = collect_garbage(settings, any_workspace=any_workspace, dry_run=dry_run)
+    if as_json:
+        sys.stdout.write(report.model_dump_json(indent=2) + "\n")
+    else:
+        out, err = _consoles()
+        verb = "would mark" if dry_run else "marked"
+        for execution_id in report.abandoned:
+            out.print(f"{verb} abandoned: {execution_id}")
+        for c in report.containers_removed:
+            out.print(f"{'would remove' if dry_run else 'removed'} container {escape(c['container'])}: {escape(c['reason'])}")
+        for name, items in report.hooks.items():
+            for item in items:
+                out.print(f"{escape(name)}: {escape(item)}")
+        for e in report.errors:
+            err.print(f"[red]error:[/] {escape(e)}")
+        if not (report.abandoned or report.containers_removed or any(report.hooks.values()) or report.errors):
+            out.print("nothing to clean")
+    raise typer.Exit(1 if report.errors else 0)
+
+
+def metrics(
+    ctx: typer.Context,
+    port: Annotated[int, typer.Option("--port", "-p", min=0, max=65535, help="TCP port (0 = any free port).")] = 9464,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on (loopback by default).")] = "127.0.0.1",
+    refresh: Annotated[float, typer.Option("--refresh", min=0, help="Re-read new records at most every N seconds.")] = 5.0,
+) -> None:
+    """Serve Prometheus metrics (runs by status, durations, runs in progress) at /metrics."""
+    from .metrics import serve_metrics
+
+    settings = _ctx_settings(ctx)
+    _, err = _consoles()
+
+    def ready(url: str) -> None:
+        err.print(f"serving scoperun metrics at {url}")
+        sys.stderr.flush()
+
+    try:
+        serve_metrics(settings, host=host, port=port, refresh=refresh, ready=ready)
+    except KeyboardInterrupt:
+        pass
+    except ScopeRunError as exc:
+        raise _fail(str(exc)) from None
+
+
+def register(app: typer.Typer) -> None:
+    """Add `ps`, `stop`, `gc` and `metrics` to the main app."""
+    app.command("ps")(ps)
+    app.command("stop")(stop)
+    app.command("gc")(gc)
+    app.command("metrics")(metrics)
