@@ -35,8 +35,9 @@ from .state import HOST, audit_dir_key, process_alive
 __all__ = ["GENESIS", "ChainFinding", "HostChain", "VerifyReport", "record_digest", "verify_records"]
 
 GENESIS = "0" * 64
-FindingKind = Literal["modified", "deleted", "reordered", "unfinished", "unchained"]
-# Kinds that make `verify` fail; `unchained` (plan-era or chain-disabled records) only informs.
+FindingKind = Literal["modified", "deleted", "reordered", "unfinished", "abandoned", "unchained"]
+# Kinds that make `verify` fail. `abandoned` (never finished, already accounted for by gc) and
+# `unchained` (plan-era or chain-disabled records) are reported but only inform.
 FAILING_KINDS = frozenset({"modified", "deleted", "reordered", "unfinished"})
 _THREAD_LOCKS: dict[str, threading.Lock] = {}
 _THREAD_LOCKS_GUARD = threading.Lock()
@@ -157,10 +158,7 @@ def _epoch(value: Any) -> float | None:
 
 
 def _unfinished(record: dict[str, Any], *, now: float, grace: float, default_timeout: float) -> str | None:
-    status = record.get("status")
-    if status == "abandoned":
-        return f"marked abandoned: {record.get('message', '')}"
-    if status != "running":
+    if record.get("status") != "running":
         return None
     pid, host = record.get("pid"), record.get("host")
     if host == HOST and isinstance(pid, int) and not process_alive(pid):
@@ -192,6 +190,9 @@ def verify_records(
         if record.get("execution_id") != stem:
             findings.append(ChainFinding(kind="modified", execution_id=stem,
                                          detail=f"file {stem}.json holds the record of {record.get('execution_id')!r}"))
+        if record.get("status") == "abandoned":
+            findings.append(ChainFinding(kind="abandoned", execution_id=stem,
+                                         detail=f"started but never finished: {record.get('message', '')}"))
         reason = _unfinished(record, now=now, grace=grace, default_timeout=default_timeout)
         if reason:
             findings.append(ChainFinding(kind="unfinished", execution_id=stem, detail=reason))

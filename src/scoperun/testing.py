@@ -11,11 +11,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from .backends.base import RunOutcome, RunSpec
 from .output import BoundedBuffer
 
-__all__ = ["FakeBackend", "FakeRun"]
+__all__ = ["FakeBackend", "FakeRun", "fake_records"]
 
 
 @dataclass
@@ -70,3 +71,45 @@ class FakeBackend:
     def close(self) -> None:
         """Mark the backend closed."""
         self.closed = True
+
+
+_FAKE_STATUSES = ("succeeded",) * 90 + ("failed",) * 5 + ("timed_out", "oom_killed", "error", "rejected", "running")
+
+
+def fake_records(count: int, *, seed: int = 0, now: float | None = None, span_days: float = 30.0,
+                 cases: int = 40, scripts: int = 12) -> list[dict[str, Any]]:
+    """`count` audit records in the plan's format (scoperun's fields too), spread over `span_days`.
+
+    Deterministic for a seed; for statistics tests, benchmarks and docs examples.
+    """
+    import random
+    from datetime import UTC, datetime
+
+    rng = random.Random(seed)
+    now = time.time() if now is None else now
+    records = []
+    for i in range(count):
+        status = rng.choice(_FAKE_STATUSES)
+        started = now - rng.random() * span_days * 86400
+        start = 0.0 if status == "rejected" else round(rng.uniform(0.2, 1.5), 3)
+        run = 0.0 if status == "rejected" else round(rng.expovariate(1 / 8.0), 3)
+        total = round(start + run + 0.05, 3)
+        finished = status != "running"
+        stamp = datetime.fromtimestamp(started, UTC)
+        execution_id = f"exec_{stamp:%Y%m%d_%H%M%S}_{i:08x}"
+        records.append({
+            "timestamp": stamp.isoformat(), "execution_id": execution_id,
+            "case_name": f"Case-{rng.randrange(cases):03d}-MVA-2024", "script_path": f"Tools/tool_{rng.randrange(scripts)}.py",
+            "exit_code": {"succeeded": 0, "failed": 1, "timed_out": 137, "oom_killed": 137}.get(status),
+            "stdout_length": rng.randrange(10_000), "stderr_length": rng.randrange(500),
+            "success": status == "succeeded", "record_version": 1, "status": status, "message": status,
+            "started_at": stamp.isoformat(),
+            "finished_at": datetime.fromtimestamp(started + total, UTC).isoformat() if finished else None,
+            "duration": total if finished else None,
+            "durations": {"queue_wait": 0.0, "container_start": start, "run": run, "total": total} if finished else None,
+            "args": [], "working_dir": "", "requested_by": "fake", "image": "scoperun-runner:latest", "image_id": None,
+            "limits": {"timeout": 300.0, "memory": "1g", "cpus": 0.5, "pids_limit": 256}, "network": "bridge",
+            "read_only": False, "env_names": [], "script_sha256": None, "stdout_truncated": False,
+            "stderr_truncated": False, "findings": [], "host": "fake-host", "pid": 1,
+        })
+    return records
