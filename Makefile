@@ -4,15 +4,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 export SCOPERUN_WORKSPACE ?= $(CURDIR)/workspace
 
-.PHONY: demo test unit integration venv engine image bench clean
+.PHONY: demo test unit integration venv engine image tools bench bench-stats clean
 
 demo: image ## sample workspace + the inventory tool run on its case, through scoperun
 	$(BIN)/scoperun demo
 
-test: image ## the whole suite, integration tests on the real engine included
+test: image tools ## the whole suite, integration tests on the real engine included
 	$(BIN)/pytest -q
 
-unit: venv ## unit tests only (no engine needed)
+unit: venv tools ## unit tests only (no engine needed)
 	$(BIN)/pytest -q tests/unit
 
 integration: image
@@ -29,11 +29,20 @@ $(VENV)/.installed: pyproject.toml
 engine: ## install (Debian docker.io) and start the Docker engine when none answers (root only)
 	bash scripts/ensure-engine.sh
 
+tools: ## systemd-analyze, which checks deploy/'s units (installs Debian's systemd package when root)
+	@command -v systemd-analyze >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = "0" ]; then DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd >/dev/null; \
+	  else echo "systemd-analyze is missing: sudo apt-get install systemd" >&2; exit 1; fi; }
+
 image: venv engine ## build the runner image (skipped when its inputs are unchanged)
 	bash scripts/build-images.sh
 
 bench: image
 	$(BIN)/python benchmarks/overhead.py
+
+bench-stats: venv ## indexed statistics vs the plan's read-every-file method, 100,000 records
+	$(BIN)/python benchmarks/stats.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info

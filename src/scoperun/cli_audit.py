@@ -194,6 +194,8 @@ def stats_command(
     ctx: typer.Context,
     since: SinceOpt = None,
     case: Annotated[str | None, typer.Option("--case", "-c", help="Only this case.")] = None,
+    max_age: Annotated[float, typer.Option("--max-age", min=0, help="Catch the index up with the records first "
+                                           "when it last did more than N seconds ago (0 = always).")] = 30.0,
     as_json: JsonOpt = False,
 ) -> None:
     """Run statistics and the plan's success metrics, from the local index."""
@@ -201,7 +203,7 @@ def stats_command(
 
     settings = _ctx_settings(ctx)
     try:
-        stats = stats_for_settings(settings, since=since, case=case)
+        stats = stats_for_settings(settings, since=since, case=case, max_age=max_age)
     except ScopeRunError as exc:
         raise _fail(str(exc)) from None
     if as_json:

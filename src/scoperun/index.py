@@ -40,10 +40,12 @@ CREATE TABLE IF NOT EXISTS records (
     stdout_length INTEGER, stderr_length INTEGER, host TEXT, pid INTEGER, requested_by TEXT,
     timeout REAL, message TEXT, chain_id TEXT, chain_seq INTEGER
 );
-CREATE INDEX IF NOT EXISTS records_started ON records (started);
-CREATE INDEX IF NOT EXISTS records_status ON records (status, started);
-CREATE INDEX IF NOT EXISTS records_case ON records (case_name, started);
-CREATE INDEX IF NOT EXISTS records_script ON records (script_path, started);
+-- Covering indexes: statistics read only index pages, never the table (100k records: ~0.3 s).
+CREATE INDEX IF NOT EXISTS records_started ON records
+    (started, status, duration, container_start, case_name, script_path);
+CREATE INDEX IF NOT EXISTS records_status ON records (status, duration, container_start);
+CREATE INDEX IF NOT EXISTS records_case ON records (case_name, started, status, duration, container_start);
+CREATE INDEX IF NOT EXISTS records_script ON records (script_path, status, duration);
 """
 _UPSERT = (f"INSERT OR REPLACE INTO records ({', '.join(_COLUMNS)}) "
            f"VALUES ({', '.join('?' for _ in _COLUMNS)})")
@@ -218,9 +220,19 @@ class AuditIndex:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+        if len(rows) + len(gone) > 1000:
+            conn.execute("ANALYZE")  # fresh statistics keep the query planner on the covering indexes
         report.removed = len(gone)
         report.seconds = time.monotonic() - t0
         return report
+
+    def reindex_if_stale(self, max_age: float) -> ReindexReport | None:
+        """Reindex when the last catch-up is older than `max_age` seconds (this host's writes are
+        indexed as they happen; catching up is for other hosts' records, and lists the folder)."""
+        row = self.connect().execute("SELECT value FROM meta WHERE key='reindexed_at'").fetchone()
+        if row is not None and time.time() - float(row[0]) < max_age:
+            return None
+        return self.reindex()
 
     # -- reads --------------------------------------------------------------------------------
 

@@ -239,14 +239,18 @@ def compute_stats_from_files(directory: Path, *, since: float | None = None, cas
 
 
 def stats_for_settings(settings: Settings, *, since: str | float | None = None, case: str | None = None,
-                       reindex: bool = True, **kwargs: Any) -> Stats:
-    """Statistics of the configured workspace through its index, caught up with the files first."""
+                       reindex: bool = True, max_age: float = 30.0, **kwargs: Any) -> Stats:
+    """Statistics of the configured workspace through its index.
+
+    With `reindex`, the index first catches up with records other hosts wrote, unless it did so
+    less than `max_age` seconds ago (0 = always).
+    """
     from .audit import AuditLog
 
     audit = AuditLog.from_settings(settings, Path(settings.workspace).expanduser().resolve())
     assert audit.index is not None
     if reindex:
-        audit.index.reindex()
+        audit.index.reindex_if_stale(max_age)
     since_epoch = parse_since(since) if isinstance(since, str) else since
     return compute_stats(audit.index, since=since_epoch, case=case, default_timeout=settings.timeout,
                          grace=settings.gc_grace, **kwargs)
