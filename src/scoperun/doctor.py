@@ -130,4 +130,7 @@ def run_checks(settings: Settings) -> list[Check]:
     engine, client = _check_engine(settings)
     checks = [engine, _check_image(settings, client)]
     checks.extend(_check_workspace(settings))
+    from .state import doctor_checks  # audit index and chain (host-local state)
+
+    checks.extend(doctor_checks(settings))
     return checks
