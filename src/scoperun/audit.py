@@ -14,12 +14,14 @@ record as `<execution_id>.stdout` / `.stderr` (up to `full_output_limit`).
 
 from __future__ import annotations
 
+import codecs
 import json
 import logging
 import os
 import secrets
 import socket
 from pathlib import Path
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from .errors import AuditError
@@ -94,8 +96,8 @@ class AuditLog:
                             record.get("execution_id"), exc)
         return target
 
-    def write_output(self, execution_id: str, stream: str, data: bytes) -> Path:
-        """Keep a run's full `stream` output beside its record, atomically; raise AuditError on failure."""
+    def write_output(self, execution_id: str, stream: str, data: bytes | Iterable[bytes]) -> Path:
+        """Keep a run's full `stream` output (bytes or chunks) beside its record, atomically; raise AuditError."""
         if stream not in OUTPUT_SUFFIXES:
             raise AuditError(f"unknown stream {stream!r}")
         target = self.path_for(execution_id).with_suffix(f".{stream}")
@@ -120,7 +122,7 @@ class AuditLog:
         self._atomic(target, data)
         return target
 
-    def _atomic(self, target: Path, data: bytes) -> None:
+    def _atomic(self, target: Path, data: bytes | Iterable[bytes]) -> None:
         tmp = self.directory / f".{target.name}.{secrets.token_hex(4)}.tmp"
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
@@ -129,7 +131,8 @@ class AuditLog:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
             try:
                 with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
+                    for chunk in [data] if isinstance(data, bytes) else data:
+                        fh.write(chunk)
                     fh.flush()
                     os.fsync(fh.fileno())
             except BaseException:
@@ -163,26 +166,53 @@ def keep_full_output(audit: AuditLog, execution_id: str, stream: str, buffer: Bo
     """Save a stream's output (redacted, up to the buffer's `spill_limit`) beside the record; return its name.
 
     Kept for every non-empty stream, so `audit show` has what the agent was shown, and in full
-    what it was shown only in part. Failing to keep it is logged, never fatal.
+    what it was shown only in part. Streamed in chunks (memory stays bounded); failing to keep
+    it is logged, never fatal.
     """
     try:
         if buffer.spill_limit <= 0 or buffer.total == 0:
             return None
-        data, complete = buffer.full_bytes()
-        if len(data) > buffer.spill_limit:
-            data, complete = data[: buffer.spill_limit], False
-        if not data:
-            return None
-        if redactor:
-            data = redactor.redact(data.decode("utf-8", "replace")).encode("utf-8")
-        if not complete:
-            data += f"\n[... scoperun kept the first {buffer.spill_limit} of {buffer.total} bytes ...]\n".encode()
-        return audit.write_output(execution_id, stream, data).name
+        chunks, complete = buffer.full_chunks()
+        pieces = _redacted_lines(chunks, redactor) if redactor else chunks
+        limit = buffer.spill_limit
+
+        def capped() -> Iterator[bytes]:
+            written, cut = 0, False
+            for piece in pieces:
+                room = max(0, limit - written)
+                if len(piece) > room:
+                    piece, cut = piece[:room], True
+                written += len(piece)
+                if piece:
+                    yield piece
+            if cut or not complete:
+                yield f"\n[... scoperun kept the first {limit} of {buffer.total} bytes ...]\n".encode()
+
+        return audit.write_output(execution_id, stream, capped()).name
     except (AuditError, OSError) as exc:
         log.warning("full %s of %s not kept (%s)", stream, execution_id, exc)
         return None
     finally:
         buffer.close()
+
+
+def _redacted_lines(chunks: Iterator[bytes], redactor: Redactor, carry_max: int = 4 * 1024 * 1024) -> Iterator[bytes]:
+    """Redact a byte stream chunk by chunk, cut at line ends so a secret is never split across chunks."""
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    carry = ""
+    for chunk in chunks:
+        text = carry + decoder.decode(chunk)
+        cut = text.rfind("\n") + 1
+        if cut == 0 and len(text) < carry_max:
+            carry = text  # no line end yet: wait for more (bounded by carry_max)
+            continue
+        if cut == 0:
+            cut = len(text)
+        carry = text[cut:]
+        yield redactor.redact(text[:cut]).encode("utf-8")
+    carry += decoder.decode(b"", final=True)
+    if carry:
+        yield redactor.redact(carry).encode("utf-8")
 
 
 _HOST = socket.gethostname()

@@ -8,7 +8,7 @@ rest, so its own memory stays within a few times the cap.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import IO
 
 from .models import OutputCapture
@@ -74,16 +74,22 @@ class BoundedBuffer:
         """True when a full copy (up to `spill_limit`) of an over-cap stream exists."""
         return self._spill is not None
 
-    def full_bytes(self) -> tuple[bytes, bool]:
-        """The whole stream as far as kept (under the cap, or spilled up to `spill_limit`) and whether
-        that is all of it."""
+    def full_chunks(self, chunk_size: int = 1024 * 1024) -> tuple[Iterator[bytes], bool]:
+        """The whole stream as far as kept (under the cap, or spilled up to `spill_limit`), in chunks
+        read from disk so memory stays bounded, and whether that is all of it."""
         if self._spill is not None:
-            self._spill.flush()
-            self._spill.seek(0)
-            return self._spill.read(), self._spilled == self.total
+            spill = self._spill
+            spill.flush()
+            spill.seek(0)
+            return iter(lambda: spill.read(chunk_size), b""), self._spilled == self.total
         if not self.truncated:
-            return bytes(self._head) + bytes(self._tail), True
-        return b"", False
+            return iter([bytes(self._head) + bytes(self._tail)]), True
+        return iter(()), False
+
+    def full_bytes(self) -> tuple[bytes, bool]:
+        """`full_chunks` joined (for small streams and tests)."""
+        chunks, complete = self.full_chunks()
+        return b"".join(chunks), complete
 
     def close(self) -> None:
         """Delete the spill file, if any."""

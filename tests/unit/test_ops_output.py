@@ -128,3 +128,15 @@ def test_gc_marks_dead_and_overdue_runs_abandoned(settings: Settings, workspace:
     assert dead_record["chain"]["seq"] >= 1
     assert json.loads((audit_dir(workspace) / "exec_live.json").read_text())["status"] == "running"
     assert collect_garbage(settings, client=_NoContainers()).abandoned == []
+
+
+def test_streamed_redaction_never_splits_a_secret_across_chunks() -> None:
+    """Redacting the kept output chunk by chunk still catches a secret cut by a chunk boundary."""
+    from scoperun.audit import _redacted_lines
+    from scoperun.output import Redactor
+
+    redactor = Redactor({"KEY": "tvly-SECRET-0123456789"})
+    data = "ok\nthe key is tvly-SECRET-0123456789 here\nbye é\n".encode()
+    chunks = [data[i:i + 5] for i in range(0, len(data), 5)]
+    out = b"".join(_redacted_lines(iter(chunks), redactor)).decode()
+    assert out == "ok\nthe key is [REDACTED:KEY] here\nbye é\n"
