@@ -57,7 +57,8 @@ def _execution_ids(workspace: Path) -> set[str]:
 
 def leftover_containers(docker_client, execution_ids: set[str]) -> list:
     """scoperun containers (running or not) that belong to the given runs."""
-    found = docker_client.containers.list(all=True, filters={"label": MANAGED_LABEL})
+    # ignore_removed: other test sessions share the engine; their containers vanish between list and inspect.
+    found = docker_client.containers.list(all=True, filters={"label": MANAGED_LABEL}, ignore_removed=True)
     return [c for c in found if c.labels.get("org.scoperun.execution-id") in execution_ids]
 
 

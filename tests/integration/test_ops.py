@@ -99,7 +99,7 @@ def test_gc_cleans_up_after_a_killed_scoperun(workspace: Path, docker_client) ->
                              "--timeout", "120"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     labels = [f"{MANAGED_LABEL}=1", f"org.scoperun.workspace={workspace.resolve()}"]
     try:
-        [container] = wait_for(lambda: docker_client.containers.list(filters={"label": labels}),
+        [container] = wait_for(lambda: docker_client.containers.list(filters={"label": labels}, ignore_removed=True),
                                what="the run's container")
         execution_id = container.labels["org.scoperun.execution-id"]
         assert read_record(workspace, execution_id)["status"] == "running"
@@ -125,7 +125,7 @@ def test_gc_cleans_up_after_a_killed_scoperun(workspace: Path, docker_client) ->
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        for c in docker_client.containers.list(all=True, filters={"label": labels}):
+        for c in docker_client.containers.list(all=True, filters={"label": labels}, ignore_removed=True):
             c.remove(force=True)
 
 
