@@ -102,11 +102,11 @@ def _execute(settings: Settings, as_json: bool, call: Any) -> None:
         raise _fail(str(exc), EXIT_REJECTED) from None
     finally:
         executor.close()
-    _print_result(result, as_json)
+    _print_result(result, as_json, Path(settings.workspace).expanduser().resolve())
     raise typer.Exit(exit_code_for(result))
 
 
-def _print_result(result: ExecutionResult, as_json: bool) -> None:
+def _print_result(result: ExecutionResult, as_json: bool, audit_root: Path) -> None:
     if as_json:
         sys.stdout.write(result.model_dump_json(indent=2) + "\n")
         return
@@ -117,8 +117,9 @@ def _print_result(result: ExecutionResult, as_json: bool) -> None:
         sys.stderr.write(result.stderr.text if result.stderr.text.endswith("\n") else result.stderr.text + "\n")
     colour = {"succeeded": "green", "failed": "red", "rejected": "yellow"}.get(result.status.value, "red")
     d = result.durations
+    message = "" if result.message == result.status.value else f" {escape(result.message)}"
     err.print(
-        f"[bold {colour}]{result.status.value}[/] {escape(result.message)} · exit {result.exit_code} · "
+        f"[bold {colour}]{result.status.value}[/]{message} · exit {result.exit_code} · "
         f"{d.total:.2f} s (start {d.container_start:.2f} s, run {d.run:.2f} s)"
     )
     for f in result.findings:
@@ -126,7 +127,7 @@ def _print_result(result: ExecutionResult, as_json: bool) -> None:
     for name, cap in (("stdout", result.stdout), ("stderr", result.stderr)):
         if cap.truncated:
             err.print(f"[yellow]{name} truncated:[/] {cap.total_bytes} bytes in all, shown in part")
-    err.print(f"audit record: {escape(result.audit_record)}  ({result.execution_id})")
+    err.print(f"audit record: {escape(str(audit_root / result.audit_record))}")
 
 
 def _request_fields(case: str, timeout: float | None, memory: str | None, cpus: float | None,
