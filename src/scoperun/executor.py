@@ -101,7 +101,7 @@ class Executor:
         try:
             rel = workspace.write_temp_script(name, code)
         except ScopeError as exc:
-            request = ExecutionRequest(script=f"{self.settings.temp_scripts_dir}/{script_name}", case=case, **fields)
+            request = ExecutionRequest(script=f"{self.settings.temp_scripts_dir}/{name}", case=case, **fields)
             return _Run(self, request, execution_id=execution_id).refuse(exc)
         request = ExecutionRequest(script=rel, case=case, **fields)
         return _Run(self, request, execution_id=execution_id).execute()
@@ -165,8 +165,10 @@ class _Run:
         except (ScopeError, UnsupportedScriptError, SafetyError) as exc:
             return self.refuse(exc)
 
-        with _slot(self.ex._slots) as waited:
-            queue_wait = waited()
+        waiting_since = time.monotonic()
+        self.ex._slots.acquire()
+        try:
+            queue_wait = time.monotonic() - waiting_since
             self._write(self._result(Status.RUNNING, message="running"))  # AuditError: nothing runs
             try:
                 outcome = self.ex.backend.run(spec)
@@ -176,6 +178,8 @@ class _Run:
                 self._finish_error(f"scoperun was interrupted ({type(exc).__name__}); the container was removed",
                                    queue_wait)
                 raise
+        finally:
+            self.ex._slots.release()
         return self._finish(outcome, queue_wait)
 
     def _prepare(self) -> tuple[RunSpec, ResolvedScript]:
@@ -310,20 +314,3 @@ class _Run:
     def _write(self, result: ExecutionResult) -> None:
         env_names = sorted(set(self.request.env) | set(self.secrets))
         self.audit.write(record_from_result(result, script_sha256=self.script_sha256, env_names=env_names))
-
-
-class _slot:
-    """Context manager taking one run slot and timing the wait for it."""
-
-    def __init__(self, semaphore: threading.BoundedSemaphore) -> None:
-        self._sem = semaphore
-        self._waited = 0.0
-
-    def __enter__(self):  # noqa: ANN204 - returns a getter for the wait time
-        t = time.monotonic()
-        self._sem.acquire()
-        self._waited = time.monotonic() - t
-        return lambda: self._waited
-
-    def __exit__(self, *exc: object) -> None:
-        self._sem.release()
