@@ -115,6 +115,7 @@ def record_from_result(result: ExecutionResult, *, script_sha256: str | None, en
         "stdout_truncated": result.stdout.truncated,
         "stderr_truncated": result.stderr.truncated,
         "findings": result.findings,
+        "hazards": result.hazards,
         "host": _HOST,
         "pid": os.getpid(),
     }

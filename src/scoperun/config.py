@@ -70,6 +70,17 @@ class Settings(BaseSettings):
     pids_limit: int = Field(256, ge=16, description="Maximum processes/threads in a run's container.")
     nofile: int = Field(1024, ge=64, description="Open-files ulimit in the container.")
     tmp_size: str = Field("64m", description="Size of the container's writable /tmp (root fs is read-only).")
+    max_file_size: str = Field("2g", description="fsize ulimit: the largest file a run may write (EFBIG beyond).")
+    hazard_scan_limit: int = Field(
+        200_000, ge=1000, description="Entries of the case tree checked for hazards after a run (bounds the cost)."
+    )
+    blocked_cidrs: list[str] = Field(
+        default_factory=lambda: ["169.254.169.254/32"],
+        description="Destinations containers may never reach (`scoperun firewall install`); default: metadata server.",
+    )
+    firewall_required: bool = Field(
+        False, description="Make `scoperun doctor` fail when the firewall rules are missing (set it on cloud VMs)."
+    )
     network: str = Field("bridge", description="Default network: bridge (internet), none, or a Docker network name.")
     container_user: str = Field("1000:1000", description="uid:gid the script runs as (never root).")
     secret_env: list[str] = Field(
@@ -84,11 +95,18 @@ class Settings(BaseSettings):
     runtime: str | None = Field(None, description="OCI runtime (e.g. runsc for gVisor); None = engine default.")
     docker_host: str | None = Field(None, description="Engine address; None = DOCKER_HOST or the local socket.")
 
-    @field_validator("memory", "tmp_size")
+    @field_validator("memory", "tmp_size", "max_file_size")
     @classmethod
     def _check_size(cls, value: str) -> str:
         parse_memory(value)
         return value
+
+    @field_validator("blocked_cidrs")
+    @classmethod
+    def _check_cidrs(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        return [str(ipaddress.ip_network(v.strip(), strict=False)) for v in value]
 
     @field_validator("container_user")
     @classmethod

@@ -156,6 +156,8 @@ class _Run:
         self.network = request.network or self.settings.network
         self.image_id: str | None = None
         self.working_dir_rel = ""
+        self.case_dir: Path | None = None
+        self.hazards: list[dict[str, Any]] = []
 
     # -- pipeline -------------------------------------------------------------------------------
 
@@ -180,11 +182,12 @@ class _Run:
                 raise
         finally:
             self.ex._slots.release()
+        self._scan_hazards()
         return self._finish(outcome, queue_wait)
 
     def _prepare(self) -> tuple[RunSpec, ResolvedScript]:
         ws, req, st = self.workspace, self.request, self.settings
-        case_dir = ws.case_dir(req.case)
+        case_dir = self.case_dir = ws.case_dir(req.case)
         script = ws.resolve_script(req.script)
         _, container_workdir = ws.working_dir(case_dir, req.case, req.working_dir)
         self.working_dir_rel = str(container_workdir.relative_to(CONTAINER_ROOT))
@@ -225,6 +228,7 @@ class _Run:
             network=self.network,
             output_cap=st.output_cap,
             runtime=st.runtime,
+            fsize=parse_memory(st.max_file_size),
             labels={"org.scoperun.case": req.case, "org.scoperun.script": script.relative.as_posix(),
                     "org.scoperun.workspace": str(ws.root)},
         )
@@ -239,6 +243,17 @@ class _Run:
         findings = scan_script(source.decode("utf-8", "replace"), kind=script.kind)
         self.findings = [f.model_dump() for f in findings]
         apply_policy(findings, SafetyPolicy(policy))
+
+    def _scan_hazards(self) -> None:
+        """After the container: report (and defuse) what the run left in the case; see hazards.py."""
+        if self.case_dir is None:
+            return
+        from .hazards import scan_case
+
+        try:
+            self.hazards = scan_case(self.case_dir, limit=self.settings.hazard_scan_limit).as_list()
+        except OSError as exc:  # the case vanished or became unreadable: say so, never crash the record
+            self.hazards = [{"kind": "scan-failed", "path": "", "detail": f"hazard scan failed: {exc}"}]
 
     # -- endings --------------------------------------------------------------------------------
 
@@ -267,6 +282,9 @@ class _Run:
             status, message = Status.SUCCEEDED, "succeeded"
         else:
             status, message = Status.FAILED, f"the script exited with code {outcome.exit_code}"
+        if self.hazards:
+            kinds = sorted({h["kind"] for h in self.hazards} - {"scan-summary"})
+            message += f"; the run left hazards in the case ({', '.join(kinds)}): see `hazards`"
         result = self._result(
             status,
             message=message,
@@ -308,6 +326,7 @@ class _Run:
             read_only=self.request.read_only,
             requested_by=self.request.requested_by,
             findings=self.findings,
+            hazards=self.hazards,
             audit_record=str(Path(self.settings.audit_dir) / f"{self.execution_id}.json"),
         )
 

@@ -43,6 +43,7 @@ class RunSpec:
     network: str
     output_cap: int
     runtime: str | None = None
+    fsize: int | None = None  # largest file the run may write, bytes (RLIMIT_FSIZE)
     labels: dict[str, str] = field(default_factory=dict)
 
 
