@@ -22,6 +22,9 @@ from .models import ExecutionRequest, ExecutionResult, Limits, Status
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Run scripts on case files in scoped, hardened containers.")
 image_app = typer.Typer(no_args_is_help=True, help="Build the images runs use.")
 app.add_typer(image_app, name="image")
+from .cli_firewall import app as _firewall_app  # noqa: E402 - registered beside the other sub-commands
+
+app.add_typer(_firewall_app, name="firewall")
 
 err = Console(stderr=True)
 out = Console()

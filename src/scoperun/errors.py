@@ -6,6 +6,7 @@
     ├── ScopeError                a path or case name leaves the scope it must stay in
     ├── SafetyError               the script scanner's policy refused a script
     ├── AuditError                an audit record could not be written (nothing runs then)
+    ├── FirewallError             the host firewall (iptables) could not be read or changed
     ├── EngineError               the container engine failed or is unreachable
     │   └── ImageError            an image is missing or could not be built
     └── UnsupportedScriptError    the script's kind cannot be run (not .py or .sh)
@@ -20,6 +21,7 @@ __all__ = [
     "AuditError",
     "ConfigError",
     "EngineError",
+    "FirewallError",
     "ImageError",
     "SafetyError",
     "ScopeError",
@@ -64,6 +66,10 @@ class SafetyError(ScopeRunError):
 
 class AuditError(ScopeRunError):
     """An audit record could not be written; the run did not start."""
+
+
+class FirewallError(ScopeRunError):
+    """iptables is missing, not permitted, or refused a rule."""
 
 
 class EngineError(ScopeRunError):

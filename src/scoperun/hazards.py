@@ -108,8 +108,8 @@ def walk_no_follow(root: bytes | str, *, limit: int | None = None) -> Iterator[t
                 stack.append(rel)
 
 
-def _within(path: str, folder: str) -> bool:
-    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+def _within(path: bytes, folder: bytes) -> bool:
+    return path == folder or path.startswith(folder.rstrip(b"/") + b"/")
 
 
 def _neutralise_setid(path: bytes, expected: os.stat_result) -> bool:
