@@ -57,8 +57,9 @@ def _execution_ids(workspace: Path) -> set[str]:
 
 def leftover_containers(docker_client, execution_ids: set[str]) -> list:
     """scoperun containers (running or not) that belong to the given runs."""
-    found = docker_client.containers.list(all=True, filters={"label": MANAGED_LABEL})
-    return [c for c in found if c.labels.get("org.scoperun.execution-id") in execution_ids]
+    # sparse: one list call; inspecting each container races with other runs removing theirs.
+    found = docker_client.containers.list(all=True, sparse=True, filters={"label": MANAGED_LABEL})
+    return [c for c in found if (c.attrs.get("Labels") or {}).get("org.scoperun.execution-id") in execution_ids]
 
 
 @pytest.fixture
