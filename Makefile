@@ -4,18 +4,18 @@ VENV := .venv
 BIN := $(VENV)/bin
 export SCOPERUN_WORKSPACE ?= $(CURDIR)/workspace
 
-.PHONY: demo test unit integration venv engine image bench clean
+.PHONY: demo test unit integration venv engine image gvisor bench clean
 
 demo: image ## sample workspace + the inventory tool run on its case, through scoperun
 	$(BIN)/scoperun demo
 
-test: image ## the whole suite, integration tests on the real engine included
+test: image gvisor ## the whole suite, integration tests on the real engine included
 	$(BIN)/pytest -q
 
 unit: venv ## unit tests only (no engine needed)
 	$(BIN)/pytest -q tests/unit
 
-integration: image
+integration: image gvisor
 	$(BIN)/pytest -q tests/integration
 
 venv: $(VENV)/.installed
@@ -31,6 +31,10 @@ engine: ## install (Debian docker.io) and start the Docker engine when none answ
 
 image: venv engine ## build the runner image (skipped when its inputs are unchanged)
 	bash scripts/build-images.sh
+
+gvisor: engine ## register gVisor (Debian's runsc) with the engine as runtime "runsc" (root; idempotent)
+	@if [ "$$(id -u)" = "0" ]; then bash scripts/install-gvisor.sh; \
+	else echo "scoperun: not root, gVisor not installed (sudo bash scripts/install-gvisor.sh)"; fi
 
 bench: image
 	$(BIN)/python benchmarks/overhead.py

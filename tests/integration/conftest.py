@@ -82,3 +82,6 @@ def executor(settings: Settings, workspace: Path, docker_client) -> Iterator[Exe
 def read_record(workspace: Path, execution_id: str) -> dict:
     """The audit record of one run."""
     return json.loads((workspace / "Database" / "script_executions" / f"{execution_id}.json").read_text())
+
+
+from tests.integration._adversarial import guard  # noqa: F401 - the adversarial suite's fixture

@@ -17,7 +17,7 @@ import pytest
 from scoperun import ExecutionRequest, Status
 from scoperun.executor import Executor
 from tests.conftest import CASE, OTHER_CASE
-from tests.integration._adversarial import Guard, guard, snapshot_host, snapshot_outside  # noqa: F401
+from tests.integration._adversarial import Guard, snapshot_host, snapshot_outside
 from tests.integration.conftest import read_record
 
 

@@ -15,9 +15,8 @@ from pathlib import Path
 from scoperun import ExecutionRequest, Limits, Status
 from scoperun.executor import Executor
 from tests.conftest import CASE
-from tests.integration._adversarial import (  # noqa: F401
+from tests.integration._adversarial import (
     Guard,
-    guard,
     host_processes_with,
     snapshot_host,
     snapshot_outside,

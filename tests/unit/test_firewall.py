@@ -26,7 +26,7 @@ class FakeIptables:
         op, chain, rest = args[0], args[1], args[2:]
         assert chain == CHAIN
         if not self.exists:
-            return subprocess.CompletedProcess(argv, 1, "", f"iptables: No chain/target/match by that name.")
+            return subprocess.CompletedProcess(argv, 1, "", "iptables: No chain/target/match by that name.")
         if op == "-S":
             lines = [f"-N {CHAIN}"] + [f"-A {CHAIN} " + " ".join(r) for r in self.rules]
             return subprocess.CompletedProcess(argv, 0, "\n".join(lines) + "\n", "")
@@ -81,3 +81,14 @@ def test_missing_chain_and_bad_cidr_raise_firewall_error() -> None:
         install(["169.254.169.254/32"], iptables=Iptables(FakeIptables(chain_exists=False)))
     with pytest.raises(FirewallError, match="not an IP address"):
         install(["metadata.google.internal"], iptables=Iptables(FakeIptables()))
+
+
+def test_blocked_cidrs_setting_is_normalised_and_validated(tmp_path) -> None:
+    """blocked_cidrs accepts bare addresses (as /32) and refuses names that are not addresses."""
+    from scoperun.config import Settings, load_settings
+    from scoperun.errors import ConfigError
+
+    assert Settings(workspace=tmp_path, blocked_cidrs=["169.254.169.254", "10.1.2.0/24"]).blocked_cidrs == [
+        "169.254.169.254/32", "10.1.2.0/24"]
+    with pytest.raises(ConfigError, match="blocked_cidrs"):
+        load_settings(workspace=tmp_path, blocked_cidrs=["metadata.google.internal"])
