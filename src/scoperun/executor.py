@@ -326,7 +326,7 @@ class _Run:
             read_only=self.request.read_only,
             requested_by=self.request.requested_by,
             findings=self.findings,
-            hazards=self.hazards,
+            hazards=self.redactor.redact_data(self.hazards),  # file names can carry a secret too
             audit_record=str(Path(self.settings.audit_dir) / f"{self.execution_id}.json"),
         )
 
