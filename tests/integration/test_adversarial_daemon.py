@@ -60,7 +60,8 @@ class Daemon:
 
     def start(self, docker_client) -> None:
         """Start dockerd in the background as before (`dockerd >>LOG 2>&1 &`) and wait for `docker info`."""
-        subprocess.run(["sh", "-c", f'"$@" >>{LOG} 2>&1 </dev/null &', "sh", *self.argv], env=self.env,
+        # setsid: the engine must outlive this test process and whatever session started it.
+        subprocess.run(["sh", "-c", f'setsid "$@" >>{LOG} 2>&1 </dev/null &', "sh", *self.argv], env=self.env,
                        cwd=self.cwd, check=True, timeout=30)
         assert wait_until(lambda: subprocess.run(["docker", "info"], capture_output=True).returncode == 0, 90, 0.5), \
             f"dockerd did not answer within 90 s; see {LOG}"

@@ -81,8 +81,8 @@ def test_ctrl_c_removes_the_container_and_records_the_interruption(workspace: Pa
     running: list = []
     while time.monotonic() < deadline and not running:
         time.sleep(0.2)
-        running = [c for c in docker_client.containers.list(filters={"label": "org.scoperun.managed"})
-                   if c.labels.get("org.scoperun.workspace") == str(workspace.resolve())]
+        running = docker_client.containers.list(
+            sparse=True, filters={"label": f"org.scoperun.workspace={workspace.resolve()}"})
     assert running, "the run's container never started"
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=60)
