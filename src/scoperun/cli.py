@@ -312,6 +312,11 @@ def version() -> None:
     out.print(__version__)
 
 
+from .cli_browser import register as _register_browse  # noqa: E402 - needs the helpers above
+
+_register_browse(app)
+
+
 def main() -> None:
     """Entry point of the `scoperun` command."""
     try:

@@ -179,6 +179,18 @@ class Runner:
         finally:
             manager.__exit__(None, None, None)
 
+    def explain(self, action: Any, exc: BaseException) -> str:
+        """A message that says what was being waited for, not Playwright's call log."""
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+        if isinstance(exc, KeyError):
+            return f"missing field {exc}"
+        if isinstance(exc, PlaywrightTimeout) and isinstance(action, dict) and action.get("selector"):
+            state = (action.get("state") or "visible") if action.get("action") == "wait_for" else "ready"
+            return (f"timed out after {self.timeout(action) / 1000:g} s waiting for {action['selector']!r} to be "
+                    f"{state} (no such element, or it stayed hidden or disabled)")
+        return first_line(exc)
+
     def _drive(self, browser: Any, actions: list[Any], viewport: dict[str, int]) -> int:
         """Open the start URL, carry out the actions in order, stop at the first failure."""
         from playwright.sync_api import Error as PlaywrightError
@@ -203,7 +215,7 @@ class Runner:
                         raise ActionFailed("an action must be a JSON object")
                     self.do(action)
                 except (PlaywrightError, ActionFailed, KeyError, ValueError, TypeError) as exc:
-                    message = f"missing field {exc}" if isinstance(exc, KeyError) else first_line(exc)
+                    message = self.explain(action, exc)
                     self.result["failed_action"] = index
                     self.result["error"] = f"action {index} ({kind}) failed: {message}"
                     print(f"[{index}] {kind}: FAILED: {message}", flush=True)
