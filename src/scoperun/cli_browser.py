@@ -23,7 +23,7 @@ from .cli import (
     exit_code_for,
     out,
 )
-from .errors import AuditError, BrowserActionError, EngineError, ScopeRunError, WorkspaceError
+from .errors import AuditError, BrowserActionError, EngineError, ScopeRunError
 
 __all__ = ["browse", "register"]
 
@@ -74,7 +74,7 @@ def browse(
                 result = run_browser(executor, request)
         else:
             result = run_browser(executor, request)
-    except (WorkspaceError, ScopeRunError) as exc:
+    except ScopeRunError as exc:
         code = EXIT_ENGINE if isinstance(exc, (EngineError, AuditError)) else EXIT_REJECTED
         raise _fail(str(exc), code) from None
     finally:

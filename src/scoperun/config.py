@@ -94,6 +94,7 @@ class Settings(BaseSettings):
     )
     runtime: str | None = Field(None, description="OCI runtime (e.g. runsc for gVisor); None = engine default.")
     docker_host: str | None = Field(None, description="Engine address; None = DOCKER_HOST or the local socket.")
+
     # Browser runs (scoperun.browser): their own image and roomier defaults, since Chromium
     # needs far more memory, threads and shared memory than a script.
     browser_image: str = Field("scoperun-browser:latest", description="Image browser runs use.")

@@ -196,7 +196,7 @@ def test_failing_action_via_cli_keeps_what_was_extracted(workspace: Path, browse
     proc = subprocess.run(
         [sys.executable, "-m", "scoperun", "browse", "--case", CASE, "--url", f"{web['base']}/form.html",
          "--actions", str(actions), "--network", web["network"], "--timeout", "120", "--json"],
-        capture_output=True, text=True, env=env, timeout=300,
+        capture_output=True, text=True, env=env, timeout=300, check=False,
     )
     assert proc.returncode == 1, proc.stderr
     result = json.loads(proc.stdout)

@@ -23,7 +23,6 @@ from scoperun.browser import (
     WaitFor,
     execute_browser_automation,
     parse_actions,
-    run_browser,
 )
 from scoperun.config import Settings
 from scoperun.errors import BrowserActionError

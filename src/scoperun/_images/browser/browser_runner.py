@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """scoperun's fixed browser runner, shipped in the browser image and run as-is for every browser run.
 
 It reads a JSON spec (start URL, declarative actions, output folder) from the read-only file
