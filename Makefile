@@ -29,7 +29,7 @@ $(VENV)/.installed: pyproject.toml
 engine: ## install (Debian docker.io) and start the Docker engine when none answers (root only)
 	bash scripts/ensure-engine.sh
 
-image: venv engine ## build the runner image (skipped when its inputs are unchanged)
+image: venv engine ## build the runner and browser images (each skipped when its inputs are unchanged)
 	bash scripts/build-images.sh
 
 gvisor: engine ## register gVisor (Debian's runsc) with the engine as runtime "runsc" (root; idempotent)

@@ -236,9 +236,10 @@ def image_build(
     ca_bundle: Annotated[Path | None, typer.Option(help="Extra CA bundle (PEM) trusted during the build, for TLS-intercepting proxies.")] = None,
     tag: Annotated[str | None, typer.Option(help="Image tag (default: the configured image).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Rebuild even when the inputs are unchanged.")] = False,
+    browser: Annotated[bool, typer.Option("--browser", help="Build the browser image (FROM the runner image; --base defaults to it).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Build the runner image; skipped when an image with the same inputs exists."""
+    """Build the runner (or --browser) image; skipped when an image with the same inputs exists."""
     from .backends.docker import connect
     from .images import build_image, default_base_image
 
@@ -247,10 +248,11 @@ def image_build(
         raise _fail(f"CA bundle {ca_bundle} does not exist", EXIT_REJECTED)
     try:
         client = connect(settings.docker_host, timeout=600)
-        base_image = base or default_base_image(client)
+        base_image = base or (settings.image if browser else default_base_image(client))
         progress = None if as_json else (lambda line: err.print(f"[dim]{escape(line)}[/]"))
-        result = build_image(client, tag=tag or settings.image, base_image=base_image, ca_bundle=ca_bundle,
-                             force=force, progress=progress)
+        result = build_image(client, kind="browser" if browser else "runner", base_image=base_image,
+                             tag=tag or (settings.browser_image if browser else settings.image),
+                             ca_bundle=ca_bundle, force=force, progress=progress)
     except EngineError as exc:
         raise _fail(str(exc), EXIT_ENGINE) from None
     if as_json:
@@ -308,6 +310,11 @@ def version() -> None:
     from . import __version__
 
     out.print(__version__)
+
+
+from .cli_browser import register as _register_browse  # noqa: E402 - needs the helpers above
+
+_register_browse(app)
 
 
 def main() -> None:

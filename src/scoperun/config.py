@@ -95,7 +95,16 @@ class Settings(BaseSettings):
     runtime: str | None = Field(None, description="OCI runtime (e.g. runsc for gVisor); None = engine default.")
     docker_host: str | None = Field(None, description="Engine address; None = DOCKER_HOST or the local socket.")
 
-    @field_validator("memory", "tmp_size", "max_file_size")
+    # Browser runs (scoperun.browser): their own image and roomier defaults, since Chromium
+    # needs far more memory, threads and shared memory than a script.
+    browser_image: str = Field("scoperun-browser:latest", description="Image browser runs use.")
+    browser_memory: str = Field("2g", description="Memory limit of a browser run.")
+    browser_cpus: float = Field(1.0, gt=0, le=64, description="CPU quota of a browser run, in cores.")
+    browser_pids_limit: int = Field(1024, ge=64, description="Processes/threads of a browser run (Chromium has many).")
+    browser_shm_size: str = Field("512m", description="/dev/shm of a browser run (Chromium's renderers share memory).")
+    browser_tmp_size: str = Field("256m", description="/tmp of a browser run (Chromium's profile and cache).")
+
+    @field_validator("memory", "tmp_size", "max_file_size", "browser_memory", "browser_shm_size", "browser_tmp_size")
     @classmethod
     def _check_size(cls, value: str) -> str:
         parse_memory(value)

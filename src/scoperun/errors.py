@@ -9,7 +9,8 @@
     ├── FirewallError             the host firewall (iptables) could not be read or changed
     ├── EngineError               the container engine failed or is unreachable
     │   └── ImageError            an image is missing or could not be built
-    └── UnsupportedScriptError    the script's kind cannot be run (not .py or .sh)
+    ├── UnsupportedScriptError    the script's kind cannot be run (not .py or .sh)
+    └── BrowserActionError        a browser request (URL or action list) is invalid; nothing ran
 
 A script's non-zero exit is data in the result, never an exception. Every message says what
 to do next.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 __all__ = [
     "AuditError",
+    "BrowserActionError",
     "ConfigError",
     "EngineError",
     "FirewallError",
@@ -82,3 +84,11 @@ class ImageError(EngineError):
 
 class UnsupportedScriptError(ScopeRunError):
     """The script is not a kind scoperun knows how to run."""
+
+
+class BrowserActionError(ScopeRunError, ValueError):
+    """A browser request is invalid (e.g. a file: URL or an unknown action); `problems` lists each."""
+
+    def __init__(self, message: str, *, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or []

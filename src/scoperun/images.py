@@ -1,4 +1,4 @@
-"""Build scoperun's container images (runner; browser later) from the Dockerfiles it ships.
+"""Build scoperun's container images (runner, and browser on top of it) from the Dockerfiles it ships.
 
 Builds are skipped when an image with the same inputs already exists: the image carries a
 content hash of its inputs (Dockerfile folder, base image id, extra CA, build args) as a label.
@@ -47,7 +47,9 @@ BASE_IMAGE_REMEDY = (
     "from Debian packages), or run `docker pull python:3.11-slim-bookworm` where a registry answers"
 )
 
-ImageKind = Literal["runner"]
+ImageKind = Literal["runner", "browser"]
+# The build argument that names each kind's base: the browser image is built FROM the runner.
+_BASE_ARG: dict[str, str] = {"runner": "BASE_IMAGE", "browser": "RUNNER_IMAGE"}
 _EXTRA_CA_DIR = "extra-ca"
 _EXTRA_CA_FILE = "extra-ca.crt"
 _LOG_TAIL_LINES = 25
@@ -205,6 +207,7 @@ def build_image(
 ) -> ImageBuildResult:
     """Build image `tag` of `kind` FROM `base_image` (local only), unless one with the same inputs exists.
 
+    For the browser kind, `base_image` is the runner image (its id is part of the inputs hash).
     `ca_bundle` is a PEM file added to the image's trust (TLS-intercepting proxies).
     """
     import docker.errors
@@ -225,7 +228,7 @@ def build_image(
             raise ImageError(f"The CA bundle {ca_bundle} holds no PEM certificate; give a PEM file.")
 
     src_dir = dockerfile_dir(kind)
-    build_args = {"BASE_IMAGE": base_image}
+    build_args = {_BASE_ARG[kind]: base_image}
     digest = inputs_hash(src_dir, base_image_id=base.id, ca_bundle=ca_bytes, build_args=build_args)
 
     existing = _get_image(client, tag)

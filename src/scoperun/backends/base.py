@@ -44,6 +44,7 @@ class RunSpec:
     output_cap: int
     runtime: str | None = None
     fsize: int | None = None  # largest file the run may write, bytes (RLIMIT_FSIZE)
+    shm_size_bytes: int | None = None  # /dev/shm size; None = the engine's default (64m)
     labels: dict[str, str] = field(default_factory=dict)
 
 

@@ -183,6 +183,7 @@ class DockerBackend:
             log_config=LogConfig(type="none"),
             runtime=spec.runtime,
             ipc_mode="private",
+            shm_size=spec.shm_size_bytes,
         )
         return {
             "image": spec.image,
