@@ -25,6 +25,7 @@ from .backends.base import BindMount, RunOutcome
 from .errors import BrowserActionError
 from .executor import Executor, FixedProgram, new_execution_id
 from .models import ExecutionRequest, ExecutionResult, Limits, Status
+from .output import redactor_for
 
 __all__ = [
     "ACTION_TIMEOUT_MS",
@@ -416,11 +417,12 @@ def run_browser(executor: Executor, request: BrowserRequest) -> BrowserResult:
         return BrowserResult(execution=execution, error=execution.message)
 
     found = _read_runner_result(case_dir(), execution_id) or _RunnerResult()
+    redactor = redactor_for(settings.secret_env)  # a page can echo a secret the run was given
     result = BrowserResult(
         execution=execution,
-        final_url=found.final_url,
-        title=found.title,
-        extracted=found.extracted,
+        final_url=redactor.redact(found.final_url) if found.final_url else found.final_url,
+        title=redactor.redact(found.title) if found.title else found.title,
+        extracted=redactor.redact_data(found.extracted),
         files=_saved_files(case_dir(), execution_id, found.files),
         failed_action=found.failed_action,
         error=found.error,

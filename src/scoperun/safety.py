@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import posixpath
 import re
+import threading
 from enum import StrEnum
 from typing import Literal
 
@@ -338,10 +339,15 @@ class _PyScanner:
         return prefix.rsplit("/", 1)[0] or None if "/" in prefix else None
 
 
+# CPython 3.11 can fail ("AST constructor recursion depth mismatch") when threads parse at once.
+_PARSE_LOCK = threading.Lock()
+
+
 def scan_python(source: str) -> list[Finding]:
     """Scan Python source; a syntax error becomes one low `syntax-error` finding."""
     try:
-        tree = ast.parse(source)
+        with _PARSE_LOCK:
+            tree = ast.parse(source)
     except (SyntaxError, ValueError, RecursionError) as exc:
         finding = _finding("syntax-error", _lines(source), getattr(exc, "lineno", None) or 1,
                            getattr(exc, "offset", None) or 1)
