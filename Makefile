@@ -4,18 +4,18 @@ VENV := .venv
 BIN := $(VENV)/bin
 export SCOPERUN_WORKSPACE ?= $(CURDIR)/workspace
 
-.PHONY: demo test unit integration venv engine image tools bench bench-stats clean
+.PHONY: demo test unit integration venv engine image gvisor tools bench bench-stats clean
 
 demo: image ## sample workspace + the inventory tool run on its case, through scoperun
 	$(BIN)/scoperun demo
 
-test: image tools ## the whole suite, integration tests on the real engine included
+test: image gvisor tools ## the whole suite, integration tests on the real engine included
 	$(BIN)/pytest -q
 
 unit: venv tools ## unit tests only (no engine needed)
 	$(BIN)/pytest -q tests/unit
 
-integration: image
+integration: image gvisor
 	$(BIN)/pytest -q tests/integration
 
 venv: $(VENV)/.installed
@@ -35,8 +35,12 @@ tools: ## systemd-analyze, which checks deploy/'s units (installs Debian's syste
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd >/dev/null; \
 	  else echo "systemd-analyze is missing: sudo apt-get install systemd" >&2; exit 1; fi; }
 
-image: venv engine ## build the runner image (skipped when its inputs are unchanged)
+image: venv engine ## build the runner and browser images (each skipped when its inputs are unchanged)
 	bash scripts/build-images.sh
+
+gvisor: engine ## register gVisor (Debian's runsc) with the engine as runtime "runsc" (root; idempotent)
+	@if [ "$$(id -u)" = "0" ]; then bash scripts/install-gvisor.sh; \
+	else echo "scoperun: not root, gVisor not installed (sudo bash scripts/install-gvisor.sh)"; fi
 
 bench: image
 	$(BIN)/python benchmarks/overhead.py

@@ -27,7 +27,8 @@ if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
   systemctl start docker
 else
   echo "scoperun: starting dockerd (log: /var/log/dockerd.log)..."
-  nohup dockerd >/var/log/dockerd.log 2>&1 &
+  # setsid: the engine must outlive the shell (and the make) that started it.
+  setsid nohup dockerd >>/var/log/dockerd.log 2>&1 </dev/null &
 fi
 
 for _ in $(seq 1 60); do

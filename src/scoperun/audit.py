@@ -254,6 +254,7 @@ def record_from_result(result: ExecutionResult, *, script_sha256: str | None, en
         "stdout_file": result.stdout.full_output,
         "stderr_file": result.stderr.full_output,
         "findings": result.findings,
+        "hazards": result.hazards,
         "host": _HOST,
         "pid": os.getpid(),
     }

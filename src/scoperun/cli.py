@@ -22,6 +22,9 @@ from .models import ExecutionRequest, ExecutionResult, Limits, Status
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Run scripts on case files in scoped, hardened containers.")
 image_app = typer.Typer(no_args_is_help=True, help="Build the images runs use.")
 app.add_typer(image_app, name="image")
+from .cli_firewall import app as _firewall_app  # noqa: E402 - registered beside the other sub-commands
+
+app.add_typer(_firewall_app, name="firewall")
 
 err = Console(stderr=True)
 out = Console()
@@ -102,11 +105,11 @@ def _execute(settings: Settings, as_json: bool, call: Any) -> None:
         raise _fail(str(exc), EXIT_REJECTED) from None
     finally:
         executor.close()
-    _print_result(result, as_json)
+    _print_result(result, as_json, Path(settings.workspace).expanduser().resolve())
     raise typer.Exit(exit_code_for(result))
 
 
-def _print_result(result: ExecutionResult, as_json: bool) -> None:
+def _print_result(result: ExecutionResult, as_json: bool, audit_root: Path) -> None:
     if as_json:
         sys.stdout.write(result.model_dump_json(indent=2) + "\n")
         return
@@ -117,8 +120,9 @@ def _print_result(result: ExecutionResult, as_json: bool) -> None:
         sys.stderr.write(result.stderr.text if result.stderr.text.endswith("\n") else result.stderr.text + "\n")
     colour = {"succeeded": "green", "failed": "red", "rejected": "yellow"}.get(result.status.value, "red")
     d = result.durations
+    message = "" if result.message == result.status.value else f" {escape(result.message)}"
     err.print(
-        f"[bold {colour}]{result.status.value}[/] {escape(result.message)} · exit {result.exit_code} · "
+        f"[bold {colour}]{result.status.value}[/]{message} · exit {result.exit_code} · "
         f"{d.total:.2f} s (start {d.container_start:.2f} s, run {d.run:.2f} s)"
     )
     for f in result.findings:
@@ -126,7 +130,7 @@ def _print_result(result: ExecutionResult, as_json: bool) -> None:
     for name, cap in (("stdout", result.stdout), ("stderr", result.stderr)):
         if cap.truncated:
             err.print(f"[yellow]{name} truncated:[/] {cap.total_bytes} bytes in all, shown in part")
-    err.print(f"audit record: {escape(result.audit_record)}  ({result.execution_id})")
+    err.print(f"audit record: {escape(str(audit_root / result.audit_record))}")
 
 
 def _request_fields(case: str, timeout: float | None, memory: str | None, cpus: float | None,
@@ -232,9 +236,10 @@ def image_build(
     ca_bundle: Annotated[Path | None, typer.Option(help="Extra CA bundle (PEM) trusted during the build, for TLS-intercepting proxies.")] = None,
     tag: Annotated[str | None, typer.Option(help="Image tag (default: the configured image).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Rebuild even when the inputs are unchanged.")] = False,
+    browser: Annotated[bool, typer.Option("--browser", help="Build the browser image (FROM the runner image; --base defaults to it).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Build the runner image; skipped when an image with the same inputs exists."""
+    """Build the runner (or --browser) image; skipped when an image with the same inputs exists."""
     from .backends.docker import connect
     from .images import build_image, default_base_image
 
@@ -243,10 +248,11 @@ def image_build(
         raise _fail(f"CA bundle {ca_bundle} does not exist", EXIT_REJECTED)
     try:
         client = connect(settings.docker_host, timeout=600)
-        base_image = base or default_base_image(client)
+        base_image = base or (settings.image if browser else default_base_image(client))
         progress = None if as_json else (lambda line: err.print(f"[dim]{escape(line)}[/]"))
-        result = build_image(client, tag=tag or settings.image, base_image=base_image, ca_bundle=ca_bundle,
-                             force=force, progress=progress)
+        result = build_image(client, kind="browser" if browser else "runner", base_image=base_image,
+                             tag=tag or (settings.browser_image if browser else settings.image),
+                             ca_bundle=ca_bundle, force=force, progress=progress)
     except EngineError as exc:
         raise _fail(str(exc), EXIT_ENGINE) from None
     if as_json:
@@ -305,6 +311,10 @@ def version() -> None:
 
     out.print(__version__)
 
+
+from .cli_browser import register as _register_browse  # noqa: E402 - needs the helpers above
+
+_register_browse(app)
 
 from .cli_audit import register as _register_audit  # noqa: E402 - needs the helpers above
 

@@ -70,6 +70,17 @@ class Settings(BaseSettings):
     pids_limit: int = Field(256, ge=16, description="Maximum processes/threads in a run's container.")
     nofile: int = Field(1024, ge=64, description="Open-files ulimit in the container.")
     tmp_size: str = Field("64m", description="Size of the container's writable /tmp (root fs is read-only).")
+    max_file_size: str = Field("2g", description="fsize ulimit: the largest file a run may write (EFBIG beyond).")
+    hazard_scan_limit: int = Field(
+        200_000, ge=1000, description="Entries of the case tree checked for hazards after a run (bounds the cost)."
+    )
+    blocked_cidrs: list[str] = Field(
+        default_factory=lambda: ["169.254.169.254/32"],
+        description="Destinations containers may never reach (`scoperun firewall install`); default: metadata server.",
+    )
+    firewall_required: bool = Field(
+        False, description="Make `scoperun doctor` fail when the firewall rules are missing (set it on cloud VMs)."
+    )
     network: str = Field("bridge", description="Default network: bridge (internet), none, or a Docker network name.")
     container_user: str = Field("1000:1000", description="uid:gid the script runs as (never root).")
     secret_env: list[str] = Field(
@@ -93,11 +104,27 @@ class Settings(BaseSettings):
         ".stderr), in full even when the result was truncated; 0 = keep none.")
     gc_grace: float = Field(120.0, ge=0, description="Seconds past a run's timeout before gc calls it abandoned.")
 
-    @field_validator("memory", "tmp_size")
+    # Browser runs (scoperun.browser): their own image and roomier defaults, since Chromium
+    # needs far more memory, threads and shared memory than a script.
+    browser_image: str = Field("scoperun-browser:latest", description="Image browser runs use.")
+    browser_memory: str = Field("2g", description="Memory limit of a browser run.")
+    browser_cpus: float = Field(1.0, gt=0, le=64, description="CPU quota of a browser run, in cores.")
+    browser_pids_limit: int = Field(1024, ge=64, description="Processes/threads of a browser run (Chromium has many).")
+    browser_shm_size: str = Field("512m", description="/dev/shm of a browser run (Chromium's renderers share memory).")
+    browser_tmp_size: str = Field("256m", description="/tmp of a browser run (Chromium's profile and cache).")
+
+    @field_validator("memory", "tmp_size", "max_file_size", "browser_memory", "browser_shm_size", "browser_tmp_size")
     @classmethod
     def _check_size(cls, value: str) -> str:
         parse_memory(value)
         return value
+
+    @field_validator("blocked_cidrs")
+    @classmethod
+    def _check_cidrs(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        return [str(ipaddress.ip_network(v.strip(), strict=False)) for v in value]
 
     @field_validator("container_user")
     @classmethod

@@ -125,11 +125,29 @@ def _check_workspace(settings: Settings) -> list[Check]:
     return checks
 
 
+def _check_firewall(settings: Settings) -> Check:
+    from .errors import FirewallError
+    from .firewall import status
+
+    severity = "error" if settings.firewall_required else "warning"
+    fix = "scoperun firewall install   # as root, after Docker started (and at every boot)"
+    try:
+        state = status(settings.blocked_cidrs)
+    except FirewallError as exc:
+        return Check("firewall", False, f"cannot check the metadata-server block: {exc}", fix=fix, severity=severity)
+    if state.ok:
+        return Check("firewall", True, f"containers cannot reach {', '.join(state.blocked) or 'nothing listed'}")
+    return Check("firewall", False,
+                 f"containers can reach {', '.join(state.missing)} (on a cloud VM: the metadata server and the "
+                 f"VM's credentials)", fix=fix, severity=severity)
+
+
 def run_checks(settings: Settings) -> list[Check]:
     """Run every check; never raises for a failed check."""
     engine, client = _check_engine(settings)
     checks = [engine, _check_image(settings, client)]
     checks.extend(_check_workspace(settings))
+    checks.append(_check_firewall(settings))
     from .state import doctor_checks  # audit index and chain (host-local state)
 
     checks.extend(doctor_checks(settings))

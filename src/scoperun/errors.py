@@ -6,9 +6,11 @@
     ├── ScopeError                a path or case name leaves the scope it must stay in
     ├── SafetyError               the script scanner's policy refused a script
     ├── AuditError                an audit record could not be written (nothing runs then)
+    ├── FirewallError             the host firewall (iptables) could not be read or changed
     ├── EngineError               the container engine failed or is unreachable
     │   └── ImageError            an image is missing or could not be built
-    └── UnsupportedScriptError    the script's kind cannot be run (not .py or .sh)
+    ├── UnsupportedScriptError    the script's kind cannot be run (not .py or .sh)
+    └── BrowserActionError        a browser request (URL or action list) is invalid; nothing ran
 
 A script's non-zero exit is data in the result, never an exception. Every message says what
 to do next.
@@ -18,8 +20,10 @@ from __future__ import annotations
 
 __all__ = [
     "AuditError",
+    "BrowserActionError",
     "ConfigError",
     "EngineError",
+    "FirewallError",
     "ImageError",
     "SafetyError",
     "ScopeError",
@@ -66,6 +70,10 @@ class AuditError(ScopeRunError):
     """An audit record could not be written; the run did not start."""
 
 
+class FirewallError(ScopeRunError):
+    """iptables is missing, not permitted, or refused a rule."""
+
+
 class EngineError(ScopeRunError):
     """The container engine is unreachable or failed."""
 
@@ -76,3 +84,11 @@ class ImageError(EngineError):
 
 class UnsupportedScriptError(ScopeRunError):
     """The script is not a kind scoperun knows how to run."""
+
+
+class BrowserActionError(ScopeRunError, ValueError):
+    """A browser request is invalid (e.g. a file: URL or an unknown action); `problems` lists each."""
+
+    def __init__(self, message: str, *, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or []

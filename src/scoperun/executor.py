@@ -12,7 +12,9 @@ import os
 import secrets
 import threading
 import time
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,7 @@ from .models import Durations, ExecutionRequest, ExecutionResult, OutputCapture,
 from .output import Redactor
 from .scope import CONTAINER_ROOT, ResolvedScript, Workspace
 
-__all__ = ["Executor", "new_execution_id"]
+__all__ = ["Executor", "FixedProgram", "new_execution_id"]
 
 
 def new_execution_id() -> str:
@@ -42,6 +44,29 @@ def _read_script(script: ResolvedScript) -> bytes:
     fd = os.open(script.host_path, os.O_RDONLY | os.O_NOFOLLOW)
     with os.fdopen(fd, "rb") as fh:
         return fh.read()
+
+
+@dataclass(frozen=True)
+class FixedProgram:
+    """A program shipped in an image, run instead of a workspace script (e.g. the browser runner).
+
+    The pipeline is the same (scope, audit, limits, backend); only script resolution and the
+    scan are skipped, since nothing the caller sent is code. Limits here replace the settings'
+    defaults; the request's own limits still win.
+    """
+
+    image: str
+    command: tuple[str, ...]
+    mounts: tuple[BindMount, ...] = ()  # extra mounts, e.g. the read-only data the program reads
+    env: Mapping[str, str] = field(default_factory=dict)
+    data_sha256: str | None = None  # recorded as the run's script_sha256
+    memory: str | None = None
+    cpus: float | None = None
+    pids_limit: int | None = None
+    tmp_size: str | None = None
+    shm_size: str | None = None
+    # Turns a non-zero exit into the run's message (read from what the program left behind).
+    explain_failure: Callable[[RunOutcome], str | None] | None = None
 
 
 class Executor:
@@ -101,10 +126,18 @@ class Executor:
         try:
             rel = workspace.write_temp_script(name, code)
         except ScopeError as exc:
-            request = ExecutionRequest(script=f"{self.settings.temp_scripts_dir}/{script_name}", case=case, **fields)
+            request = ExecutionRequest(script=f"{self.settings.temp_scripts_dir}/{name}", case=case, **fields)
             return _Run(self, request, execution_id=execution_id).refuse(exc)
         request = ExecutionRequest(script=rel, case=case, **fields)
         return _Run(self, request, execution_id=execution_id).execute()
+
+    def run_program(self, request: ExecutionRequest, program: FixedProgram, *,
+                    execution_id: str | None = None) -> ExecutionResult:
+        """Run `program` (shipped in its image) on `request.case`, audited like any run.
+
+        `request.script` is only a label for results and audit records.
+        """
+        return _Run(self, request, execution_id=execution_id, program=program).execute()
 
     def close(self) -> None:
         """Wait for background clean-up (container removal) and release the engine."""
@@ -134,8 +167,11 @@ def _temp_script_name(execution_id: str, script_name: str) -> str:
 class _Run:
     """The state of one run as it moves through the pipeline."""
 
-    def __init__(self, executor: Executor, request: ExecutionRequest, *, execution_id: str | None = None) -> None:
+    def __init__(self, executor: Executor, request: ExecutionRequest, *, execution_id: str | None = None,
+                 program: FixedProgram | None = None) -> None:
         self.ex = executor
+        self.program = program
+        fixed = program or FixedProgram(image=executor.settings.image, command=())
         self.settings = executor.settings
         self.request = request
         self.execution_id = execution_id or new_execution_id()
@@ -149,13 +185,16 @@ class _Run:
         self.findings: list[dict[str, Any]] = []
         self.limits = {
             "timeout": request.limits.timeout or self.settings.timeout,
-            "memory": request.limits.memory or self.settings.memory,
-            "cpus": request.limits.cpus or self.settings.cpus,
-            "pids_limit": request.limits.pids_limit or self.settings.pids_limit,
+            "memory": request.limits.memory or fixed.memory or self.settings.memory,
+            "cpus": request.limits.cpus or fixed.cpus or self.settings.cpus,
+            "pids_limit": request.limits.pids_limit or fixed.pids_limit or self.settings.pids_limit,
         }
+        self.image = fixed.image
         self.network = request.network or self.settings.network
         self.image_id: str | None = None
         self.working_dir_rel = ""
+        self.case_dir: Path | None = None
+        self.hazards: list[dict[str, Any]] = []
 
     # -- pipeline -------------------------------------------------------------------------------
 
@@ -165,8 +204,10 @@ class _Run:
         except (ScopeError, UnsupportedScriptError, SafetyError) as exc:
             return self.refuse(exc)
 
-        with _slot(self.ex._slots) as waited:
-            queue_wait = waited()
+        waiting_since = time.monotonic()
+        self.ex._slots.acquire()
+        try:
+            queue_wait = time.monotonic() - waiting_since
             self._write(self._result(Status.RUNNING, message="running"))  # AuditError: nothing runs
             try:
                 outcome = self.ex.backend.run(spec)
@@ -176,27 +217,37 @@ class _Run:
                 self._finish_error(f"scoperun was interrupted ({type(exc).__name__}); the container was removed",
                                    queue_wait)
                 raise
+        finally:
+            self.ex._slots.release()
+        self._scan_hazards()
         return self._finish(outcome, queue_wait)
 
-    def _prepare(self) -> tuple[RunSpec, ResolvedScript]:
-        ws, req, st = self.workspace, self.request, self.settings
-        case_dir = ws.case_dir(req.case)
-        script = ws.resolve_script(req.script)
+    def _prepare(self) -> tuple[RunSpec, ResolvedScript | None]:
+        ws, req, st, program = self.workspace, self.request, self.settings, self.program
+        case_dir = self.case_dir = ws.case_dir(req.case)
+        script = None if program else ws.resolve_script(req.script)
         _, container_workdir = ws.working_dir(case_dir, req.case, req.working_dir)
         self.working_dir_rel = str(container_workdir.relative_to(CONTAINER_ROOT))
         if self.network in {"host"} or self.network.startswith("container:"):
             raise ScopeError(f"rejected (network): network {self.network!r} is not allowed; use bridge, none or "
                              f"a Docker network name", rule="network", value=self.network)
-        source = _read_script(script)
-        self.script_sha256 = hashlib.sha256(source).hexdigest()
-        self._scan(source, script)
-
         mounts = [BindMount(case_dir, str(ws.container_case_dir(req.case)), read_only=req.read_only)]
         if ws.tools.is_dir():
             mounts.append(BindMount(ws.tools, str(CONTAINER_ROOT / ws.tools_name), read_only=True))
-        if not (script.host_path.parent == ws.tools or ws.tools in script.host_path.parents):
-            mounts.append(BindMount(script.host_path, str(script.container_path), read_only=True))
+        if program is not None:
+            self.script_sha256 = program.data_sha256
+            mounts.extend(program.mounts)
+            command: tuple[str, ...] = (*program.command, *req.args)
+        else:
+            assert script is not None
+            source = _read_script(script)
+            self.script_sha256 = hashlib.sha256(source).hexdigest()
+            self._scan(source, script)
+            if not (script.host_path.parent == ws.tools or ws.tools in script.host_path.parents):
+                mounts.append(BindMount(script.host_path, str(script.container_path), read_only=True))
+            command = (script.interpreter, str(script.container_path), *req.args)
         env = {
+            **(program.env if program else {}),
             **req.env,
             **self.secrets,
             "EXECUTION_ID": self.execution_id,
@@ -206,8 +257,8 @@ class _Run:
         }
         spec = RunSpec(
             execution_id=self.execution_id,
-            image=st.image,
-            command=(script.interpreter, str(script.container_path), *req.args),
+            image=self.image,
+            command=command,
             working_dir=str(container_workdir),
             mounts=tuple(mounts),
             env=env,
@@ -217,12 +268,15 @@ class _Run:
             cpus=float(self.limits["cpus"]),
             pids_limit=int(self.limits["pids_limit"]),
             nofile=st.nofile,
-            tmp_size_bytes=parse_memory(st.tmp_size),
+            tmp_size_bytes=parse_memory((program and program.tmp_size) or st.tmp_size),
+            shm_size_bytes=parse_memory(program.shm_size) if program and program.shm_size else None,
             network=self.network,
             output_cap=st.output_cap,
             spill_limit=st.full_output_limit,
             runtime=st.runtime,
-            labels={"org.scoperun.case": req.case, "org.scoperun.script": script.relative.as_posix(),
+            fsize=parse_memory(st.max_file_size),
+            labels={"org.scoperun.case": req.case,
+                    "org.scoperun.script": script.relative.as_posix() if script else req.script,
                     "org.scoperun.workspace": str(ws.root)},
         )
         return spec, script
@@ -236,6 +290,17 @@ class _Run:
         findings = scan_script(source.decode("utf-8", "replace"), kind=script.kind)
         self.findings = [f.model_dump() for f in findings]
         apply_policy(findings, SafetyPolicy(policy))
+
+    def _scan_hazards(self) -> None:
+        """After the container: report (and defuse) what the run left in the case; see hazards.py."""
+        if self.case_dir is None:
+            return
+        from .hazards import scan_case
+
+        try:
+            self.hazards = scan_case(self.case_dir, limit=self.settings.hazard_scan_limit).as_list()
+        except OSError as exc:  # the case vanished or became unreadable: say so, never crash the record
+            self.hazards = [{"kind": "scan-failed", "path": "", "detail": f"hazard scan failed: {exc}"}]
 
     # -- endings --------------------------------------------------------------------------------
 
@@ -264,11 +329,16 @@ class _Run:
             status, message = Status.SUCCEEDED, "succeeded"
         else:
             status, message = Status.FAILED, f"the script exited with code {outcome.exit_code}"
+            if self.program is not None and self.program.explain_failure is not None:
+                message = self.program.explain_failure(outcome) or message
         from .ops import read_stop_marker
 
         stop = read_stop_marker(self.audit.directory, self.execution_id)  # an operator's `scoperun stop`
         if stop is not None and status is not Status.SUCCEEDED:
             status, message = Status.FAILED, f"stopped by an operator: {stop}"
+        if self.hazards:
+            kinds = sorted({h["kind"] for h in self.hazards} - {"scan-summary"})
+            message += f"; the run left hazards in the case ({', '.join(kinds)}): see `hazards`"
         stdout, stderr = outcome.stdout.capture(self.redactor), outcome.stderr.capture(self.redactor)
         for name, cap, buf in (("stdout", stdout, outcome.stdout), ("stderr", stderr, outcome.stderr)):
             kept = keep_full_output(self.audit, self.execution_id, name, buf, self.redactor)
@@ -307,33 +377,17 @@ class _Run:
             started_at=self.started_at,
             finished_at=_now() if finished else self.started_at,
             durations=durations,
-            image=self.settings.image,
+            image=self.image,
             image_id=self.image_id,
             limits=self.limits,
             network=self.network,
             read_only=self.request.read_only,
             requested_by=self.request.requested_by,
             findings=self.findings,
+            hazards=self.redactor.redact_data(self.hazards),  # file names can carry a secret too
             audit_record=str(Path(self.settings.audit_dir) / f"{self.execution_id}.json"),
         )
 
     def _write(self, result: ExecutionResult) -> None:
         env_names = sorted(set(self.request.env) | set(self.secrets))
         self.audit.write(record_from_result(result, script_sha256=self.script_sha256, env_names=env_names))
-
-
-class _slot:
-    """Context manager taking one run slot and timing the wait for it."""
-
-    def __init__(self, semaphore: threading.BoundedSemaphore) -> None:
-        self._sem = semaphore
-        self._waited = 0.0
-
-    def __enter__(self):  # noqa: ANN204 - returns a getter for the wait time
-        t = time.monotonic()
-        self._sem.acquire()
-        self._waited = time.monotonic() - t
-        return lambda: self._waited
-
-    def __exit__(self, *exc: object) -> None:
-        self._sem.release()

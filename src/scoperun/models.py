@@ -135,6 +135,9 @@ class ExecutionResult(BaseModel):
     read_only: bool = False
     requested_by: str | None = None
     findings: list[dict[str, Any]] = Field(default_factory=list, description="Safety scanner findings.")
+    hazards: list[dict[str, Any]] = Field(
+        default_factory=list, description="What the run left in the case that the host must not trust (see hazards.py)."
+    )
     audit_record: str = Field("", description="Audit record path relative to the workspace.")
 
     @property

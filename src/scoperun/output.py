@@ -7,13 +7,14 @@ rest, so its own memory stays within a few times the cap.
 
 from __future__ import annotations
 
+import os
 import tempfile
-from collections.abc import Iterator, Mapping
-from typing import IO
+from collections.abc import Iterable, Iterator, Mapping
+from typing import IO, Any
 
 from .models import OutputCapture
 
-__all__ = ["BoundedBuffer", "Redactor"]
+__all__ = ["BoundedBuffer", "Redactor", "redactor_for"]
 
 _MIN_SECRET_LEN = 4  # shorter values would redact ordinary words
 _FRAGMENT_LEN = 8  # any run of >= 8 characters of a secret is redacted
@@ -133,22 +134,29 @@ class Redactor:
         return bool(self._secrets)
 
     def redact(self, text: str) -> str:
-        """Return `text` with every secret value and secret fragment replaced."""
+        """Return `text` with every secret value and secret fragment replaced.
+
+        Line breaks are ignored when looking for fragments, so a secret printed in pieces over
+        several lines (even pieces shorter than 8 characters) is caught; the breaks are kept.
+        """
         if not self._secrets or not text:
             return text
         for name, value in self._secrets.items():
             text = text.replace(value, f"[REDACTED:{name}]")
         if not self._grams:
             return text
-        # Mark every character covered by some 8-character window of a secret, then replace runs.
+        # Positions of the characters that are not line breaks: fragments are searched in the
+        # text with the breaks removed, then mapped back.
+        kept = [i for i, ch in enumerate(text) if ch not in "\r\n"]
+        joined = "".join(text[i] for i in kept) if len(kept) != len(text) else text
         owner: list[str | None] = [None] * len(text)
         hit = False
-        for i in range(len(text) - _FRAGMENT_LEN + 1):
-            name = self._grams.get(text[i : i + _FRAGMENT_LEN])
+        for i in range(len(joined) - _FRAGMENT_LEN + 1):
+            name = self._grams.get(joined[i : i + _FRAGMENT_LEN])
             if name is not None:
                 hit = True
                 for j in range(i, i + _FRAGMENT_LEN):
-                    owner[j] = name
+                    owner[kept[j]] = name
         if not hit:
             return text
         out: list[str] = []
@@ -164,6 +172,26 @@ class Redactor:
             out.append(f"[REDACTED:{name}]")
         return "".join(out)
 
+    def redact_data(self, data: Any) -> Any:
+        """Redact every string inside nested dicts, lists and tuples (e.g. a result's JSON)."""
+        if isinstance(data, str):
+            return self.redact(data)
+        if isinstance(data, dict):
+            return {k: self.redact_data(v) for k, v in data.items()}
+        if isinstance(data, list | tuple):
+            return type(data)(self.redact_data(v) for v in data)
+        return data
+
     def redact_list(self, values: list[str]) -> list[str]:
         """Redact each string of a list."""
         return [self.redact(v) for v in values]
+
+
+def redactor_for(secret_env: Iterable[str], environ: Mapping[str, str] | None = None) -> Redactor:
+    """The redactor for the passed-through secrets `secret_env` (e.g. `settings.secret_env`).
+
+    Adapters that show anything to an agent (markdown, MCP, LangChain) use this so they redact
+    exactly what runs redact.
+    """
+    env = os.environ if environ is None else environ
+    return Redactor({name: env[name] for name in secret_env if env.get(name)})

@@ -57,9 +57,9 @@ def _execution_ids(workspace: Path) -> set[str]:
 
 def leftover_containers(docker_client, execution_ids: set[str]) -> list:
     """scoperun containers (running or not) that belong to the given runs."""
-    # ignore_removed: other test sessions share the engine; their containers vanish between list and inspect.
-    found = docker_client.containers.list(all=True, filters={"label": MANAGED_LABEL}, ignore_removed=True)
-    return [c for c in found if c.labels.get("org.scoperun.execution-id") in execution_ids]
+    # sparse: one list call; inspecting each container races with other runs removing theirs.
+    found = docker_client.containers.list(all=True, sparse=True, filters={"label": MANAGED_LABEL})
+    return [c for c in found if (c.attrs.get("Labels") or {}).get("org.scoperun.execution-id") in execution_ids]
 
 
 @pytest.fixture
@@ -82,3 +82,6 @@ def executor(settings: Settings, workspace: Path, docker_client) -> Iterator[Exe
 def read_record(workspace: Path, execution_id: str) -> dict:
     """The audit record of one run."""
     return json.loads((workspace / "Database" / "script_executions" / f"{execution_id}.json").read_text())
+
+
+from tests.integration._adversarial import guard  # noqa: F401 - the adversarial suite's fixture

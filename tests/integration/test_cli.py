@@ -63,3 +63,31 @@ def test_doctor_reports_engine_image_and_workspace(workspace: Path, docker_clien
     assert proc.returncode == 0 and report["ok"]
     proc = scoperun(workspace.parent / "missing", "doctor")
     assert proc.returncode == 1 and "scoperun demo" in proc.stdout
+
+
+def test_ctrl_c_removes_the_container_and_records_the_interruption(workspace: Path, docker_client) -> None:
+    """Ctrl-C (SIGINT) during a run removes its container and leaves an `error` record saying so."""
+    import signal
+    import time
+
+    from tests.integration.conftest import leftover_containers
+
+    (workspace / "Tools" / "long.py").write_text("import time\nprint('working', flush=True)\ntime.sleep(120)\n")
+    env = {**os.environ, "SCOPERUN_WORKSPACE": str(workspace), "SCOPERUN_IMAGE": IMAGE, "SCOPERUN_NETWORK": "none"}
+    proc = subprocess.Popen([sys.executable, "-m", "scoperun", "run", "Tools/long.py", "--case", CASE],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    audit = workspace / "Database" / "script_executions"
+    deadline = time.monotonic() + 60
+    running: list = []
+    while time.monotonic() < deadline and not running:
+        time.sleep(0.2)
+        running = docker_client.containers.list(
+            sparse=True, filters={"label": f"org.scoperun.workspace={workspace.resolve()}"})
+    assert running, "the run's container never started"
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    records = [json.loads(p.read_text()) for p in audit.glob("*.json")]
+    assert len(records) == 1
+    assert records[0]["status"] == "error" and "interrupted" in records[0]["message"]
+    assert leftover_containers(docker_client, {records[0]["execution_id"]}) == []

@@ -188,13 +188,15 @@ def test_bad_input_is_rejected_with_a_record_and_no_container(executor: Executor
         (ExecutionRequest(script="Tools/hello.py", case=f"../{OTHER_CASE}"), "case-name"),
         (ExecutionRequest(script="Tools/notes.txt", case=CASE), "only .py"),
     ]
-    before = {c.id for c in docker_client.containers.list(all=True)}
+    ws_label = f"org.scoperun.workspace={workspace.resolve()}"
+    before = {c.id for c in docker_client.containers.list(all=True, sparse=True, filters={"label": ws_label})}
     for request, expected in cases:
         result = executor.run(request)
         assert result.status is Status.REJECTED, request
         assert expected in result.message
         assert read_record(workspace, result.execution_id)["status"] == "rejected"
-    assert {c.id for c in docker_client.containers.list(all=True)} - before == set()
+    after = {c.id for c in docker_client.containers.list(all=True, sparse=True, filters={"label": ws_label})}
+    assert after - before == set()
 
 
 def test_run_code_writes_the_script_and_runs_it(executor: Executor, workspace: Path) -> None:

@@ -43,6 +43,8 @@ class RunSpec:
     network: str
     output_cap: int
     runtime: str | None = None
+    fsize: int | None = None  # largest file the run may write, bytes (RLIMIT_FSIZE)
+    shm_size_bytes: int | None = None  # /dev/shm size; None = the engine's default (64m)
     labels: dict[str, str] = field(default_factory=dict)
     spill_limit: int = 0  # keep up to this many bytes of an over-cap stream on local disk (BoundedBuffer)
 

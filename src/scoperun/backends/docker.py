@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 __all__ = ["DockerBackend", "connect"]
 
 _READER_GRACE = 10.0  # seconds to drain the output stream after the container ended
+_ENGINE_PATIENCE = 120.0  # seconds to wait for a lost engine to come back and remove a run's container
 
 
 def connect(base_url: str | None = None, timeout: float | None = 60) -> docker.DockerClient:
@@ -143,8 +144,9 @@ class DockerBackend:
             if not removed_inline:
                 if self._remove_in_background and outcome.error is None:
                     self._pending.add(self._reaper.submit(self._remove, container_id))
-                else:
-                    self._remove(container_id)
+                elif not self._remove(container_id):
+                    # The engine is gone (e.g. restarted): remove the container once it answers again.
+                    self._pending.add(self._reaper.submit(self._remove, container_id, _ENGINE_PATIENCE))
         return outcome
 
     def close(self) -> None:
@@ -172,7 +174,9 @@ class DockerBackend:
             memswap_limit=spec.memory_bytes,  # equal: no swap, so the limit is real
             nano_cpus=int(spec.cpus * 1e9),
             pids_limit=spec.pids_limit,
-            ulimits=[Ulimit(name="nofile", soft=spec.nofile, hard=spec.nofile)],
+            ulimits=[Ulimit(name="nofile", soft=spec.nofile, hard=spec.nofile),
+                     *([Ulimit(name="fsize", soft=spec.fsize, hard=spec.fsize)] if spec.fsize else [])],
+            devices=[],  # no host device; the engine's default /dev (null, zero, random, tty...) only
             cap_drop=["ALL"],
             security_opt=["no-new-privileges"],
             read_only=True,
@@ -180,6 +184,7 @@ class DockerBackend:
             log_config=LogConfig(type="none"),
             runtime=spec.runtime,
             ipc_mode="private",
+            shm_size=spec.shm_size_bytes,
         )
         return {
             "image": spec.image,
@@ -197,17 +202,21 @@ class DockerBackend:
             "tty": False,
         }
 
-    def _remove(self, container_id: str) -> None:
+    def _remove(self, container_id: str, patience: float = 1.5) -> bool:
+        """Force-remove a container, retrying for `patience` seconds; True once it is gone."""
         from docker.errors import DockerException, NotFound
         from requests.exceptions import ConnectionError as RequestsConnectionError
 
-        for _ in range(3):
+        deadline = time.monotonic() + patience
+        while True:
             try:
                 self.client.api.remove_container(container_id, force=True, v=True)
-                return
+                return True
             except NotFound:
-                return
+                return True
             except (DockerException, RequestsConnectionError):
+                if time.monotonic() >= deadline:
+                    return False
                 time.sleep(0.5)
 
 

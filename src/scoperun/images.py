@@ -1,0 +1,264 @@
+"""Build scoperun's container images (runner, and browser on top of it) from the Dockerfiles it ships.
+
+Builds are skipped when an image with the same inputs already exists: the image carries a
+content hash of its inputs (Dockerfile folder, base image id, extra CA, build args) as a label.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from importlib.resources import files
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from scoperun.errors import EngineError, ImageError
+
+if TYPE_CHECKING:  # docker is imported lazily: importing scoperun must work without an engine
+    import docker
+
+__all__ = [
+    "BASE_IMAGE_REMEDY",
+    "DEFAULT_BASE_IMAGES",
+    "LABEL_BASE_IMAGE",
+    "LABEL_INPUTS_HASH",
+    "LABEL_KIND",
+    "RUNNER_DOCKERFILE_DIR",
+    "ImageBuildResult",
+    "build_image",
+    "default_base_image",
+    "dockerfile_dir",
+    "inputs_hash",
+]
+
+LABEL_INPUTS_HASH = "org.scoperun.inputs-hash"
+LABEL_KIND = "org.scoperun.kind"
+LABEL_BASE_IMAGE = "org.scoperun.base-image"
+
+# Upstream base first (users with a registry), then the registry-free one.
+DEFAULT_BASE_IMAGES = ("python:3.11-slim-bookworm", "scoperun-base:bookworm")
+BASE_IMAGE_REMEDY = (
+    "make one without a registry with `scripts/make-base-image.sh` (builds scoperun-base:bookworm "
+    "from Debian packages), or run `docker pull python:3.11-slim-bookworm` where a registry answers"
+)
+
+ImageKind = Literal["runner", "browser"]
+# The build argument that names each kind's base: the browser image is built FROM the runner.
+_BASE_ARG: dict[str, str] = {"runner": "BASE_IMAGE", "browser": "RUNNER_IMAGE"}
+_EXTRA_CA_DIR = "extra-ca"
+_EXTRA_CA_FILE = "extra-ca.crt"
+_LOG_TAIL_LINES = 25
+
+
+def dockerfile_dir(kind: ImageKind = "runner") -> Path:
+    """The folder holding the Dockerfile for `kind`, shipped inside the package.
+
+    The canonical copy lives in the package so wheels carry it; the repo's images/<kind>/Dockerfile
+    is a symlink to it.
+    """
+    # One `/` at a time: a namespace package's MultiplexedPath.joinpath takes a single name.
+    # The result is a real Path for regular (non-zip) installs and for source checkouts.
+    found = files("scoperun") / "_images" / kind
+    if not isinstance(found, Path):
+        raise ImageError(f"scoperun's Dockerfiles are inside an archive ({found}); install scoperun unzipped.")
+    return found
+
+
+RUNNER_DOCKERFILE_DIR: Path = dockerfile_dir("runner")
+
+
+@dataclass(frozen=True)
+class ImageBuildResult:
+    """The outcome of build_image: which image, for which inputs, and whether it was reused."""
+
+    tag: str
+    image_id: str
+    inputs_hash: str
+    skipped: bool
+
+
+def _context_files(dockerfile_dir: Path) -> list[tuple[str, bytes]]:
+    """The Dockerfile folder's files as (relative posix name, bytes), sorted by name."""
+    if not (dockerfile_dir / "Dockerfile").is_file():
+        raise ImageError(f"No Dockerfile in {dockerfile_dir}; reinstall scoperun (its package data is missing).")
+    out: list[tuple[str, bytes]] = []
+    for path in sorted(dockerfile_dir.rglob("*")):
+        rel = path.relative_to(dockerfile_dir)
+        # extra-ca/ is supplied by the builder; caches must not leak into the hash or context.
+        if rel.parts[0] == _EXTRA_CA_DIR or "__pycache__" in rel.parts or not path.is_file():
+            continue
+        out.append((rel.as_posix(), path.read_bytes()))
+    return out
+
+
+def inputs_hash(
+    dockerfile_dir: Path, *, base_image_id: str, ca_bundle: bytes | None, build_args: dict[str, str]
+) -> str:
+    """sha256 over everything that determines the image: files, base image id, CA, build args."""
+    h = hashlib.sha256(b"scoperun-image-inputs-v1\0")
+    for name, data in _context_files(dockerfile_dir):
+        # Length-prefixed so that moving bytes between names always changes the hash.
+        h.update(f"file:{name}:{len(data)}\0".encode())
+        h.update(data)
+    h.update(f"base:{base_image_id}\0".encode())
+    ca = ca_bundle or b""  # no CA and an empty CA build the same image
+    h.update(f"ca:{len(ca)}\0".encode())
+    h.update(ca)
+    h.update(b"args:" + json.dumps(build_args, sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def _build_context(dockerfile_dir: Path, ca_bundle: bytes | None) -> io.BytesIO:
+    """An in-memory tar build context: the Dockerfile folder plus extra-ca/ (maybe empty)."""
+    buf = io.BytesIO()
+
+    def add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+        info = tarfile.TarInfo(name)
+        info.size, info.mode, info.mtime = len(data), 0o644, 0  # fixed mtime: reproducible context
+        tar.addfile(info, io.BytesIO(data))
+
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in _context_files(dockerfile_dir):
+            add(tar, name, data)
+        add(tar, f"{_EXTRA_CA_DIR}/.keep", b"")  # COPY extra-ca/ needs the folder to exist
+        if ca_bundle:
+            add(tar, f"{_EXTRA_CA_DIR}/{_EXTRA_CA_FILE}", ca_bundle)
+    buf.seek(0)
+    return buf
+
+
+def _engine_error(exc: Exception, doing: str) -> EngineError:
+    """Translate a docker/requests exception into scoperun's hierarchy, keeping the cause."""
+    import docker.errors
+    import requests.exceptions
+
+    if isinstance(exc, docker.errors.ImageNotFound):
+        return ImageError(f"{doing}: image not found ({exc.explanation or exc}).")
+    if isinstance(exc, docker.errors.BuildError):
+        return ImageError(f"{doing}: build failed: {exc.msg}")
+    if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout)):
+        return EngineError(
+            f"{doing}: the Docker engine is unreachable ({exc}). Start it (scripts/ensure-engine.sh) and retry."
+        )
+    if isinstance(exc, docker.errors.APIError):
+        return EngineError(f"{doing}: the Docker engine refused: {exc.explanation or exc}")
+    return EngineError(f"{doing}: {exc}")
+
+
+def _get_image(client: docker.DockerClient, name: str) -> Any | None:
+    """The local image `name`, or None when the engine does not have it."""
+    import docker.errors
+    import requests.exceptions
+
+    try:
+        return client.images.get(name)
+    except docker.errors.ImageNotFound:
+        return None
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        raise _engine_error(exc, f"Looking up image {name}") from exc
+
+
+def default_base_image(client: docker.DockerClient) -> str:
+    """The first locally present default base: python:3.11-slim-bookworm, else scoperun-base:bookworm."""
+    for name in DEFAULT_BASE_IMAGES:
+        if _get_image(client, name) is not None:
+            return name
+    raise ImageError(f"No base image for the runner ({' or '.join(DEFAULT_BASE_IMAGES)}): {BASE_IMAGE_REMEDY}.")
+
+
+def _stream_build(
+    client: docker.DockerClient, progress: Callable[[str], None] | None, tail: deque[str], **kwargs: Any
+) -> str | None:
+    """Run a low-level build, feeding log lines to `progress`; return the image id it reports."""
+    image_id: str | None = None
+    chunks: Iterator[dict[str, Any]] = client.api.build(decode=True, **kwargs)
+    for chunk in chunks:
+        if "error" in chunk:
+            detail = chunk.get("errorDetail", {}).get("message") or chunk["error"]
+            tail.append(str(detail).rstrip())
+            raise ImageError("Image build failed:\n" + "\n".join(tail))
+        if isinstance(chunk.get("aux"), dict) and "ID" in chunk["aux"]:
+            image_id = chunk["aux"]["ID"]
+        text = chunk.get("stream") or chunk.get("status")
+        if not text:
+            continue
+        for line in str(text).splitlines():
+            if line.strip():
+                tail.append(line)
+                if progress is not None:
+                    progress(line)
+    return image_id
+
+
+def build_image(
+    client: docker.DockerClient,
+    *,
+    kind: ImageKind = "runner",
+    tag: str,
+    base_image: str,
+    ca_bundle: Path | None = None,
+    force: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> ImageBuildResult:
+    """Build image `tag` of `kind` FROM `base_image` (local only), unless one with the same inputs exists.
+
+    For the browser kind, `base_image` is the runner image (its id is part of the inputs hash).
+    `ca_bundle` is a PEM file added to the image's trust (TLS-intercepting proxies).
+    """
+    import docker.errors
+    import requests.exceptions
+
+    base = _get_image(client, base_image)
+    if base is None:
+        raise ImageError(f"Base image {base_image} is not present locally (scoperun never pulls): {BASE_IMAGE_REMEDY}.")
+    ca_bytes: bytes | None = None
+    if ca_bundle is not None:
+        try:
+            ca_bytes = Path(ca_bundle).read_bytes()
+        except OSError as exc:
+            raise ImageError(
+                f"Cannot read the CA bundle {ca_bundle}: {exc.strerror}. Give a readable PEM file."
+            ) from exc
+        if ca_bytes and b"-----BEGIN CERTIFICATE-----" not in ca_bytes:
+            raise ImageError(f"The CA bundle {ca_bundle} holds no PEM certificate; give a PEM file.")
+
+    src_dir = dockerfile_dir(kind)
+    build_args = {_BASE_ARG[kind]: base_image}
+    digest = inputs_hash(src_dir, base_image_id=base.id, ca_bundle=ca_bytes, build_args=build_args)
+
+    existing = _get_image(client, tag)
+    if existing is not None and not force and (existing.labels or {}).get(LABEL_INPUTS_HASH) == digest:
+        return ImageBuildResult(tag=tag, image_id=existing.id, inputs_hash=digest, skipped=True)
+
+    labels = {LABEL_INPUTS_HASH: digest, LABEL_KIND: kind, LABEL_BASE_IMAGE: base_image}
+    tail: deque[str] = deque(maxlen=_LOG_TAIL_LINES)
+    try:
+        reported = _stream_build(
+            client,
+            progress,
+            tail,
+            fileobj=_build_context(src_dir, ca_bytes),
+            custom_context=True,
+            tag=tag,
+            buildargs=build_args,
+            labels=labels,
+            rm=True,
+            forcerm=True,  # no intermediate containers left behind, even on failure
+            pull=False,
+        )
+        built = client.images.get(tag)
+    except ImageError:
+        raise
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        err = _engine_error(exc, f"Building {tag}")
+        if tail:
+            err = type(err)(f"{err}\nLast build output:\n" + "\n".join(tail))
+        raise err from exc
+    if reported and reported != built.id:
+        raise ImageError(f"Built {reported} but {tag} points at {built.id}; another build raced this one. Retry.")
+    return ImageBuildResult(tag=tag, image_id=built.id, inputs_hash=digest, skipped=False)

@@ -1,0 +1,247 @@
+"""Image inputs hashing, build context and build_image's decisions, against a fake engine."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scoperun.errors import EngineError, ImageError
+from scoperun.images import (
+    LABEL_INPUTS_HASH,
+    LABEL_KIND,
+    RUNNER_DOCKERFILE_DIR,
+    _build_context,
+    build_image,
+    default_base_image,
+    inputs_hash,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+ARGS = {"BASE_IMAGE": "scoperun-base:bookworm"}
+
+
+def _hash(
+    d: Path = RUNNER_DOCKERFILE_DIR, base: str = "sha256:aaa", ca: bytes | None = None, args: dict[str, str] = ARGS
+) -> str:
+    return inputs_hash(d, base_image_id=base, ca_bundle=ca, build_args=args)
+
+
+def test_dockerfile_ships_in_package_and_repo_symlink_points_at_it() -> None:
+    """The runner Dockerfile is package data, and images/runner/Dockerfile in a checkout is the same file."""
+    assert (RUNNER_DOCKERFILE_DIR / "Dockerfile").is_file()
+    repo_copy = REPO / "images" / "runner" / "Dockerfile"
+    if not repo_copy.exists():
+        pytest.skip("not a source checkout")
+    assert repo_copy.is_symlink()
+    assert repo_copy.resolve() == (RUNNER_DOCKERFILE_DIR / "Dockerfile").resolve()
+
+
+def test_dockerfile_follows_the_image_contract() -> None:
+    """The Dockerfile has a configurable base, a venv, uid 1000, SIGKILL stop, and no pathlib/playwright."""
+    text = (RUNNER_DOCKERFILE_DIR / "Dockerfile").read_text()
+    assert "ARG BASE_IMAGE=python:3.11-slim-bookworm" in text and "FROM ${BASE_IMAGE}" in text
+    assert "USER 1000:1000" in text and "STOPSIGNAL SIGKILL" in text and "ENV PATH=/opt/venv/bin:$PATH" in text
+    assert 'CMD ["python", "--version"]' in text and "WORKDIR /workspace" in text
+    assert '"pathlib' not in text and "playwright" not in text.lower().split("no playwright")[0]
+    for pkg in (
+        "pandas",
+        "numpy",
+        "openpyxl",
+        "pypdf",
+        "PyPDF2",
+        "python-magic",
+        "requests",
+        "beautifulsoup4",
+        "lxml",
+        "tavily-python",
+        "python-docx",
+    ):
+        assert f'"{pkg}==' in text, pkg
+
+
+def test_inputs_hash_is_stable() -> None:
+    """The same inputs always give the same sha256 hex digest."""
+    assert _hash() == _hash() and len(_hash()) == 64
+
+
+def test_inputs_hash_changes_with_each_input(tmp_path: Path) -> None:
+    """A changed Dockerfile, base image id, CA bundle or build arg each change the hash."""
+    copy = tmp_path / "runner"
+    shutil.copytree(RUNNER_DOCKERFILE_DIR, copy)
+    base = _hash(copy)
+    assert base == _hash()  # the folder's location does not matter, only its contents
+    seen = {
+        base,
+        _hash(copy, base="sha256:bbb"),
+        _hash(copy, ca=b"-----BEGIN CERTIFICATE-----x"),
+        _hash(copy, args={"BASE_IMAGE": "python:3.11-slim-bookworm"}),
+    }
+    (copy / "Dockerfile").write_text((copy / "Dockerfile").read_text() + "\n# changed\n")
+    seen.add(_hash(copy))
+    (copy / "extra.txt").write_text("new file")
+    seen.add(_hash(copy))
+    assert len(seen) == 6
+
+
+def test_no_ca_and_empty_ca_hash_alike() -> None:
+    """An empty CA file builds the same image as no CA, so they share one hash."""
+    assert _hash(ca=None) == _hash(ca=b"")
+
+
+def test_build_context_holds_dockerfile_and_extra_ca() -> None:
+    """The tar context has the Dockerfile and extra-ca/, with extra-ca.crt only when a CA is given."""
+
+    def names(ca: bytes | None) -> set[str]:
+        with tarfile.open(fileobj=_build_context(RUNNER_DOCKERFILE_DIR, ca)) as tar:
+            return set(tar.getnames())
+
+    assert names(None) == {"Dockerfile", "extra-ca/.keep"}
+    assert names(b"PEM") == {"Dockerfile", "extra-ca/.keep", "extra-ca/extra-ca.crt"}
+
+
+def test_importing_images_does_not_import_docker() -> None:
+    """Importing scoperun.images works without touching the docker SDK or an engine."""
+    code = "import sys, scoperun.images; print('docker' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin"},
+    )
+    assert out.stdout.strip() == "False"
+
+
+# --- build_image against a fake client ------------------------------------------------------
+
+docker_errors = pytest.importorskip("docker.errors")
+
+
+class FakeImage:
+    def __init__(self, id: str, labels: dict[str, str] | None = None) -> None:
+        self.id, self.labels = id, labels or {}
+
+
+class FakeImages:
+    def __init__(self, images: dict[str, FakeImage]) -> None:
+        self.images = images
+
+    def get(self, name: str) -> FakeImage:
+        if name not in self.images:
+            raise docker_errors.ImageNotFound(f"No such image: {name}")
+        return self.images[name]
+
+
+class FakeAPI:
+    def __init__(self, owner: FakeClient, stream: list[dict[str, Any]]) -> None:
+        self.owner, self.stream, self.calls = owner, stream, []
+
+    def build(self, **kwargs: Any):
+        self.calls.append(kwargs)
+        yield from self.stream
+        if not any("error" in c for c in self.stream):
+            self.owner.images.images[kwargs["tag"]] = FakeImage("sha256:new", kwargs["labels"])
+
+
+class FakeClient:
+    def __init__(self, images: dict[str, FakeImage], stream: list[dict[str, Any]] | None = None) -> None:
+        self.images = FakeImages(images)
+        self.api = FakeAPI(self, stream or [{"stream": "Step 1/9 : ARG BASE_IMAGE\n"}, {"aux": {"ID": "sha256:new"}}])
+
+
+BASE = {"scoperun-base:bookworm": FakeImage("sha256:base")}
+
+
+def test_missing_base_image_names_both_remedies() -> None:
+    """Without the base image locally, build_image raises ImageError naming the script and the pull."""
+    with pytest.raises(ImageError) as err:
+        build_image(FakeClient({}), tag="t:1", base_image="scoperun-base:bookworm")
+    assert "scripts/make-base-image.sh" in str(err.value) and "docker pull python:3.11-slim-bookworm" in str(err.value)
+
+
+def test_build_streams_progress_and_labels_the_image() -> None:
+    """A build streams log lines to progress, passes BASE_IMAGE, never pulls, and labels the hash."""
+    client, lines = FakeClient(dict(BASE)), []
+    result = build_image(client, tag="t:1", base_image="scoperun-base:bookworm", progress=lines.append)
+    call = client.api.calls[0]
+    assert not result.skipped and result.image_id == "sha256:new" and lines == ["Step 1/9 : ARG BASE_IMAGE"]
+    assert call["buildargs"] == ARGS and call["pull"] is False and call["rm"] is True and call["decode"] is True
+    assert call["labels"][LABEL_INPUTS_HASH] == result.inputs_hash and call["labels"][LABEL_KIND] == "runner"
+    assert result.inputs_hash == _hash(base="sha256:base")
+
+
+def test_same_inputs_skip_the_build_unless_forced(tmp_path: Path) -> None:
+    """An image whose label matches the inputs hash is reused; force or a new CA rebuilds."""
+    client = FakeClient(dict(BASE))
+    first = build_image(client, tag="t:1", base_image="scoperun-base:bookworm")
+    second = build_image(client, tag="t:1", base_image="scoperun-base:bookworm")
+    assert second.skipped and second.inputs_hash == first.inputs_hash and len(client.api.calls) == 1
+    assert not build_image(client, tag="t:1", base_image="scoperun-base:bookworm", force=True).skipped
+    ca = tmp_path / "ca.crt"
+    ca.write_text("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+    third = build_image(client, tag="t:1", base_image="scoperun-base:bookworm", ca_bundle=ca)
+    assert not third.skipped and third.inputs_hash != first.inputs_hash and len(client.api.calls) == 3
+
+
+def test_build_error_carries_the_last_log_lines() -> None:
+    """A failing build raises ImageError that includes the log tail and the engine's error."""
+    stream = [
+        {"stream": "Step 5/9 : RUN pip install\n"},
+        {"stream": "SSL: CERTIFICATE_VERIFY_FAILED\n"},
+        {"error": "returned a non-zero code: 1", "errorDetail": {"message": "returned a non-zero code: 1"}},
+    ]
+    with pytest.raises(ImageError) as err:
+        build_image(FakeClient(dict(BASE), stream), tag="t:1", base_image="scoperun-base:bookworm")
+    assert "CERTIFICATE_VERIFY_FAILED" in str(err.value) and "non-zero code" in str(err.value)
+
+
+def test_bad_ca_bundle_is_refused(tmp_path: Path) -> None:
+    """A missing or non-PEM CA bundle raises ImageError before any build starts."""
+    client = FakeClient(dict(BASE))
+    with pytest.raises(ImageError):
+        build_image(client, tag="t:1", base_image="scoperun-base:bookworm", ca_bundle=tmp_path / "missing.crt")
+    (tmp_path / "x.crt").write_text("not a certificate")
+    with pytest.raises(ImageError):
+        build_image(client, tag="t:1", base_image="scoperun-base:bookworm", ca_bundle=tmp_path / "x.crt")
+    assert client.api.calls == []
+
+
+def test_engine_errors_become_engine_error() -> None:
+    """An unreachable engine surfaces as EngineError, not a docker or requests exception."""
+    import requests
+
+    class Down(FakeClient):
+        def __init__(self) -> None:
+            super().__init__({})
+            self.images.get = self._fail  # type: ignore[method-assign]
+
+        def _fail(self, name: str) -> None:
+            raise requests.exceptions.ConnectionError("connection refused")
+
+    with pytest.raises(EngineError) as err:
+        build_image(Down(), tag="t:1", base_image="scoperun-base:bookworm")
+    assert not isinstance(err.value, ImageError)
+
+
+def test_default_base_image_prefers_upstream() -> None:
+    """python:3.11-slim-bookworm wins when present, else scoperun-base:bookworm, else ImageError."""
+    upstream = {"python:3.11-slim-bookworm": FakeImage("sha256:up")}
+    assert default_base_image(FakeClient({**BASE, **upstream})) == "python:3.11-slim-bookworm"
+    assert default_base_image(FakeClient(dict(BASE))) == "scoperun-base:bookworm"
+    with pytest.raises(ImageError) as err:
+        default_base_image(FakeClient({}))
+    assert "make-base-image.sh" in str(err.value)
+
+
+def test_context_tar_is_reproducible() -> None:
+    """Two contexts for the same inputs are byte-identical (fixed mtimes, sorted names)."""
+    a = _build_context(RUNNER_DOCKERFILE_DIR, b"PEM").getvalue()
+    assert a == _build_context(RUNNER_DOCKERFILE_DIR, b"PEM").getvalue()
+    assert isinstance(io.BytesIO(a), io.BytesIO)
