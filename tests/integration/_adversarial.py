@@ -112,7 +112,10 @@ class Guard:
     def assert_audited(self, result: ExecutionResult) -> None:
         """Exactly one complete, final audit record matches the result."""
         folder = self.workspace / "Database" / "script_executions"
-        assert [p.name for p in folder.iterdir() if result.execution_id in p.name] == [f"{result.execution_id}.json"]
+        names = {p.name for p in folder.iterdir() if result.execution_id in p.name}
+        # Beside the record: only its kept outputs (<id>.stdout / .stderr), no temporary files.
+        assert f"{result.execution_id}.json" in names
+        assert names <= {f"{result.execution_id}.{suffix}" for suffix in ("json", "stdout", "stderr")}, names
         record = read_record(self.workspace, result.execution_id)
         assert record["status"] == result.status.value != "running"
         assert record["exit_code"] == result.exit_code
