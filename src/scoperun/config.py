@@ -41,6 +41,12 @@ def parse_memory(value: str | int) -> int:
     return size
 
 
+def _default_staging_dir() -> Path:
+    # Local disk, outside the workspace: staged files must not land on the bucket.
+    state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(state) / "scoperun" / "staging"
+
+
 def _config_file() -> Path | None:
     explicit = os.environ.get("SCOPERUN_CONFIG")
     if explicit:
@@ -94,6 +100,16 @@ class Settings(BaseSettings):
     )
     runtime: str | None = Field(None, description="OCI runtime (e.g. runsc for gVisor); None = engine default.")
     docker_host: str | None = Field(None, description="Engine address; None = DOCKER_HOST or the local socket.")
+    write_mode: Literal["staged", "direct", "read-only"] = Field(
+        "staged", description="How runs see their case: staged (overlay; writes applied by policy), direct "
+        "(read-write, recorded, no undo) or read-only.")
+    apply_policy: Literal["on-success", "never", "always"] = Field(
+        "on-success", description="When a staged run's changes reach the case: on-success, never (review), always.")
+    staging_dir: Path = Field(default_factory=_default_staging_dir,
+                              description="Local-disk folder (outside the workspace) for staged runs' writes.")
+    journal_dir: str = Field("Database/journal", description="Pre-images of applied changes, for rollback.")
+    changes_record_cap: int = Field(200, ge=0, description="Changed paths listed in a result and audit record.")
+    staging_retention_days: float = Field(7.0, ge=0, description="Age after which gc removes finished staging.")
 
     @field_validator("memory", "tmp_size", "max_file_size")
     @classmethod

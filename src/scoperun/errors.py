@@ -9,7 +9,9 @@
     ├── FirewallError             the host firewall (iptables) could not be read or changed
     ├── EngineError               the container engine failed or is unreachable
     │   └── ImageError            an image is missing or could not be built
-    └── UnsupportedScriptError    the script's kind cannot be run (not .py or .sh)
+    ├── UnsupportedScriptError    the script's kind cannot be run (not .py or .sh)
+    └── ChangesError              a change set cannot be staged, applied, discarded or rolled back
+        └── ChangedSinceError     rollback refused: files changed since the apply (`paths`)
 
 A script's non-zero exit is data in the result, never an exception. Every message says what
 to do next.
@@ -19,6 +21,8 @@ from __future__ import annotations
 
 __all__ = [
     "AuditError",
+    "ChangedSinceError",
+    "ChangesError",
     "ConfigError",
     "EngineError",
     "FirewallError",
@@ -82,3 +86,19 @@ class ImageError(EngineError):
 
 class UnsupportedScriptError(ScopeRunError):
     """The script is not a kind scoperun knows how to run."""
+
+
+class ChangesError(ScopeRunError):
+    """A run's change set cannot be staged, shown, applied, discarded or rolled back."""
+
+    def __init__(self, message: str, *, execution_id: str | None = None) -> None:
+        super().__init__(message)
+        self.execution_id = execution_id
+
+
+class ChangedSinceError(ChangesError):
+    """Rollback refused: `paths` changed in the case since the run's changes were applied."""
+
+    def __init__(self, message: str, *, execution_id: str | None = None, paths: list[str] | None = None) -> None:
+        super().__init__(message, execution_id=execution_id)
+        self.paths = paths or []
