@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .backends.base import RunOutcome, RunSpec
+from .backends.base import BindMount, OverlayMount, RunOutcome, RunSpec
 from .output import BoundedBuffer
 
 __all__ = ["FakeBackend", "FakeRun"]
@@ -29,6 +29,7 @@ class FakeRun:
     oom_killed: bool = False
     error: str | None = None
     sleep: float = 0.0
+    writes: dict[str, bytes] = field(default_factory=dict)  # case-relative path -> content the "run" writes
 
 
 @dataclass
@@ -51,6 +52,7 @@ class FakeBackend:
             self.max_running = max(self.max_running, self.running)
         try:
             planned = self.script(spec)
+            _write_case(spec, planned.writes)
             if planned.sleep:
                 time.sleep(planned.sleep)
             outcome = RunOutcome(stdout=BoundedBuffer(spec.output_cap), stderr=BoundedBuffer(spec.output_cap))
@@ -69,3 +71,17 @@ class FakeBackend:
     def close(self) -> None:
         """Mark the backend closed."""
         self.closed = True
+
+
+def _write_case(spec: RunSpec, writes: dict[str, bytes]) -> None:
+    """Write into the case's writable layer: the overlay's upper folder, or a read-write bind mount."""
+    if not writes:
+        return
+    case = next(m for m in spec.mounts if m.target == spec.working_dir or spec.working_dir.startswith(m.target + "/"))
+    if isinstance(case, BindMount) and case.read_only:
+        return
+    root = case.upper if isinstance(case, OverlayMount) else case.source
+    for rel, data in writes.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
