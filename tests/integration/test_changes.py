@@ -286,8 +286,12 @@ def test_read_only_mode_and_alias_have_no_change_set(executor: Executor, workspa
 
 
 def test_gc_removes_finished_staging_and_keeps_pending_reviews(
-        executor: Executor, workspace: Path, case_dir: Path, no_volume_left: None) -> None:
-    """gc_staging removes applied and discarded staging folders and keeps changes still waiting for review."""
+        executor: Executor, workspace: Path, case_dir: Path, docker_client, no_volume_left: None) -> None:
+    """gc_staging removes applied and discarded staging folders and stale volumes, keeps changes waiting for review."""
+    stale_upper = Path(executor.settings.staging_dir) / "exec_gone" / "upper"
+    stale = docker_client.volumes.create(name=f"scoperun-stage-test-{workspace.parent.name[-12:]}", labels={
+        "org.scoperun.managed": "1", "org.scoperun.test": "1", "org.scoperun.execution-id": "exec_gone",
+        "org.scoperun.staging-upper": str(stale_upper), "org.scoperun.workspace": str(workspace.resolve())})
     script = tool(workspace, "g.py", "open('g.txt','a').write('g')\n")
     applied = executor.run(ExecutionRequest(script=script, case=CASE))
     pending = executor.run(ExecutionRequest(script=script, case=CASE, apply="never"))
@@ -299,3 +303,4 @@ def test_gc_removes_finished_staging_and_keeps_pending_reviews(
     staging = Path(executor.settings.staging_dir)
     assert (staging / pending.execution_id / "upper" / "g.txt").is_file()
     assert load_change_set(executor.settings, applied.execution_id)[1] == "journal"
+    assert stale.name not in {v.name for v in docker_client.volumes.list()}

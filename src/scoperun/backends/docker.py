@@ -184,7 +184,8 @@ class DockerBackend:
             name = f"scoperun-stage-{spec.execution_id}" + (f"-{i}" if i else "")
             try:
                 self.client.volumes.create(name=name, driver="local", driver_opts=dict(m.options), labels={
-                    MANAGED_LABEL: "1", "org.scoperun.execution-id": spec.execution_id, **spec.labels})
+                    MANAGED_LABEL: "1", "org.scoperun.execution-id": spec.execution_id,
+                    "org.scoperun.staging-upper": str(m.upper), **spec.labels})
             except (DockerException, RequestsConnectionError) as exc:
                 self._remove_volumes(volumes)
                 raise EngineError(f"the Docker engine refused to create the staging volume: {_short(exc)}") from None

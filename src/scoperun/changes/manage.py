@@ -144,7 +144,8 @@ def gc_staging(settings: Settings, older_than: timedelta) -> list[str]:
     """Remove staging folders of runs applied, discarded, rolled back or abandoned longer ago than `older_than`.
 
     Change sets still waiting for review (`staged`, `conflict`) and overlays still mounted are
-    kept. Returns the execution ids whose staging folder was removed.
+    kept. Staging volumes an engine failure left behind are removed too, when the engine answers.
+    Returns the execution ids whose staging folder was removed.
     """
     root = staging_root(settings)
     if not root.is_dir():
@@ -170,7 +171,37 @@ def gc_staging(settings: Settings, older_than: timedelta) -> list[str]:
         (root / ".locks" / f"{entry.name}.lock").unlink(missing_ok=True)
         if not entry.exists():
             removed.append(entry.name)
+    _remove_stale_volumes(settings, root)
     return removed
+
+
+def _remove_stale_volumes(settings: Settings, root: Path) -> None:
+    """Remove scoperun staging volumes whose staging folder is gone (best effort; in-use ones stay)."""
+    from ..backends.base import MANAGED_LABEL
+    from ..errors import EngineError
+
+    try:
+        from docker.errors import DockerException
+
+        from ..backends.docker import connect
+
+        client = connect(settings.docker_host, timeout=30)
+    except (ImportError, EngineError):
+        return
+    try:
+        for volume in client.volumes.list(filters={"label": MANAGED_LABEL}):
+            # Only volumes over this staging root: other workspaces' runs may be starting right now.
+            upper = (volume.attrs.get("Labels") or {}).get("org.scoperun.staging-upper", "")
+            folder = Path(upper).parent
+            if upper and folder.parent == root and not folder.exists():
+                try:
+                    volume.remove()
+                except DockerException:
+                    pass  # still used by a container: the backend removes it after the run
+    except DockerException:
+        pass
+    finally:
+        client.close()
 
 
 def _mtime(path: Path):  # noqa: ANN202 - a UTC datetime
