@@ -22,7 +22,7 @@ from .journal import JournalPath, Manifest, PathState, capture, load_manifest, o
 from .model import Change, ChangeAction, ChangeSet, ChangeSetStatus, decode_name
 from .overlay import StagingArea
 from .safefs import CaseRoot
-from .store import StagingState, change_lock, load_state, now, record_event, save_state
+from .store import StagingState, case_lock, change_lock, load_state, now, record_event, save_state
 
 __all__ = ["apply_changes", "apply_staged", "discard_changes", "find_conflicts", "journal_dir", "plan"]
 
@@ -140,7 +140,7 @@ def apply_staged(settings: Settings, area: StagingArea, state: StagingState, *, 
             events.append({"at": now().isoformat(), "event": name, "by": by or "scoperun", "detail": detail, **data})
 
     journal = journal_dir(settings, ws.root, state.execution_id)
-    with CaseRoot(case_dir) as case:
+    with case_lock(settings, case_dir), CaseRoot(case_dir) as case:
         conflicts = find_conflicts(case, cs.entries)
         if conflicts and not force:
             return _conflict(area, state, cs, conflicts, event), events

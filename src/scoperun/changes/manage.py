@@ -16,7 +16,7 @@ from .journal import load_manifest, restore_all, write_manifest
 from .model import Change, ChangeAction, ChangeSet, ChangeSetStatus
 from .overlay import StagingArea
 from .safefs import CaseRoot
-from .store import audit_log, change_lock, load_state, now, record_event, save_state, staging_root
+from .store import audit_log, case_lock, change_lock, load_state, now, record_event, save_state, staging_root
 
 __all__ = ["gc_staging", "load_change_set", "rollback_changes", "text_diffs"]
 
@@ -39,7 +39,8 @@ def rollback_changes(settings: Settings, execution_id: str, *, force: bool = Fal
                                f"applied by scoperun (direct runs have no undo)", execution_id=execution_id)
         if manifest.state == "rolled_back":
             raise ChangesError(f"run {execution_id} was already rolled back", execution_id=execution_id)
-        with CaseRoot(ws.case_dir(manifest.case)) as case:
+        case_dir = ws.case_dir(manifest.case)
+        with case_lock(settings, case_dir), CaseRoot(case_dir) as case:
             kept, displaced = restore_all(case, manifest, journal, force=force, execution_id=execution_id)
         cs = manifest.change_set
         cs.status = ChangeSetStatus.ROLLED_BACK

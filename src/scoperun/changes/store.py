@@ -114,6 +114,13 @@ def change_lock(settings: Settings, execution_id: str) -> Iterator[None]:
         os.close(fd)
 
 
+def case_lock(settings: Settings, case_dir: Path):  # noqa: ANN201 - a context manager
+    """Serialise applies and rollbacks on one case folder (on this machine)."""
+    import hashlib
+
+    return change_lock(settings, "case-" + hashlib.sha256(str(case_dir).encode()).hexdigest()[:24])
+
+
 def audit_log(settings: Settings, workspace_root: Path) -> AuditLog:
     """The audit log of the workspace."""
     return AuditLog(workspace_root / settings.audit_dir)
