@@ -298,6 +298,10 @@ class _Run:
             status, message = Status.FAILED, f"the script exited with code {outcome.exit_code}"
         self._track_changes(status)  # staged runs apply first, so the hazard scan sees what landed
         self._scan_hazards()
+        if self.changes is not None:
+            from .changes.tracker import setid_hazards
+
+            self.hazards = [*setid_hazards(self.changes), *self.hazards]
         if self.hazards:
             kinds = sorted({h["kind"] for h in self.hazards} - {"scan-summary"})
             message += f"; the run left hazards in the case ({', '.join(kinds)}): see `hazards`"

@@ -86,13 +86,16 @@ def _planned_post(changes: list[Change], pre: PathState) -> PathState:
                      target=last.target, target_b64=last.target_b64)
 
 
+_NO_SETID = ~(stat.S_ISUID | stat.S_ISGID)  # a run's setuid/setgid bits never reach the case
+
+
 def _apply_one(case: CaseRoot, upper: Path, c: Change, by_path: dict[str, Change]) -> str | None:
     rel = c.raw_path
     if c.action is ChangeAction.DELETED:
         case.rmdir(rel) if c.type == "dir" else case.unlink(rel)
         return None
     if c.action is ChangeAction.MODE_CHANGED:
-        case.chmod(rel, c.mode_after if c.mode_after is not None else 0o644)
+        case.chmod(rel, (c.mode_after if c.mode_after is not None else 0o644) & (_NO_SETID if c.type == "file" else ~0))
         return None
     src = os.fsencode(upper) + b"/" + rel
     st = os.stat(src, follow_symlinks=False)
@@ -106,7 +109,7 @@ def _apply_one(case: CaseRoot, upper: Path, c: Change, by_path: dict[str, Change
             return c.sha256_after
         fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
-            digest, _ = case.write_file(rel, fd, mode=stat.S_IMODE(st.st_mode), uid=st.st_uid, gid=st.st_gid,
+            digest, _ = case.write_file(rel, fd, mode=stat.S_IMODE(st.st_mode) & _NO_SETID, uid=st.st_uid, gid=st.st_gid,
                                         mtime_ns=st.st_mtime_ns)
         finally:
             os.close(fd)

@@ -17,7 +17,23 @@ from .safefs import CaseRoot
 from .snapshot import Listing, diff_listings, scan
 from .store import StagingState, change_lock, now, save_state, staging_root
 
-__all__ = ["CaseTracker", "begin_tracking"]
+__all__ = ["CaseTracker", "begin_tracking", "setid_hazards"]
+
+
+def setid_hazards(cs: ChangeSet | None) -> list[dict[str, Any]]:
+    """Hazard entries for setuid/setgid bits a staged run set: apply cleared them (see hazards.py)."""
+    import stat
+
+    if cs is None or cs.mode != "staged" or cs.status is not ChangeSetStatus.APPLIED:
+        return []
+    found = []
+    for c in cs.entries:
+        if c.type == "file" and c.mode_after is not None:
+            for bit, kind in ((stat.S_ISUID, "setuid"), (stat.S_ISGID, "setgid")):
+                if c.mode_after & bit:
+                    found.append({"kind": kind, "path": c.path, "neutralised": True,
+                                  "detail": f"the run set {kind}; the bit was not applied to the case"})
+    return found
 
 
 class CaseTracker(Protocol):
