@@ -55,3 +55,9 @@ def workspace(tmp_path: Path) -> Path:
 def settings(workspace: Path) -> Settings:
     """Settings pointing at the fresh workspace, with short default timeouts for tests."""
     return Settings(workspace=workspace, timeout=60, network="none")
+
+
+@pytest.fixture(autouse=True)
+def _staging_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Staged runs write their overlay layers under the test's own temporary folder."""
+    monkeypatch.setenv("SCOPERUN_STAGING_DIR", str(tmp_path / "staging"))

@@ -247,6 +247,8 @@ def record_from_result(result: ExecutionResult, *, script_sha256: str | None, en
         "limits": result.limits,
         "network": result.network,
         "read_only": result.read_only,
+        "write_mode": result.write_mode,
+        "changes": result.changes.model_dump(mode="json") if result.changes else None,
         "env_names": env_names,
         "script_sha256": script_sha256,
         "stdout_truncated": result.stdout.truncated,

@@ -411,6 +411,8 @@ def run_browser(executor: Executor, request: BrowserRequest) -> BrowserResult:
     run_request = ExecutionRequest(
         script=f"browser:{spec_rel}", case=request.case, limits=Limits(timeout=request.timeout),
         network=request.network, requested_by=request.requested_by,
+        # The fixed runner writes only browser/<execution_id>/; keep what a failed run saved.
+        apply="always",
     )
     execution = executor.run_program(run_request, program, execution_id=execution_id)
     if execution.status in (Status.REJECTED, Status.ERROR):

@@ -130,12 +130,16 @@ def _print_result(result: ExecutionResult, as_json: bool, audit_root: Path) -> N
     for name, cap in (("stdout", result.stdout), ("stderr", result.stderr)):
         if cap.truncated:
             err.print(f"[yellow]{name} truncated:[/] {cap.total_bytes} bytes in all, shown in part")
+    if result.changes is not None:
+        err.print(f"changes ({result.write_mode}): {escape(result.changes.summary)} · {result.changes.status.value}"
+                  + (f" · {escape(result.changes.note)}" if result.changes.status.value in ("staged", "conflict") else ""))
     err.print(f"audit record: {escape(str(audit_root / result.audit_record))}")
 
 
 def _request_fields(case: str, timeout: float | None, memory: str | None, cpus: float | None,
                     network: str | None, read_only: bool, env: list[str] | None,
-                    working_dir: str | None, requested_by: str | None) -> dict[str, Any]:
+                    working_dir: str | None, requested_by: str | None,
+                    write_mode: str | None = None, apply: str | None = None) -> dict[str, Any]:
     from pydantic import ValidationError
 
     try:
@@ -143,6 +147,7 @@ def _request_fields(case: str, timeout: float | None, memory: str | None, cpus: 
     except ValidationError as exc:
         raise _fail(f"bad limits: {exc.errors()[0]['msg']}", EXIT_REJECTED) from None
     return {"case": case, "limits": limits, "network": network, "read_only": read_only,
+            "write_mode": write_mode, "apply": apply,
             "env": _parse_env(env), "working_dir": working_dir, "requested_by": requested_by or "cli"}
 
 
@@ -156,6 +161,8 @@ EnvOpt = Annotated[list[str] | None, typer.Option("--env", "-e", help="NAME=valu
 WorkdirOpt = Annotated[str | None, typer.Option("--working-dir", help="Subfolder of the case to run in.")]
 ByOpt = Annotated[str | None, typer.Option("--requested-by", help="Who asked (agent, thread or user id) for the audit.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+WriteModeOpt = Annotated[str | None, typer.Option("--write-mode", help="staged (default), direct or read-only.")]
+ApplyOpt = Annotated[str | None, typer.Option("--apply", help="Staged runs: on-success (default), never, always.")]
 
 
 def _make_request(script: str, fields: dict[str, Any], args: list[str] | None) -> ExecutionRequest:
@@ -175,10 +182,12 @@ def run(
     case: CaseOpt = ..., timeout: TimeoutOpt = None, memory: MemoryOpt = None, cpus: CpusOpt = None,
     network: NetworkOpt = None, read_only: ReadOnlyOpt = False, env: EnvOpt = None,
     working_dir: WorkdirOpt = None, requested_by: ByOpt = None, as_json: JsonOpt = False,
+    write_mode: WriteModeOpt = None, apply: ApplyOpt = None,
 ) -> None:
     """Run a workspace script (.py with python, .sh with bash) on one case."""
     settings = _settings(ctx)
-    fields = _request_fields(case, timeout, memory, cpus, network, read_only, env, working_dir, requested_by)
+    fields = _request_fields(case, timeout, memory, cpus, network, read_only, env, working_dir, requested_by,
+                             write_mode, apply)
     request = _make_request(script, fields, args)
     _execute(settings, as_json, lambda ex: ex.run(request))
 
@@ -191,7 +200,7 @@ def run_code(
     case: CaseOpt = ..., name: Annotated[str, typer.Option(help="Name hint; .py or .sh decides the interpreter.")] = "script.py",
     timeout: TimeoutOpt = None, memory: MemoryOpt = None, cpus: CpusOpt = None, network: NetworkOpt = None,
     read_only: ReadOnlyOpt = False, env: EnvOpt = None, working_dir: WorkdirOpt = None,
-    requested_by: ByOpt = None, as_json: JsonOpt = False,
+    requested_by: ByOpt = None, as_json: JsonOpt = False, write_mode: WriteModeOpt = None, apply: ApplyOpt = None,
 ) -> None:
     """Write code (from a file or stdin) to Database/temp_scripts/ and run it on one case."""
     settings = _settings(ctx)
@@ -206,7 +215,8 @@ def run_code(
             name = Path(file).name
     if not code.strip():
         raise _fail("no code given (empty file or stdin)", EXIT_REJECTED)
-    fields = _request_fields(case, timeout, memory, cpus, network, read_only, env, working_dir, requested_by)
+    fields = _request_fields(case, timeout, memory, cpus, network, read_only, env, working_dir, requested_by,
+                             write_mode, apply)
     fields["args"] = list(args or [])
     _execute(settings, as_json, lambda ex: ex.run_code(code, script_name=name, **fields))
 
@@ -319,6 +329,10 @@ _register_browse(app)
 from .cli_audit import register as _register_audit  # noqa: E402 - needs the helpers above
 
 _register_audit(app)  # audit list|show|reindex|verify, stats, ps, stop, gc, metrics
+
+from .cli_changes import register as _register_changes  # noqa: E402 - after the app exists
+
+_register_changes(app)
 
 
 def main() -> None:

@@ -41,6 +41,12 @@ def parse_memory(value: str | int) -> int:
     return size
 
 
+def _default_staging_dir() -> Path:
+    # Local disk, outside the workspace: staged files must not land on the bucket.
+    state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(state) / "scoperun" / "staging"
+
+
 def _config_file() -> Path | None:
     explicit = os.environ.get("SCOPERUN_CONFIG")
     if explicit:
@@ -103,6 +109,16 @@ class Settings(BaseSettings):
         16 * 1024**2, ge=0, description="Bytes of each stream's output kept beside its record (<id>.stdout / "
         ".stderr), in full even when the result was truncated; 0 = keep none.")
     gc_grace: float = Field(120.0, ge=0, description="Seconds past a run's timeout before gc calls it abandoned.")
+    write_mode: Literal["staged", "direct", "read-only"] = Field(
+        "staged", description="How runs see their case: staged (overlay; writes applied by policy), direct "
+        "(read-write, recorded, no undo) or read-only.")
+    apply_policy: Literal["on-success", "never", "always"] = Field(
+        "on-success", description="When a staged run's changes reach the case: on-success, never (review), always.")
+    staging_dir: Path = Field(default_factory=_default_staging_dir,
+                              description="Local-disk folder (outside the workspace) for staged runs' writes.")
+    journal_dir: str = Field("Database/journal", description="Pre-images of applied changes, for rollback.")
+    changes_record_cap: int = Field(200, ge=0, description="Changed paths listed in a result and audit record.")
+    staging_retention_days: float = Field(7.0, ge=0, description="Age after which gc removes finished staging.")
 
     # Browser runs (scoperun.browser): their own image and roomier defaults, since Chromium
     # needs far more memory, threads and shared memory than a script.

@@ -10,7 +10,9 @@
     ├── EngineError               the container engine failed or is unreachable
     │   └── ImageError            an image is missing or could not be built
     ├── UnsupportedScriptError    the script's kind cannot be run (not .py or .sh)
-    └── BrowserActionError        a browser request (URL or action list) is invalid; nothing ran
+    ├── BrowserActionError        a browser request (URL or action list) is invalid; nothing ran
+    └── ChangesError              a change set cannot be staged, applied, discarded or rolled back
+        └── ChangedSinceError     rollback refused: files changed since the apply (`paths`)
 
 A script's non-zero exit is data in the result, never an exception. Every message says what
 to do next.
@@ -21,6 +23,8 @@ from __future__ import annotations
 __all__ = [
     "AuditError",
     "BrowserActionError",
+    "ChangedSinceError",
+    "ChangesError",
     "ConfigError",
     "EngineError",
     "FirewallError",
@@ -92,3 +96,19 @@ class BrowserActionError(ScopeRunError, ValueError):
     def __init__(self, message: str, *, problems: list[str] | None = None) -> None:
         super().__init__(message)
         self.problems = problems or []
+
+
+class ChangesError(ScopeRunError):
+    """A run's change set cannot be staged, shown, applied, discarded or rolled back."""
+
+    def __init__(self, message: str, *, execution_id: str | None = None) -> None:
+        super().__init__(message)
+        self.execution_id = execution_id
+
+
+class ChangedSinceError(ChangesError):
+    """Rollback refused: `paths` changed in the case since the run's changes were applied."""
+
+    def __init__(self, message: str, *, execution_id: str | None = None, paths: list[str] | None = None) -> None:
+        super().__init__(message, execution_id=execution_id)
+        self.paths = paths or []

@@ -22,7 +22,7 @@ from typing import Any
 from .audit import AuditLog, keep_full_output, record_from_result
 from .backends.base import Backend, BindMount, RunOutcome, RunSpec
 from .config import Settings, load_settings, parse_memory
-from .errors import EngineError, SafetyError, ScopeError, UnsupportedScriptError
+from .errors import ChangesError, EngineError, SafetyError, ScopeError, UnsupportedScriptError
 from .models import Durations, ExecutionRequest, ExecutionResult, OutputCapture, Status
 from .output import Redactor
 from .scope import CONTAINER_ROOT, ResolvedScript, Workspace
@@ -195,13 +195,21 @@ class _Run:
         self.working_dir_rel = ""
         self.case_dir: Path | None = None
         self.hazards: list[dict[str, Any]] = []
+        self.write_mode = request.write_mode or ("read-only" if request.read_only else self.settings.write_mode)
+        self.tracker: Any = None  # changes.tracker.CaseTracker once the case is mounted
+        self.changes: Any = None
+
+    def _track_changes(self, status: Status) -> None:
+        if self.tracker is not None and self.changes is None:
+            cs = self.tracker.finish(status)
+            self.changes = cs.capped(self.settings.changes_record_cap) if cs is not None else None
 
     # -- pipeline -------------------------------------------------------------------------------
 
     def execute(self) -> ExecutionResult:
         try:
             spec, script = self._prepare()
-        except (ScopeError, UnsupportedScriptError, SafetyError) as exc:
+        except (ScopeError, UnsupportedScriptError, SafetyError, ChangesError) as exc:
             return self.refuse(exc)
 
         waiting_since = time.monotonic()
@@ -210,6 +218,7 @@ class _Run:
             queue_wait = time.monotonic() - waiting_since
             self._write(self._result(Status.RUNNING, message="running"))  # AuditError: nothing runs
             try:
+                self.tracker.start()  # the case's listing, taken once the run has its slot
                 outcome = self.ex.backend.run(spec)
             except EngineError as exc:
                 return self._finish_error(str(exc), queue_wait)
@@ -219,7 +228,6 @@ class _Run:
                 raise
         finally:
             self.ex._slots.release()
-        self._scan_hazards()
         return self._finish(outcome, queue_wait)
 
     def _prepare(self) -> tuple[RunSpec, ResolvedScript | None]:
@@ -231,21 +239,29 @@ class _Run:
         if self.network in {"host"} or self.network.startswith("container:"):
             raise ScopeError(f"rejected (network): network {self.network!r} is not allowed; use bridge, none or "
                              f"a Docker network name", rule="network", value=self.network)
-        mounts = [BindMount(case_dir, str(ws.container_case_dir(req.case)), read_only=req.read_only)]
-        if ws.tools.is_dir():
-            mounts.append(BindMount(ws.tools, str(CONTAINER_ROOT / ws.tools_name), read_only=True))
+        extra_mounts: list[Any] = []
         if program is not None:
             self.script_sha256 = program.data_sha256
-            mounts.extend(program.mounts)
+            extra_mounts.extend(program.mounts)
             command: tuple[str, ...] = (*program.command, *req.args)
         else:
             assert script is not None
             source = _read_script(script)
             self.script_sha256 = hashlib.sha256(source).hexdigest()
-            self._scan(source, script)
+            self._scan(source, script)  # SafetyError here: refused before any staging exists
             if not (script.host_path.parent == ws.tools or ws.tools in script.host_path.parents):
-                mounts.append(BindMount(script.host_path, str(script.container_path), read_only=True))
+                extra_mounts.append(BindMount(script.host_path, str(script.container_path), read_only=True))
             command = (script.interpreter, str(script.container_path), *req.args)
+
+        from .changes.tracker import begin_tracking
+
+        self.tracker = begin_tracking(st, workspace_root=ws.root, execution_id=self.execution_id, case=req.case,
+                                      case_dir=case_dir, write_mode=self.write_mode,
+                                      apply_policy=req.apply or st.apply_policy, requested_by=req.requested_by)
+        mounts: list[Any] = [self.tracker.mount(str(ws.container_case_dir(req.case)))]
+        if ws.tools.is_dir():
+            mounts.append(BindMount(ws.tools, str(CONTAINER_ROOT / ws.tools_name), read_only=True))
+        mounts.extend(extra_mounts)
         env = {
             **(program.env if program else {}),
             **req.env,
@@ -311,6 +327,7 @@ class _Run:
         return result
 
     def _finish_error(self, message: str, queue_wait: float) -> ExecutionResult:
+        self._track_changes(Status.ERROR)
         result = self._result(Status.ERROR, message=message, finished=True, queue_wait=queue_wait)
         self._write(result)
         return result
@@ -329,16 +346,24 @@ class _Run:
             status, message = Status.SUCCEEDED, "succeeded"
         else:
             status, message = Status.FAILED, f"the script exited with code {outcome.exit_code}"
-            if self.program is not None and self.program.explain_failure is not None:
-                message = self.program.explain_failure(outcome) or message
         from .ops import read_stop_marker
 
         stop = read_stop_marker(self.audit.directory, self.execution_id)  # an operator's `scoperun stop`
         if stop is not None and status is not Status.SUCCEEDED:
             status, message = Status.FAILED, f"stopped by an operator: {stop}"
+        self._track_changes(status)  # staged runs apply first, so the hazard scan sees what landed
+        if status is Status.FAILED and stop is None and self.program and self.program.explain_failure:
+            message = self.program.explain_failure(outcome) or message  # reads what the run left
+        self._scan_hazards()
+        if self.changes is not None:
+            from .changes.tracker import setid_hazards
+
+            self.hazards = [*setid_hazards(self.changes), *self.hazards]
         if self.hazards:
             kinds = sorted({h["kind"] for h in self.hazards} - {"scan-summary"})
             message += f"; the run left hazards in the case ({', '.join(kinds)}): see `hazards`"
+        if self.changes is not None and self.changes.status.value in ("staged", "conflict"):
+            message += f"; changes not applied ({self.changes.status.value}): `scoperun changes {self.execution_id}`"
         stdout, stderr = outcome.stdout.capture(self.redactor), outcome.stderr.capture(self.redactor)
         for name, cap, buf in (("stdout", stdout, outcome.stdout), ("stderr", stderr, outcome.stderr)):
             kept = keep_full_output(self.audit, self.execution_id, name, buf, self.redactor)
@@ -381,7 +406,9 @@ class _Run:
             image_id=self.image_id,
             limits=self.limits,
             network=self.network,
-            read_only=self.request.read_only,
+            read_only=self.write_mode == "read-only",
+            write_mode=self.write_mode,
+            changes=self.changes,
             requested_by=self.request.requested_by,
             findings=self.findings,
             hazards=self.redactor.redact_data(self.hazards),  # file names can carry a secret too
@@ -390,4 +417,8 @@ class _Run:
 
     def _write(self, result: ExecutionResult) -> None:
         env_names = sorted(set(self.request.env) | set(self.secrets))
-        self.audit.write(record_from_result(result, script_sha256=self.script_sha256, env_names=env_names))
+        record = record_from_result(result, script_sha256=self.script_sha256, env_names=env_names)
+        if self.tracker is not None and self.tracker.events:
+            record["events"] = list(self.tracker.events)
+        self.audit.write(record)
+

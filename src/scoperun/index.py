@@ -31,7 +31,7 @@ _COLUMNS = (
     "script_path", "exit_code", "duration", "container_start", "queue_wait", "run_time", "stdout_length",
     "stderr_length", "host", "pid", "requested_by", "timeout", "message", "chain_id", "chain_seq",
 )
-_SCHEMA = f"""
+_SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS records (
     execution_id TEXT PRIMARY KEY, file_mtime_ns INTEGER, file_size INTEGER,

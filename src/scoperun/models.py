@@ -6,7 +6,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .changes.model import ApplyPolicy, ChangeSet, WriteMode
 
 __all__ = [
     "Durations",
@@ -67,11 +69,22 @@ class ExecutionRequest(BaseModel):
     working_dir: str | None = Field(None, description="Subfolder of the case to run in (default: the case).")
     limits: Limits = Field(default_factory=Limits)
     network: str | None = Field(None, description="bridge, none, or a Docker network name; None = default.")
-    read_only: bool = Field(False, description="Mount the case read-only.")
+    read_only: bool = Field(False, description="Mount the case read-only (alias of write_mode='read-only').")
+    write_mode: WriteMode | None = Field(
+        None, description="staged (overlay, applied by policy), direct (in place, no undo), read-only; None = default.")
+    apply: ApplyPolicy | None = Field(None, description="Staged runs: on-success, never or always; None = default.")
     requested_by: str | None = Field(None, max_length=200, description="Agent, thread or user id, for the audit.")
     safety_policy: Literal["off", "warn", "block"] | None = Field(
         None, description="Script scanner policy for this run; None = the configured default."
     )
+
+    @model_validator(mode="after")
+    def _read_only_alias(self) -> ExecutionRequest:
+        if self.read_only and self.write_mode not in (None, "read-only"):
+            raise ValueError(f"read_only=True contradicts write_mode={self.write_mode!r}; give one of them")
+        if self.write_mode == "read-only":
+            self.read_only = True
+        return self
 
     @field_validator("env")
     @classmethod
@@ -133,6 +146,8 @@ class ExecutionResult(BaseModel):
     limits: dict[str, Any] = Field(default_factory=dict)
     network: str = ""
     read_only: bool = False
+    write_mode: str = ""
+    changes: ChangeSet | None = Field(None, description="What the run changed in its case (capped list, totals).")
     requested_by: str | None = None
     findings: list[dict[str, Any]] = Field(default_factory=list, description="Safety scanner findings.")
     hazards: list[dict[str, Any]] = Field(

@@ -317,6 +317,18 @@ def _remove_containers(api: Any, settings: Settings, report: GcReport, now: floa
             report.errors.append(f"cannot remove {name}: {exc}")
 
 
+def _staging_hook(gc_staging: Callable[..., list[str]]) -> Callable[..., list[str]]:
+    """Adapt changes.gc_staging (settings, older_than) to the hook signature; dry runs list nothing."""
+    from datetime import timedelta
+
+    def hook(settings: Settings, *, now: float, dry_run: bool) -> list[str]:
+        if dry_run:
+            return []
+        return gc_staging(settings, timedelta(days=settings.staging_retention_days))
+
+    return hook
+
+
 def _run_hooks(settings: Settings, report: GcReport, now: float, dry_run: bool) -> None:
     hooks = dict(_GC_HOOKS)
     try:
@@ -325,7 +337,7 @@ def _run_hooks(settings: Settings, report: GcReport, now: float, dry_run: bool) 
         changes = importlib.import_module("scoperun.changes")
         staging = getattr(changes, "gc_staging", None)
         if callable(staging):
-            hooks.setdefault("staging", staging)
+            hooks.setdefault("staging", _staging_hook(staging))
     except ImportError:
         pass  # no staging module in this build
     for name, hook in hooks.items():

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .backends.base import RunOutcome, RunSpec
+from .backends.base import BindMount, OverlayMount, RunOutcome, RunSpec
 from .output import BoundedBuffer
 
 __all__ = ["FakeBackend", "FakeRun", "fake_records"]
@@ -30,6 +30,7 @@ class FakeRun:
     oom_killed: bool = False
     error: str | None = None
     sleep: float = 0.0
+    writes: dict[str, bytes] = field(default_factory=dict)  # case-relative path -> content the "run" writes
 
 
 @dataclass
@@ -52,6 +53,7 @@ class FakeBackend:
             self.max_running = max(self.max_running, self.running)
         try:
             planned = self.script(spec)
+            _write_case(spec, planned.writes)
             if planned.sleep:
                 time.sleep(planned.sleep)
             outcome = RunOutcome(stdout=BoundedBuffer(spec.output_cap, spill_limit=spec.spill_limit),
@@ -113,3 +115,17 @@ def fake_records(count: int, *, seed: int = 0, now: float | None = None, span_da
             "stderr_truncated": False, "findings": [], "host": "fake-host", "pid": 1,
         })
     return records
+
+
+def _write_case(spec: RunSpec, writes: dict[str, bytes]) -> None:
+    """Write into the case's writable layer: the overlay's upper folder, or a read-write bind mount."""
+    if not writes:
+        return
+    case = next(m for m in spec.mounts if m.target == spec.working_dir or spec.working_dir.startswith(m.target + "/"))
+    if isinstance(case, BindMount) and case.read_only:
+        return
+    root = case.upper if isinstance(case, OverlayMount) else case.source
+    for rel, data in writes.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)

@@ -19,8 +19,9 @@ from tests.conftest import CASE
 from tests.integration.conftest import read_record
 
 HOST_FILES = ("/etc/passwd", "/etc/shadow", "/etc/hosts", "/etc/group")
-# Folders of the workspace a run legitimately changes from outside the case: its record and script.
-RUN_OUTPUTS = ("Database/script_executions", "Database/temp_scripts")
+# Folders of the workspace a run legitimately changes from outside the case: its record, its script
+# and the journal of pre-images scoperun keeps when it applies a staged run's changes.
+RUN_OUTPUTS = ("Database/script_executions", "Database/temp_scripts", "Database/journal")
 
 
 def _fingerprint(path: bytes, st: os.stat_result) -> tuple:

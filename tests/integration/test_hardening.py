@@ -26,10 +26,12 @@ def _running_container(docker_client, workspace: Path) -> dict | None:
 def test_running_container_is_hardened_as_configured(executor: Executor, workspace: Path, docker_client) -> None:
     """Inspecting a running run: non-root user, no capabilities, read-only root, no-new-privileges,
     memory = swap, CPU quota, pids and file ulimits, no devices, no engine log, no network."""
-    go = workspace / "projects" / CASE / "go"
+    # The signal goes through Tools (a bind mount): a staged run's overlay does not show files the host
+    # adds to the case while it runs.
+    go = workspace / "Tools" / "go"
     (workspace / "Tools" / "wait.py").write_text(
         "import os, time\nprint(''.join(l for l in open('/proc/self/status') if l.startswith(('CapEff', 'NoNewPrivs',"
-        " 'Seccomp:'))), flush=True)\nwhile not os.path.exists('go'):\n    time.sleep(0.1)\n")
+        " 'Seccomp:'))), flush=True)\nwhile not os.path.exists('/workspace/Tools/go'):\n    time.sleep(0.1)\n")
     holder: dict = {}
     thread = threading.Thread(target=lambda: holder.update(
         result=executor.run(ExecutionRequest(script="Tools/wait.py", case=CASE))))
@@ -54,7 +56,9 @@ def test_running_container_is_hardened_as_configured(executor: Executor, workspa
     assert host["LogConfig"]["Type"] == "none"
     assert host["NetworkMode"] == "none" and host["IpcMode"] == "private"
     assert host["Tmpfs"]["/tmp"].startswith("rw,nosuid,nodev,size=")
-    assert all(m["Type"] == "bind" for m in info["Mounts"])
+    # Binds, plus the case itself as this run's staging overlay volume (write_mode staged).
+    stage = f"scoperun-stage-{info['Config']['Labels']['org.scoperun.execution-id']}"
+    assert all(m["Type"] == "bind" or (m["Type"] == "volume" and m["Name"] == stage) for m in info["Mounts"])
     assert not any("docker.sock" in m["Source"] for m in info["Mounts"])
     result = holder["result"]
     assert result.status is Status.SUCCEEDED, result.stderr.text

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from scoperun.backends.base import RunSpec
+from scoperun.backends.base import OverlayMount, RunSpec
 from scoperun.browser import (
     RUNNER_PATH,
     SPEC_TARGET,
@@ -137,7 +137,8 @@ def _runner_writes(result: dict[str, Any], *, exit_code: int = 0, timed_out: boo
     """A fake backend script that plays the runner: writes result.json (and files) into the case."""
 
     def play(spec: RunSpec) -> FakeRun:
-        case_dir = next(m.source for m in spec.mounts if m.target == spec.working_dir)
+        case = next(m for m in spec.mounts if m.target == spec.working_dir)
+        case_dir = case.upper if isinstance(case, OverlayMount) else case.source  # staged runs write to upper
         out = case_dir / "browser" / spec.execution_id
         out.mkdir(parents=True)
         for name in files:
@@ -207,7 +208,8 @@ def test_only_the_runs_own_regular_files_are_reported(settings: Settings, worksp
 
     def play(spec: RunSpec) -> FakeRun:
         own = f"browser/{spec.execution_id}"
-        case_dir = workspace / "projects" / CASE
+        case = next(m for m in spec.mounts if m.target == spec.working_dir)
+        case_dir = case.upper if isinstance(case, OverlayMount) else case.source  # the run's writable layer
         _runner_writes({"files": [f"{own}/ok.png", f"{own}/missing.pdf", "../../../etc/passwd",
                                   f"{own}/../../notes/intake.txt", f"{own}/link.png", f"{own}/x.sh"]},
                        files=("ok.png", "x.sh"))(spec)

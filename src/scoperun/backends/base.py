@@ -8,7 +8,7 @@ from typing import Protocol, runtime_checkable
 
 from ..output import BoundedBuffer
 
-__all__ = ["MANAGED_LABEL", "Backend", "BindMount", "RunOutcome", "RunSpec"]
+__all__ = ["MANAGED_LABEL", "Backend", "BindMount", "OverlayMount", "RunOutcome", "RunSpec"]
 
 # Every container scoperun makes carries this label; operations act on it and on nothing else.
 MANAGED_LABEL = "org.scoperun.managed"
@@ -24,6 +24,22 @@ class BindMount:
 
 
 @dataclass(frozen=True)
+class OverlayMount:
+    """The case as an overlay: reads come from `lower`, every write is staged in `upper` (host paths).
+
+    `options` are the engine's local-volume driver options that mount it; the backend makes a
+    labelled volume from them for the run and removes it (unmounting the overlay) before returning.
+    """
+
+    lower: Path
+    upper: Path
+    work: Path
+    target: str
+    options: dict[str, str]
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
 class RunSpec:
     """Everything a backend needs; the executor has already checked every path in it."""
 
@@ -31,7 +47,7 @@ class RunSpec:
     image: str
     command: tuple[str, ...]
     working_dir: str
-    mounts: tuple[BindMount, ...]
+    mounts: tuple[BindMount | OverlayMount, ...]
     env: dict[str, str]
     user: str
     timeout: float

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import EngineError, ImageError
 from ..output import BoundedBuffer
-from .base import MANAGED_LABEL, RunOutcome, RunSpec
+from .base import MANAGED_LABEL, OverlayMount, RunOutcome, RunSpec
 
 if TYPE_CHECKING:
     import docker
@@ -94,11 +94,14 @@ class DockerBackend:
             raise EngineError(f"the Docker engine failed to inspect image {spec.image}: {exc}") from None
 
         t0 = time.monotonic()
+        volumes = self._create_volumes(spec)  # staged runs: one overlay volume each, removed below
         try:
-            container_id = api.create_container(**self._create_kwargs(spec))["Id"]
+            container_id = api.create_container(**self._create_kwargs(spec, volumes))["Id"]
         except NotFound as exc:
+            self._remove_volumes(volumes)
             raise EngineError(_explain_not_found(spec, exc)) from None
         except (DockerException, RequestsConnectionError) as exc:
+            self._remove_volumes(volumes)
             raise EngineError(f"the Docker engine refused to create the container: {_short(exc)}") from None
 
         reader: threading.Thread | None = None
@@ -112,6 +115,12 @@ class DockerBackend:
                 api.start(container_id)
             except NotFound as exc:  # e.g. the named network does not exist
                 outcome.error = _explain_not_found(spec, exc)
+                return outcome
+            except APIError as exc:
+                if not volumes or "mount" not in str(exc).lower():
+                    raise
+                outcome.error = (f"the engine could not mount the staging overlay ({_short(exc)}). Put staging_dir "
+                                 f"on a local disk (ext4 or xfs), or run with write_mode direct.")
                 return outcome
             started = time.monotonic()
             outcome.container_start = started - t0
@@ -142,11 +151,16 @@ class DockerBackend:
             raise
         finally:
             if not removed_inline:
-                if self._remove_in_background and outcome.error is None:
+                # A staged run's overlay must be unmounted before its changes are read: remove the
+                # container and then its volume now.
+                if self._remove_in_background and outcome.error is None and not volumes:
                     self._pending.add(self._reaper.submit(self._remove, container_id))
                 elif not self._remove(container_id):
-                    # The engine is gone (e.g. restarted): remove the container once it answers again.
-                    self._pending.add(self._reaper.submit(self._remove, container_id, _ENGINE_PATIENCE))
+                    # The engine is gone (e.g. restarted): remove the container once it answers again,
+                    # then its staging volume.
+                    self._pending.add(self._reaper.submit(self._remove_later, container_id, volumes))
+                    volumes = {}
+            self._remove_volumes(volumes)
         return outcome
 
     def close(self) -> None:
@@ -161,11 +175,50 @@ class DockerBackend:
 
     # -- helpers ------------------------------------------------------------------------------
 
-    def _create_kwargs(self, spec: RunSpec) -> dict[str, Any]:
+    def _create_volumes(self, spec: RunSpec) -> dict[str, str]:
+        """Create a labelled local overlay volume per OverlayMount; return target -> volume name."""
+        from docker.errors import DockerException
+        from requests.exceptions import ConnectionError as RequestsConnectionError
+
+        volumes: dict[str, str] = {}
+        for i, m in enumerate(x for x in spec.mounts if isinstance(x, OverlayMount)):
+            name = f"scoperun-stage-{spec.execution_id}" + (f"-{i}" if i else "")
+            try:
+                self.client.volumes.create(name=name, driver="local", driver_opts=dict(m.options), labels={
+                    MANAGED_LABEL: "1", "org.scoperun.execution-id": spec.execution_id,
+                    "org.scoperun.staging-upper": str(m.upper), **spec.labels})
+            except (DockerException, RequestsConnectionError) as exc:
+                self._remove_volumes(volumes)
+                raise EngineError(f"the Docker engine refused to create the staging volume: {_short(exc)}") from None
+            volumes[m.target] = name
+        return volumes
+
+    def _remove_later(self, container_id: str, volumes: dict[str, str]) -> None:
+        if self._remove(container_id, _ENGINE_PATIENCE):
+            self._remove_volumes(volumes)
+
+    def _remove_volumes(self, volumes: dict[str, str]) -> None:
+        from docker.errors import DockerException, NotFound
+        from requests.exceptions import ConnectionError as RequestsConnectionError
+
+        for name in volumes.values():
+            for _ in range(20):
+                try:
+                    self.client.api.remove_volume(name, force=True)
+                    break
+                except NotFound:
+                    break
+                except (DockerException, RequestsConnectionError):
+                    time.sleep(0.25)  # still in use while the engine finishes removing the container
+
+    def _create_kwargs(self, spec: RunSpec, volumes: dict[str, str] | None = None) -> dict[str, Any]:
         from docker.types import LogConfig, Mount, Ulimit
 
         api = self.client.api
-        mounts = [Mount(target=m.target, source=str(m.source), type="bind", read_only=m.read_only)
+        volumes = volumes or {}
+        mounts = [Mount(target=m.target, source=volumes[m.target], type="volume", no_copy=True)
+                  if isinstance(m, OverlayMount) else
+                  Mount(target=m.target, source=str(m.source), type="bind", read_only=m.read_only)
                   for m in spec.mounts]
         host_config = api.create_host_config(
             mounts=mounts,

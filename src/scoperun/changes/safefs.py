@@ -1,0 +1,284 @@
+"""File operations inside one case folder that never follow a symlink out of it.
+
+Every relative path is checked (no `..`, no absolute path, no empty part), then reached one
+folder at a time with `O_NOFOLLOW|O_DIRECTORY` from an open descriptor of the case, so a folder
+swapped for a symlink (even during the walk) is refused instead of written through. Files are
+written to a temporary name in their folder and renamed over the target: on gcsfuse a rename is
+copy + delete, so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import secrets
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from ..errors import ScopeError
+
+__all__ = ["CHUNK", "CaseRoot", "check_rel", "copy_fd", "hash_fd"]
+
+CHUNK = 1024 * 1024
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def check_rel(rel: bytes) -> list[bytes]:
+    """Split a case-relative path into parts; refuse anything that could leave the case."""
+    shown = rel.decode("utf-8", "backslashreplace")
+    if not rel or rel.startswith(b"/") or b"\x00" in rel:
+        raise ScopeError(f"rejected (outside-case): {shown!r} is not a path inside the case", rule="outside-case",
+                         value=shown)
+    parts = rel.split(b"/")
+    if any(p in (b"", b".", b"..") for p in parts):
+        raise ScopeError(f"rejected (outside-case): {shown!r} leaves the case or is not a plain path",
+                         rule="outside-case", value=shown)
+    return parts
+
+
+def hash_fd(fd: int) -> tuple[str, int]:
+    """sha256 and size of what is left to read on `fd`."""
+    h = hashlib.sha256()
+    size = 0
+    while chunk := os.read(fd, CHUNK):
+        h.update(chunk)
+        size += len(chunk)
+    return h.hexdigest(), size
+
+
+def copy_fd(src: int, dst: int) -> tuple[str, int]:
+    """Copy `src` to `dst`, hashing on the way; return (sha256, size)."""
+    h = hashlib.sha256()
+    size = 0
+    while chunk := os.read(src, CHUNK):
+        h.update(chunk)
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(dst, view):]
+        size += len(chunk)
+    return h.hexdigest(), size
+
+
+def _tmp_name(name: bytes) -> bytes:
+    return b"." + name[:200] + b".scoperun-" + secrets.token_hex(4).encode() + b".tmp"
+
+
+class CaseRoot:
+    """An open case folder; use as a context manager so its descriptor is closed."""
+
+    def __init__(self, case_dir: Path) -> None:
+        self.path = case_dir
+        self.real = os.path.realpath(case_dir)
+        self.fd = os.open(case_dir, _DIR_FLAGS)
+        self.as_root = os.geteuid() == 0
+
+    def close(self) -> None:
+        """Close the case's descriptor."""
+        os.close(self.fd)
+
+    def __enter__(self) -> CaseRoot:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- reaching a path ----------------------------------------------------------------------
+
+    @contextmanager
+    def parent(self, rel: bytes) -> Iterator[tuple[int, bytes]]:
+        """Yield (descriptor of the folder holding `rel`, its last part); refuse symlinked folders."""
+        parts = check_rel(rel)
+        fd = os.dup(self.fd)
+        try:
+            for part in parts[:-1]:
+                try:
+                    nxt = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                except OSError as exc:
+                    if exc.errno in (errno.ELOOP, errno.ENOTDIR) and _is_symlink(fd, part):
+                        shown = rel.decode("utf-8", "backslashreplace")
+                        raise ScopeError(f"rejected (outside-case): {shown!r} passes through a symlink; scoperun "
+                                         f"never writes through links", rule="outside-case", value=shown) from None
+                    raise
+                os.close(fd)
+                fd = nxt
+            # Resolve-and-check: the folder reached must still be inside the case.
+            where = os.path.realpath(f"/proc/self/fd/{fd}")
+            if where != self.real and not where.startswith(self.real.rstrip("/") + "/"):
+                shown = rel.decode("utf-8", "backslashreplace")
+                raise ScopeError(f"rejected (outside-case): {shown!r} resolves outside the case", rule="outside-case",
+                                 value=shown)
+            yield fd, parts[-1]
+        finally:
+            os.close(fd)
+
+    def lstat(self, rel: bytes) -> os.stat_result | None:
+        """lstat of `rel`, or None when it (or a folder on its way) does not exist."""
+        try:
+            with self.parent(rel) as (dfd, name):
+                return os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def readlink(self, rel: bytes) -> bytes:
+        """The target of symlink `rel` (never followed)."""
+        with self.parent(rel) as (dfd, name):
+            return os.readlink(name, dir_fd=dfd)
+
+    @contextmanager
+    def open_read(self, rel: bytes) -> Iterator[int]:
+        """Open regular file `rel` for reading without following a symlink."""
+        with self.parent(rel) as (dfd, name):
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+            try:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    raise IsADirectoryError(errno.EISDIR, "not a regular file", rel.decode("utf-8", "replace"))
+                yield fd
+            finally:
+                os.close(fd)
+
+    def sha256(self, rel: bytes) -> str | None:
+        """sha256 of regular file `rel`, None when it is missing or not a file."""
+        try:
+            with self.open_read(rel) as fd:
+                return hash_fd(fd)[0]
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None
+
+    # -- changing a path ----------------------------------------------------------------------
+
+    def write_file(self, rel: bytes, src_fd: int, *, mode: int, uid: int | None = None, gid: int | None = None,
+                   mtime_ns: int | None = None) -> tuple[str, os.stat_result]:
+        """Write `src_fd`'s content to `rel` via a temporary file and a rename; return (sha256, stat)."""
+        with self.parent(rel) as (dfd, name):
+            tmp = _tmp_name(name)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dfd)
+            try:
+                try:
+                    digest, _ = copy_fd(src_fd, fd)
+                    self._own(fd, uid, gid)
+                    os.fchmod(fd, mode)
+                    if mtime_ns is not None:
+                        os.utime(fd, ns=(mtime_ns, mtime_ns))
+                    os.fsync(fd)
+                    st = os.fstat(fd)
+                finally:
+                    os.close(fd)
+                os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+            except BaseException:
+                _unlink_quiet(tmp, dfd)
+                raise
+            return digest, st
+
+    def symlink(self, rel: bytes, target: bytes, *, uid: int | None = None, gid: int | None = None) -> None:
+        """Create (or replace) symlink `rel` pointing at `target`; the target is never touched."""
+        with self.parent(rel) as (dfd, name):
+            tmp = _tmp_name(name)
+            os.symlink(target, tmp, dir_fd=dfd)
+            try:
+                if self.as_root and uid is not None:
+                    _quiet(lambda: os.chown(tmp, uid, gid if gid is not None else -1, dir_fd=dfd,
+                                            follow_symlinks=False))
+                os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+            except BaseException:
+                _unlink_quiet(tmp, dfd)
+                raise
+
+    def hardlink(self, rel: bytes, existing: bytes) -> bool:
+        """Make `rel` a hard link of `existing` in the case; False when the filesystem has none."""
+        with self.parent(existing) as (sfd, sname), self.parent(rel) as (dfd, name):
+            tmp = _tmp_name(name)
+            try:
+                os.link(sname, tmp, src_dir_fd=sfd, dst_dir_fd=dfd, follow_symlinks=False)
+            except OSError as exc:
+                if exc.errno in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.ENOSYS):
+                    return False
+                raise
+            try:
+                os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+            except BaseException:
+                _unlink_quiet(tmp, dfd)
+                raise
+            return True
+
+    def mkdir(self, rel: bytes, *, mode: int, uid: int | None = None, gid: int | None = None) -> None:
+        """Create folder `rel` (an existing folder is fine) with `mode`."""
+        with self.parent(rel) as (dfd, name):
+            try:
+                os.mkdir(name, 0o700, dir_fd=dfd)
+            except FileExistsError:
+                if not stat.S_ISDIR(os.stat(name, dir_fd=dfd, follow_symlinks=False).st_mode):
+                    raise
+            fd = os.open(name, _DIR_FLAGS, dir_fd=dfd)
+            try:
+                self._own(fd, uid, gid)
+                os.fchmod(fd, mode)
+            finally:
+                os.close(fd)
+
+    def chmod(self, rel: bytes, mode: int) -> None:
+        """Change the mode of `rel`; a symlink is refused rather than followed."""
+        with self.parent(rel) as (dfd, name):
+            fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+            try:
+                if stat.S_ISLNK(os.fstat(fd).st_mode):
+                    raise ScopeError("rejected (symlink-mode): symlinks have no mode of their own", rule="symlink-mode")
+                # An O_PATH descriptor cannot be fchmod-ed; its /proc link names that very inode.
+                os.chmod(f"/proc/self/fd/{fd}", mode)
+            finally:
+                os.close(fd)
+
+    def unlink(self, rel: bytes) -> None:
+        """Remove file or symlink `rel` (missing is fine)."""
+        with self.parent(rel) as (dfd, name):
+            try:
+                os.unlink(name, dir_fd=dfd)
+            except FileNotFoundError:
+                pass
+
+    def rmdir(self, rel: bytes) -> None:
+        """Remove empty folder `rel` (missing is fine)."""
+        with self.parent(rel) as (dfd, name):
+            try:
+                os.rmdir(name, dir_fd=dfd)
+            except FileNotFoundError:
+                pass
+
+    def listdir(self, rel: bytes) -> list[bytes]:
+        """Names in folder `rel`."""
+        with self.parent(rel) as (dfd, name):
+            fd = os.open(name, _DIR_FLAGS, dir_fd=dfd)
+            try:
+                return [os.fsencode(n) for n in os.listdir(fd)]
+            finally:
+                os.close(fd)
+
+    def _own(self, fd: int, uid: int | None, gid: int | None) -> None:
+        # Keep the owner the run had, so the next run (as the container user) can change the file;
+        # filesystems with fixed owners (gcsfuse) refuse and that is fine.
+        if self.as_root and uid is not None:
+            _quiet(lambda: os.fchown(fd, uid, gid if gid is not None else -1))
+
+
+def _is_symlink(dfd: int, name: bytes) -> bool:
+    try:
+        return stat.S_ISLNK(os.stat(name, dir_fd=dfd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
+
+
+def _unlink_quiet(name: bytes, dfd: int) -> None:
+    try:
+        os.unlink(name, dir_fd=dfd)
+    except OSError:
+        pass
+
+
+def _quiet(call) -> None:  # noqa: ANN001 - a zero-argument callable
+    try:
+        call()
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+            raise

@@ -1,0 +1,196 @@
+"""The executor's side of change sets: how the case is mounted, and what a run changed in it."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..backends.base import BindMount, OverlayMount
+from ..config import Settings
+from ..errors import ChangesError, ScopeRunError
+from ..models import Status
+from .model import ChangeSet, ChangeSetStatus, compute_totals, summarize
+from .overlay import StagingArea, read_upper
+from .safefs import CaseRoot
+from .snapshot import Listing, diff_listings, scan
+from .store import StagingState, change_lock, now, save_state, staging_root
+
+__all__ = ["CaseTracker", "begin_tracking", "setid_hazards"]
+
+
+def setid_hazards(cs: ChangeSet | None) -> list[dict[str, Any]]:
+    """Hazard entries for setuid/setgid bits a staged run set: apply cleared them (see hazards.py)."""
+    import stat
+
+    if cs is None or cs.mode != "staged" or cs.status is not ChangeSetStatus.APPLIED:
+        return []
+    found = []
+    for c in cs.entries:
+        if c.type == "file" and c.mode_after is not None:
+            for bit, kind in ((stat.S_ISUID, "setuid"), (stat.S_ISGID, "setgid")):
+                if c.mode_after & bit:
+                    found.append({"kind": kind, "path": c.path, "neutralised": True,
+                                  "detail": f"the run set {kind}; the bit was not applied to the case"})
+    return found
+
+
+class CaseTracker(Protocol):
+    """Mounts the case for one run and reports what the run changed."""
+
+    events: list[dict[str, Any]]
+
+    def mount(self, target: str) -> BindMount | OverlayMount:
+        """The case's mount in the container."""
+        ...
+
+    def start(self) -> None:
+        """Just before the container starts: note what the case holds."""
+        ...
+
+    def finish(self, status: Status) -> ChangeSet | None:
+        """After the run: the change set (applied or kept by policy). Never raises."""
+        ...
+
+
+def _finalise(cs: ChangeSet, extra: dict[str, int] | None = None) -> ChangeSet:
+    cs.totals = compute_totals(cs.entries)
+    for key, value in (extra or {}).items():
+        setattr(cs.totals, key, value)
+    cs.summary = summarize(cs.totals)
+    return cs
+
+
+@dataclass
+class _ReadOnly:
+    case_dir: Path
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def mount(self, target: str) -> BindMount:
+        return BindMount(self.case_dir, target, read_only=True)
+
+    def start(self) -> None:
+        pass
+
+    def finish(self, status: Status) -> None:
+        return None
+
+
+@dataclass
+class _Direct:
+    """Read-write bind mount; the change set is the diff of listings before and after."""
+
+    execution_id: str
+    case: str
+    case_dir: Path
+    before: Listing = field(default_factory=dict)
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def start(self) -> None:
+        self.before = scan(self.case_dir)
+
+    def mount(self, target: str) -> BindMount:
+        return BindMount(self.case_dir, target, read_only=False)
+
+    def finish(self, status: Status) -> ChangeSet:
+        cs = ChangeSet(execution_id=self.execution_id, case=self.case, mode="direct", status=ChangeSetStatus.RECORDED,
+                       note="written in place (direct mode): recorded, no undo")
+        try:
+            with CaseRoot(self.case_dir) as root:
+                cs.entries = diff_listings(self.before, scan(self.case_dir), root)
+        except (OSError, ScopeRunError) as exc:
+            cs.note = f"the change set could not be computed ({exc})"
+        if not cs.entries:
+            cs.status = ChangeSetStatus.EMPTY
+        return _finalise(cs)
+
+
+@dataclass
+class _Staged:
+    """Overlay mount; the run's writes wait in staging until applied (by policy or by a person)."""
+
+    settings: Settings
+    workspace_root: Path
+    execution_id: str
+    case: str
+    case_dir: Path
+    policy: str
+    requested_by: str | None
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        uid, _, gid = self.settings.container_user.partition(":")
+        self.area = StagingArea.create(staging_root(self.settings), self.execution_id, self.case_dir,
+                                       uid=int(uid), gid=int(gid or uid))
+        self.listing: Listing = {}
+        self.state = StagingState(execution_id=self.execution_id, case=self.case, case_dir=str(self.case_dir),
+                                  workspace=str(self.workspace_root), uid=int(uid), gid=int(gid or uid),
+                                  phase="running", created_at=now(), updated_at=now())
+        save_state(self.area, self.state)
+
+    def start(self) -> None:
+        self.listing = scan(self.case_dir)
+
+    def mount(self, target: str) -> OverlayMount:
+        return OverlayMount(lower=self.case_dir, upper=self.area.upper, work=self.area.work, target=target,
+                            options=self.area.volume_options())
+
+    def finish(self, status: Status) -> ChangeSet:
+        cs = ChangeSet(execution_id=self.execution_id, case=self.case, mode="staged", status=ChangeSetStatus.STAGED)
+        try:
+            self._wait_unmounted()
+            with CaseRoot(self.case_dir) as root:
+                entries, whiteouts, opaque = read_upper(self.area.upper, self.listing, root)
+            cs.entries = entries
+            _finalise(cs, {"whiteouts": whiteouts, "opaque_dirs": opaque})
+        except (OSError, ScopeRunError) as exc:
+            cs.note = (f"the change set could not be read ({exc}); the staged files are kept in {self.area.upper} "
+                       f"and nothing was applied")
+            self.state.phase, self.state.change_set = cs.status.value, cs
+            save_state(self.area, self.state)
+            return cs
+        if not cs.entries:
+            cs.status, cs.note = ChangeSetStatus.EMPTY, "the run changed nothing"
+            import shutil
+
+            shutil.rmtree(self.area.root, ignore_errors=True)
+            return cs
+        self.state.phase, self.state.change_set = cs.status.value, cs
+        save_state(self.area, self.state)
+        if self.policy == "always" or (self.policy == "on-success" and status is Status.SUCCEEDED):
+            try:
+                from .apply import apply_staged
+
+                with change_lock(self.settings, self.execution_id):
+                    cs, events = apply_staged(self.settings, self.area, self.state, by=self.requested_by or "scoperun",
+                                              audit=False)
+                self.events.extend(events)
+            except (OSError, ScopeRunError) as exc:
+                cs.note = f"not applied: {exc}"
+        else:
+            why = "apply policy is never" if self.policy == "never" else f"the run ended {status.value}"
+            cs.note = (f"kept for review ({why}); the case is unchanged. See `scoperun changes {self.execution_id}`, "
+                       f"then `scoperun apply {self.execution_id}` or `scoperun discard {self.execution_id}`")
+            self.state.change_set = cs
+            save_state(self.area, self.state)
+        return cs
+
+    def _wait_unmounted(self) -> None:
+        # The backend removes the volume before returning; this only guards a slow engine.
+        deadline = time.monotonic() + 10
+        while self.area.is_mounted():
+            if time.monotonic() > deadline:
+                raise ChangesError(f"the overlay over {self.area.upper} is still mounted; its changes cannot be "
+                                   f"read safely yet")
+            time.sleep(0.1)
+
+
+def begin_tracking(settings: Settings, *, workspace_root: Path, execution_id: str, case: str, case_dir: Path,
+                   write_mode: str, apply_policy: str, requested_by: str | None) -> CaseTracker:
+    """Prepare the case for a run in `write_mode`; raises ChangesError when staging cannot be set up."""
+    if write_mode == "read-only":
+        return _ReadOnly(case_dir)
+    if write_mode == "direct":
+        return _Direct(execution_id, case, case_dir)
+    return _Staged(settings, workspace_root, execution_id, case, case_dir, apply_policy, requested_by)
