@@ -310,6 +310,11 @@ def version() -> None:
     out.print(__version__)
 
 
+from .cli_mcp import register as _register_mcp  # noqa: E402 - needs the helpers above
+
+_register_mcp(app)  # mcp (stdio, or streamable HTTP with a bearer token)
+
+
 def main() -> None:
     """Entry point of the `scoperun` command."""
     try:

@@ -7,6 +7,7 @@ The adapters import their frameworks lazily: `import scoperun.tools` needs neith
 from __future__ import annotations
 
 from .core import (
+    ToolReply,
     aexecute_browser_automation,
     aexecute_custom_script,
     aexecute_script_on_filesystem,
@@ -20,6 +21,7 @@ from .core import (
 from .render import render_browser_result, render_error, render_result
 
 __all__ = [
+    "ToolReply",
     "aexecute_browser_automation",
     "aexecute_custom_script",
     "aexecute_script_on_filesystem",
