@@ -21,6 +21,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ConfigError("LangChain is not installed; run `pip install 'scoperun[langchain]'`.") from exc
 
 from . import core
+from .render import render_error
 from .schemas import (
     DESCRIPTIONS,
     BrowserAutomationArgs,
@@ -39,6 +40,11 @@ __all__ = ["make_tools"]
 def _who(requested_by: str, config: RunnableConfig | None) -> str:
     thread = ((config or {}).get("configurable") or {}).get("thread_id")
     return f"{requested_by}/thread-{thread}" if thread else requested_by
+
+
+def _invalid_arguments(exc: Exception) -> str:
+    # Given to the model as the tool's answer, so it can correct its call instead of crashing the graph.
+    return render_error(exc, action="call the tool")
 
 
 def _browser_args_schema() -> type[BaseModel]:
@@ -84,15 +90,10 @@ def make_tools(executor: Executor, *, requested_by: str = "langchain") -> list[B
         return await core.amonitor_script_executions(executor)
 
     tools: list[BaseTool] = [
-        StructuredTool.from_function(func=execute_script_on_filesystem, coroutine=aexecute_script_on_filesystem,
-                                     name="execute_script_on_filesystem", args_schema=ScriptOnFilesystemArgs,
-                                     description=DESCRIPTIONS["execute_script_on_filesystem"]),
-        StructuredTool.from_function(func=execute_custom_script, coroutine=aexecute_custom_script,
-                                     name="execute_custom_script", args_schema=CustomScriptArgs,
-                                     description=DESCRIPTIONS["execute_custom_script"]),
-        StructuredTool.from_function(func=monitor_script_executions, coroutine=amonitor_script_executions,
-                                     name="monitor_script_executions", args_schema=MonitorArgs,
-                                     description=DESCRIPTIONS["monitor_script_executions"]),
+        _tool("execute_script_on_filesystem", execute_script_on_filesystem, aexecute_script_on_filesystem,
+              ScriptOnFilesystemArgs),
+        _tool("execute_custom_script", execute_custom_script, aexecute_custom_script, CustomScriptArgs),
+        _tool("monitor_script_executions", monitor_script_executions, amonitor_script_executions, MonitorArgs),
     ]
     if core.browser_available():
         tools.append(_browser_tool(executor, requested_by))
@@ -110,6 +111,10 @@ def _browser_tool(executor: Executor, requested_by: str) -> BaseTool:
         return await core.aexecute_browser_automation(executor, url, actions, case_name, save_screenshots,
                                                       requested_by=_who(requested_by, config))
 
-    return StructuredTool.from_function(func=execute_browser_automation, coroutine=aexecute_browser_automation,
-                                        name="execute_browser_automation", args_schema=_browser_args_schema(),
-                                        description=DESCRIPTIONS["execute_browser_automation"])
+    return _tool("execute_browser_automation", execute_browser_automation, aexecute_browser_automation,
+                 _browser_args_schema())
+
+
+def _tool(name: str, func: Any, coroutine: Any, schema: type[BaseModel]) -> BaseTool:
+    return StructuredTool.from_function(func=func, coroutine=coroutine, name=name, description=DESCRIPTIONS[name],
+                                        args_schema=schema, handle_validation_error=_invalid_arguments)
