@@ -101,7 +101,7 @@ async def exercise_tools(client: Client, workspace: Path) -> None:
 def test_stdio_server_from_the_documented_client_config(workspace: Path, docker_client) -> None:
     """The stdio JSON config of docs/agents.md starts a server the official client can use for every tool."""
     doc = (ROOT / "docs" / "agents.md").read_text()
-    config = json.loads(re.search(r"```json\n(.*?)```", doc, re.S).group(1))["mcpServers"]["scoperun"]
+    config = json.loads(re.search(r"```json\n(.*?)```", doc, re.DOTALL).group(1))["mcpServers"]["scoperun"]
     assert config["command"] == "scoperun" and config["args"] == ["mcp"]
     params = StdioServerParameters(command=SCOPERUN, args=config["args"],
                                    env=server_env(workspace, **{**config["env"], "SCOPERUN_WORKSPACE": str(workspace)}))

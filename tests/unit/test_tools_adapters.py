@@ -70,7 +70,8 @@ def test_mcp_server_lists_described_tools_and_flags_failures(ex: Executor) -> No
             ok = await client.call_tool("execute_script_on_filesystem", {"script_name": "hello.py", "case_name": CASE})
             assert not ok.is_error and "Status: ✅ Success" in ok.content[0].text
             (ex.workspace.tools / "fail.py").write_text("raise SystemExit(2)\n")
-            failed = await client.call_tool("execute_script_on_filesystem", {"script_name": "fail.py", "case_name": CASE})
+            failed = await client.call_tool("execute_script_on_filesystem",
+                                            {"script_name": "fail.py", "case_name": CASE})
             assert failed.is_error and "Exit Code: 2" in failed.content[0].text
             rejected = await client.call_tool("execute_custom_script",
                                               {"script_content": "print(1)", "case_name": "../etc"})
@@ -119,3 +120,24 @@ def test_mcp_command_refuses_unsafe_http(args: list[str], message: str, workspac
     result = CliRunner().invoke(app, ["-w", str(workspace), *args])
     assert result.exit_code == 2
     assert message in " ".join((result.stderr or result.output).split())
+
+
+def test_core_and_cli_import_without_langchain_or_mcp() -> None:
+    """scoperun, its tools and CLI import without LangChain and the MCP SDK; the adapters say what to install."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "for name in ('langchain_core', 'langchain', 'langgraph', 'mcp'):\n"
+        "    sys.modules[name] = None\n"
+        "import scoperun, scoperun.tools, scoperun.cli\n"
+        "from scoperun.errors import ConfigError\n"
+        "for adapter in ('scoperun.tools.langchain', 'scoperun.tools.mcp'):\n"
+        "    try:\n"
+        "        __import__(adapter)\n"
+        "    except ConfigError as exc:\n"
+        "        print(exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "pip install 'scoperun[langchain]'" in out and "pip install 'scoperun[mcp]'" in out

@@ -20,10 +20,10 @@ EID = "exec_20250101_120000_deadbeef"
 
 def result(status: Status = Status.SUCCEEDED, **fields) -> ExecutionResult:
     now = datetime(2025, 1, 1, 12, tzinfo=UTC)
-    base = dict(execution_id=EID, status=status, exit_code=0 if status is Status.SUCCEEDED else None,
-                message=status.value, script="Tools/create_file_inventory.py", case="Doe-MVA-2024",
-                started_at=now, finished_at=now, durations=Durations(total=1.25),
-                audit_record=f"Database/script_executions/{EID}.json")
+    base = {"execution_id": EID, "status": status, "exit_code": 0 if status is Status.SUCCEEDED else None,
+            "message": status.value, "script": "Tools/create_file_inventory.py", "case": "Doe-MVA-2024",
+            "started_at": now, "finished_at": now, "durations": Durations(total=1.25),
+            "audit_record": f"Database/script_executions/{EID}.json"}
     base.update(fields)
     return ExecutionResult(**base)
 

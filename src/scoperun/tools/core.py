@@ -12,7 +12,7 @@ import asyncio
 import importlib.util
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Self
 
 from pydantic import ValidationError
 
@@ -51,7 +51,7 @@ class ToolReply(str):
     ok: bool
     result: Any
 
-    def __new__(cls, text: str, *, ok: bool, result: Any = None) -> ToolReply:
+    def __new__(cls, text: str, *, ok: bool, result: Any = None) -> Self:
         reply = super().__new__(cls, text)
         reply.ok = ok
         reply.result = result

@@ -63,6 +63,8 @@ def _browser_args_schema() -> type[BaseModel]:
 
 def make_tools(executor: Executor, *, requested_by: str = "langchain") -> list[BaseTool]:
     """LangChain tools for `executor`: the plan's three script tools, and the browser tool when installed."""
+    # `config: RunnableConfig = None` (not `RunnableConfig | None`): LangChain injects the call's
+    # config only into a parameter annotated exactly RunnableConfig; it is hidden from the model.
     def execute_script_on_filesystem(script_name: str, case_name: str, script_args: list[str] | None = None,
                                      working_dir: str | None = None, config: RunnableConfig = None) -> str:
         return core.execute_script_on_filesystem(executor, script_name, case_name, script_args, working_dir,

@@ -103,7 +103,8 @@ def _add_browser_tool(server: MCPServer, executor: Executor, requested_by: str) 
 
     async def execute_browser_automation(
         url: Annotated[str, Field(description=_d(BrowserAutomationArgs, "url"))],
-        actions: Annotated[list[action_type], Field(description=_d(BrowserAutomationArgs, "actions"))],  # type: ignore[valid-type]
+        actions: Annotated[list[action_type],  # type: ignore[valid-type]
+                           Field(description=_d(BrowserAutomationArgs, "actions"))],
         case_name: Annotated[str, Field(description=_d(BrowserAutomationArgs, "case_name"))],
         save_screenshots: Annotated[bool, Field(description=_d(BrowserAutomationArgs, "save_screenshots"))] = True,
     ) -> CallToolResult:

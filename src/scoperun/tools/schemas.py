@@ -10,9 +10,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "DESCRIPTIONS",
     "BrowserAutomationArgs",
     "CustomScriptArgs",
-    "DESCRIPTIONS",
     "MonitorArgs",
     "ScriptOnFilesystemArgs",
     "field_description",
