@@ -67,29 +67,31 @@ def make_tools(executor: Executor, *, requested_by: str = "langchain") -> list[B
     # config only into a parameter annotated exactly RunnableConfig; it is hidden from the model.
     def execute_script_on_filesystem(script_name: str, case_name: str, script_args: list[str] | None = None,
                                      working_dir: str | None = None, config: RunnableConfig = None) -> str:
-        return core.execute_script_on_filesystem(executor, script_name, case_name, script_args, working_dir,
-                                                 requested_by=_who(requested_by, config))
+        reply = core.execute_script_on_filesystem(executor, script_name, case_name, script_args, working_dir,
+                                                  requested_by=_who(requested_by, config))
+        return str(reply)  # a plain str: messages and checkpoints never hold ToolReply
 
     async def aexecute_script_on_filesystem(script_name: str, case_name: str, script_args: list[str] | None = None,
                                             working_dir: str | None = None, config: RunnableConfig = None) -> str:
-        return await core.aexecute_script_on_filesystem(executor, script_name, case_name, script_args, working_dir,
-                                                        requested_by=_who(requested_by, config))
+        reply = await core.aexecute_script_on_filesystem(executor, script_name, case_name, script_args,
+                                                         working_dir, requested_by=_who(requested_by, config))
+        return str(reply)
 
     def execute_custom_script(script_content: str, case_name: str, script_name: str = "temp_script.py",
                               config: RunnableConfig = None) -> str:
-        return core.execute_custom_script(executor, script_content, case_name, script_name,
-                                          requested_by=_who(requested_by, config))
+        return str(core.execute_custom_script(executor, script_content, case_name, script_name,
+                                              requested_by=_who(requested_by, config)))
 
     async def aexecute_custom_script(script_content: str, case_name: str, script_name: str = "temp_script.py",
                                      config: RunnableConfig = None) -> str:
-        return await core.aexecute_custom_script(executor, script_content, case_name, script_name,
-                                                 requested_by=_who(requested_by, config))
+        return str(await core.aexecute_custom_script(executor, script_content, case_name, script_name,
+                                                     requested_by=_who(requested_by, config)))
 
     def monitor_script_executions() -> str:
-        return core.monitor_script_executions(executor)
+        return str(core.monitor_script_executions(executor))
 
     async def amonitor_script_executions() -> str:
-        return await core.amonitor_script_executions(executor)
+        return str(await core.amonitor_script_executions(executor))
 
     tools: list[BaseTool] = [
         _tool("execute_script_on_filesystem", execute_script_on_filesystem, aexecute_script_on_filesystem,
@@ -105,13 +107,13 @@ def make_tools(executor: Executor, *, requested_by: str = "langchain") -> list[B
 def _browser_tool(executor: Executor, requested_by: str) -> BaseTool:
     def execute_browser_automation(url: str, actions: list[Any], case_name: str, save_screenshots: bool = True,
                                    config: RunnableConfig = None) -> str:
-        return core.execute_browser_automation(executor, url, actions, case_name, save_screenshots,
-                                               requested_by=_who(requested_by, config))
+        return str(core.execute_browser_automation(executor, url, actions, case_name, save_screenshots,
+                                                   requested_by=_who(requested_by, config)))
 
     async def aexecute_browser_automation(url: str, actions: list[Any], case_name: str,
                                           save_screenshots: bool = True, config: RunnableConfig = None) -> str:
-        return await core.aexecute_browser_automation(executor, url, actions, case_name, save_screenshots,
-                                                      requested_by=_who(requested_by, config))
+        return str(await core.aexecute_browser_automation(executor, url, actions, case_name, save_screenshots,
+                                                          requested_by=_who(requested_by, config)))
 
     return _tool("execute_browser_automation", execute_browser_automation, aexecute_browser_automation,
                  _browser_args_schema())
