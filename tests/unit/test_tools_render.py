@@ -157,3 +157,5 @@ def test_browser_result_shows_final_page_extracts_files_and_failed_step() -> Non
     assert "Browser Error: action #2 (0-based index in `actions`) failed: selector #go not found" in text
     assert '"total": "$1,234"' in fenced_blocks(text)[0]
     assert "- browser/exec_1/final.png" in text and "Status: ❌ Failed" in text
+    browser.failed_action = -1
+    assert "Browser Error: opening the start URL failed" in render_browser_result(browser, url="http://x/", case="c")

@@ -218,8 +218,12 @@ def render_browser_result(result: Any, *, url: str, case: str, redactor: Redacto
     if result.title:
         lines.append(f"Page Title: {_inline(result.title, redactor)}")
     if result.failed_action is not None or result.error:
-        where = f"action #{result.failed_action} (0-based index in `actions`)" if result.failed_action is not None \
-            else "the browser run"
+        if result.failed_action is None:
+            where = "the browser run"
+        elif result.failed_action < 0:
+            where = "opening the start URL"
+        else:
+            where = f"action #{result.failed_action} (0-based index in `actions`)"
         lines.append(f"Browser Error: {where} failed: {_inline(result.error or 'no detail', redactor)}. "
                      "Actions after it did not run.")
     extracted: Mapping[str, Any] = result.extracted or {}
