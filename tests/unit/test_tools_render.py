@@ -128,6 +128,14 @@ def test_findings_are_listed_with_lines() -> None:
     assert "- line 4: dynamic-exec (high): eval() of a string" in text
 
 
+def test_hazards_are_listed() -> None:
+    """Hazards found in the case after the run are listed with kind, path and detail."""
+    text = render_result(result(hazards=[{"kind": "symlink-outside", "path": "notes/passwd",
+                                          "detail": "symlink to /etc/passwd", "target": "/etc/passwd"}]))
+    assert "**Hazards the run left in the case**" in text
+    assert "- symlink-outside: notes/passwd — symlink to /etc/passwd" in text
+
+
 def test_errors_before_a_run_become_clear_text() -> None:
     """WorkspaceError, AuditError and invalid arguments become one clear message, never a traceback."""
     ws = render_error(WorkspaceError("workspace /mnt/workspace does not exist"))

@@ -148,6 +148,13 @@ def _execution_lines(result: ExecutionResult, redactor: Redactor, workspace: Pat
             lines.append(f"- line {f.get('line', '?')}: {_inline(f.get('rule', ''), redactor)} "
                          f"({_inline(f.get('severity', ''), redactor)}): {_inline(f.get('message', ''), redactor)}")
         lines.append("")
+    hazards = [h for h in getattr(result, "hazards", []) if h.get("kind") != "scan-summary"]
+    if hazards:
+        lines.append("**Hazards the run left in the case** (files the host must not trust; setuid bits were removed):")
+        for h in hazards:
+            lines.append(f"- {_inline(h.get('kind', '?'), redactor)}: {_inline(h.get('path', ''), redactor)} — "
+                         f"{_inline(h.get('detail', ''), redactor)}")
+        lines.append("")
     lines.append(f"Audit Log: {_inline(_audit_path(result, workspace), redactor)}")
     return lines
 
