@@ -334,6 +334,10 @@ from .cli_changes import register as _register_changes  # noqa: E402 - after the
 
 _register_changes(app)
 
+from .cli_mcp import register as _register_mcp  # noqa: E402 - needs the helpers above
+
+_register_mcp(app)  # mcp (stdio, or streamable HTTP with a bearer token)
+
 
 def main() -> None:
     """Entry point of the `scoperun` command."""

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -92,6 +92,9 @@ class Settings(BaseSettings):
     secret_env: list[str] = Field(
         default_factory=lambda: ["TAVILY_API_KEY", "OPENAI_API_KEY"],
         description="Host environment variables passed through to runs; their values are redacted.",
+    )
+    mcp_token: SecretStr | None = Field(
+        None, description="Bearer token `scoperun mcp --http` requires of every request (SCOPERUN_MCP_TOKEN)."
     )
     output_cap: int = Field(64 * 1024, ge=1024, description="Bytes of stdout and of stderr kept in a result, each.")
     max_concurrent: int = Field(4, ge=1, le=256, description="Containers running at once; the rest wait.")

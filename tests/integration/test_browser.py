@@ -216,3 +216,19 @@ def test_page_that_never_loads_ends_at_the_timeout(browser_executor: Executor, w
     assert result.execution.status.value == "timed_out"
     assert result.failed_action is None and "while opening the start URL" in (result.error or "")
     assert result.files == [] and result.execution.durations.run < 60
+
+
+def test_agent_browser_tool_drives_the_real_browser(browser_executor: Executor, web: dict, workspace: Path) -> None:
+    """The agent tool execute_browser_automation runs real Chromium and reports extraction and files as markdown."""
+    from scoperun.tools import core
+
+    actions = [{"action": "fill", "selector": "#note", "value": "Call the adjuster"},
+               {"action": "click", "selector": "#send"},
+               {"action": "wait_for", "selector": "#echo"},
+               {"action": "extract_text", "selector": "#echo", "name": "echo"}]
+    reply = core.execute_browser_automation(browser_executor, f"{web['base']}/form.html", actions, CASE)
+    assert reply.ok, str(reply)
+    assert "Call the adjuster" in str(reply) and "final.png" in str(reply)
+    assert "Database/script_executions/" in str(reply)
+    bad = core.execute_browser_automation(browser_executor, "file:///etc/passwd", actions, CASE)
+    assert not bad.ok and "refused" in str(bad)

@@ -1,0 +1,179 @@
+"""scoperun's tools over MCP, with the official SDK (`pip install 'scoperun[mcp]'`; mcp 2.x API).
+
+`build_server(executor)` makes the MCP server; `serve_stdio` and `serve_http` run it (the
+`scoperun mcp` command calls them). Over HTTP every request must carry
+`Authorization: Bearer <token>`; without it the answer is 401 and nothing runs. A run that
+failed, timed out or was rejected comes back as a tool result with `isError: true` and the
+same markdown the LangChain tools return.
+"""
+
+# No `from __future__ import annotations` here: the SDK reads the tools' argument types
+# (and their descriptions) from the live annotations.
+
+import hmac
+import ipaddress
+import json
+import sys
+from typing import Annotated, Any
+
+from pydantic import Field
+
+from ..errors import ConfigError
+from ..executor import Executor
+
+try:
+    from mcp.server.mcpserver import MCPServer
+    from mcp.types import CallToolResult, TextContent, ToolAnnotations
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ConfigError("The MCP SDK is not installed; run `pip install 'scoperun[mcp]'`.") from exc
+
+from .. import __version__
+from . import core
+from .schemas import (
+    DESCRIPTIONS,
+    BrowserAutomationArgs,
+    CustomScriptArgs,
+    ScriptOnFilesystemArgs,
+    field_description,
+)
+
+__all__ = ["BearerTokenMiddleware", "build_server", "http_app", "is_loopback", "serve_http", "serve_stdio"]
+
+INSTRUCTIONS = (
+    "scoperun runs scripts on a law firm's case files, each in a fresh isolated container that sees "
+    "only the one case folder named in the call (under projects/). Use execute_script_on_filesystem "
+    "for the firm's scripts in Tools/, execute_custom_script for Python you write, and "
+    "monitor_script_executions to see recent runs. Every run is recorded in an audit trail."
+)
+
+
+def _d(model: Any, name: str) -> str:
+    return field_description(model, name)
+
+
+def _to_mcp(reply: core.ToolReply) -> CallToolResult:
+    return CallToolResult(content=[TextContent(type="text", text=str(reply))], is_error=not reply.ok)
+
+
+def build_server(executor: Executor, *, requested_by: str = "mcp") -> MCPServer:
+    """An MCP server offering the plan's tools (the browser tool only when scoperun.browser is installed)."""
+    server = MCPServer(name="scoperun", title="scoperun: scoped script runs on case files",
+                       instructions=INSTRUCTIONS, version=__version__, log_level="WARNING")
+    writes = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=False,
+                             open_world_hint=executor.settings.network != "none")
+
+    async def execute_script_on_filesystem(
+        script_name: Annotated[str, Field(description=_d(ScriptOnFilesystemArgs, "script_name"))],
+        case_name: Annotated[str, Field(description=_d(ScriptOnFilesystemArgs, "case_name"))],
+        script_args: Annotated[list[str] | None, Field(description=_d(ScriptOnFilesystemArgs, "script_args"))] = None,
+        working_dir: Annotated[str | None, Field(description=_d(ScriptOnFilesystemArgs, "working_dir"))] = None,
+    ) -> CallToolResult:
+        return _to_mcp(await core.aexecute_script_on_filesystem(
+            executor, script_name, case_name, script_args, working_dir, requested_by=requested_by))
+
+    async def execute_custom_script(
+        script_content: Annotated[str, Field(description=_d(CustomScriptArgs, "script_content"))],
+        case_name: Annotated[str, Field(description=_d(CustomScriptArgs, "case_name"))],
+        script_name: Annotated[str, Field(description=_d(CustomScriptArgs, "script_name"))] = "temp_script.py",
+    ) -> CallToolResult:
+        return _to_mcp(await core.aexecute_custom_script(executor, script_content, case_name, script_name,
+                                                         requested_by=requested_by))
+
+    async def monitor_script_executions() -> CallToolResult:
+        return _to_mcp(await core.amonitor_script_executions(executor))
+
+    server.add_tool(execute_script_on_filesystem, name="execute_script_on_filesystem", title="Run a Tools/ script",
+                    description=DESCRIPTIONS["execute_script_on_filesystem"], annotations=writes)
+    server.add_tool(execute_custom_script, name="execute_custom_script", title="Run your own Python script",
+                    description=DESCRIPTIONS["execute_custom_script"], annotations=writes)
+    server.add_tool(monitor_script_executions, name="monitor_script_executions", title="Recent runs and statistics",
+                    description=DESCRIPTIONS["monitor_script_executions"],
+                    annotations=ToolAnnotations(read_only_hint=True, open_world_hint=False))
+    if core.browser_available():
+        _add_browser_tool(server, executor, requested_by)
+    return server
+
+
+def _add_browser_tool(server: MCPServer, executor: Executor, requested_by: str) -> None:
+    try:
+        from ..browser import Action  # type: ignore[import-not-found]
+        action_type: Any = Action
+    except ImportError:
+        action_type = dict[str, Any]
+
+    async def execute_browser_automation(
+        url: Annotated[str, Field(description=_d(BrowserAutomationArgs, "url"))],
+        actions: Annotated[list[action_type],  # type: ignore[valid-type]
+                           Field(description=_d(BrowserAutomationArgs, "actions"))],
+        case_name: Annotated[str, Field(description=_d(BrowserAutomationArgs, "case_name"))],
+        save_screenshots: Annotated[bool, Field(description=_d(BrowserAutomationArgs, "save_screenshots"))] = True,
+    ) -> CallToolResult:
+        return _to_mcp(await core.aexecute_browser_automation(executor, url, list(actions), case_name,
+                                                              save_screenshots, requested_by=requested_by))
+
+    server.add_tool(execute_browser_automation, name="execute_browser_automation", title="Drive a headless browser",
+                    description=DESCRIPTIONS["execute_browser_automation"],
+                    annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=True))
+
+
+class BearerTokenMiddleware:
+    """ASGI middleware: every HTTP request needs `Authorization: Bearer <token>`, else 401."""
+
+    def __init__(self, app: Any, token: str) -> None:
+        if not token:
+            raise ConfigError("the MCP bearer token is empty; set SCOPERUN_MCP_TOKEN to a long random value")
+        self.app = app
+        self._token = token.encode("utf-8")
+
+    def _authorized(self, headers: list[tuple[bytes, bytes]]) -> bool:
+        values = [v for k, v in headers if k.lower() == b"authorization"]
+        if len(values) != 1:
+            return False
+        scheme, _, credentials = values[0].strip().partition(b" ")
+        # compare_digest: the time taken must not tell an attacker how much of a guess was right.
+        return scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(), self._token)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and not self._authorized(scope.get("headers", [])):
+            body = json.dumps({"error": "unauthorized",
+                               "error_description": "send Authorization: Bearer <the scoperun MCP token>"}).encode()
+            await send({"type": "http.response.start", "status": 401, "headers": [
+                (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                (b"www-authenticate", b'Bearer realm="scoperun"')]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.app(scope, receive, send)
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses (127.0.0.0/8, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def http_app(server: MCPServer, *, token: str | None, host: str = "127.0.0.1") -> Any:
+    """The streamable-HTTP ASGI app at /mcp, behind the bearer token (None only for loopback, no auth)."""
+    if token is None and not is_loopback(host):
+        raise ConfigError(f"refusing to serve MCP on {host} without a token; set SCOPERUN_MCP_TOKEN")
+    # host= turns on the SDK's DNS-rebinding protection (Host/Origin checks) for loopback hosts.
+    app = server.streamable_http_app(host=host)
+    return BearerTokenMiddleware(app, token) if token is not None else app
+
+
+def serve_stdio(executor: Executor) -> None:
+    """Serve the tools over stdio until the client closes the connection."""
+    build_server(executor, requested_by="mcp/stdio").run("stdio")
+
+
+def serve_http(executor: Executor, *, host: str, port: int, token: str | None) -> None:
+    """Serve the tools over streamable HTTP at http://host:port/mcp until interrupted."""
+    import uvicorn
+
+    app = http_app(build_server(executor, requested_by="mcp/http"), token=token, host=host)
+    auth = "bearer token required" if token is not None else "NO authentication (loopback only)"
+    print(f"scoperun MCP server: http://{host}:{port}/mcp ({auth})", file=sys.stderr, flush=True)
+    uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning")).run()
