@@ -26,8 +26,8 @@ from .cli_firewall import app as _firewall_app  # noqa: E402 - registered beside
 
 app.add_typer(_firewall_app, name="firewall")
 
-err = Console(stderr=True)
-out = Console()
+err = Console(stderr=True, soft_wrap=True)  # never wrap paths or ids mid-word
+out = Console(soft_wrap=True)
 
 EXIT_REJECTED = 2
 EXIT_TIMED_OUT = 124

@@ -17,8 +17,8 @@ from rich.markup import escape
 
 from .errors import ChangedSinceError, ScopeRunError
 
-err = Console(stderr=True)
-out = Console()
+err = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
 
 IdArg = Annotated[str, typer.Argument(help="Execution id (exec_...), as printed by `scoperun run`.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the change set as JSON.")]

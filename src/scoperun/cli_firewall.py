@@ -14,8 +14,8 @@ from .config import load_settings
 from .errors import ConfigError, FirewallError
 
 app = typer.Typer(no_args_is_help=True, help="Block container traffic to the metadata server (iptables DOCKER-USER).")
-_out = Console()
-_err = Console(stderr=True)
+_out = Console(soft_wrap=True)
+_err = Console(stderr=True, soft_wrap=True)
 
 CidrOpt = Annotated[list[str] | None, typer.Option(
     "--cidr", help="Extra address or CIDR to block, besides the settings' blocked_cidrs (repeatable).")]

@@ -61,17 +61,17 @@ def _check_engine(settings: Settings) -> tuple[Check, object | None]:
         return Check("engine", False, str(exc), fix="make engine   # as root: installs and starts dockerd"), None
 
 
-def _check_image(settings: Settings, client: object | None) -> Check:
+def _check_image(name: str, tag: str, client: object | None, *, fix: str, severity: str = "error") -> Check:
     if client is None:
-        return Check("image", False, "not checked: no engine", fix="make engine")
+        return Check(name, False, "not checked: no engine", fix="make engine", severity=severity)
     from docker.errors import ImageNotFound
 
     try:
-        image = client.images.get(settings.image)  # type: ignore[attr-defined]
+        image = client.images.get(tag)  # type: ignore[attr-defined]
     except ImageNotFound:
-        return Check("image", False, f"image {settings.image} is missing", fix="make image   # or: scoperun image build")
+        return Check(name, False, f"image {tag} is missing", fix=fix, severity=severity)
     labels = image.labels or {}
-    return Check("image", True, f"{settings.image} ({image.short_id}, inputs {labels.get('org.scoperun.inputs-hash', '?')[:12]})")
+    return Check(name, True, f"{tag} ({image.short_id}, inputs {labels.get('org.scoperun.inputs-hash', '?')[:12]})")
 
 
 def _check_workspace(settings: Settings) -> list[Check]:
@@ -145,7 +145,13 @@ def _check_firewall(settings: Settings) -> Check:
 def run_checks(settings: Settings) -> list[Check]:
     """Run every check; never raises for a failed check."""
     engine, client = _check_engine(settings)
-    checks = [engine, _check_image(settings, client)]
+    checks = [
+        engine,
+        _check_image("image", settings.image, client, fix="make image   # or: scoperun image build"),
+        # Only browser runs need it: a warning, not a failure.
+        _check_image("browser", settings.browser_image, client, severity="warning",
+                     fix="make image   # or: scoperun image build --browser"),
+    ]
     checks.extend(_check_workspace(settings))
     checks.append(_check_firewall(settings))
     from .state import doctor_checks  # audit index and chain (host-local state)

@@ -62,12 +62,8 @@ def leftover_containers(docker_client, execution_ids: set[str]) -> list:
     return [c for c in found if (c.attrs.get("Labels") or {}).get("org.scoperun.execution-id") in execution_ids]
 
 
-@pytest.fixture
-def executor(settings: Settings, workspace: Path, docker_client) -> Iterator[Executor]:
-    """A real executor; on teardown, proves every container it made is gone (and removes strays)."""
-    ex = Executor(settings)
-    yield ex
-    ex.close()
+def assert_no_containers_left(docker_client, workspace: Path) -> None:
+    """Every container made for this workspace's runs is gone (strays are removed, then reported)."""
     ids = _execution_ids(workspace)
     deadline = time.monotonic() + 10
     left = leftover_containers(docker_client, ids)
@@ -77,6 +73,15 @@ def executor(settings: Settings, workspace: Path, docker_client) -> Iterator[Exe
     for c in left:
         c.remove(force=True)
     assert not left, f"containers left behind: {[c.name for c in left]}"
+
+
+@pytest.fixture
+def executor(settings: Settings, workspace: Path, docker_client) -> Iterator[Executor]:
+    """A real executor; on teardown, proves every container it made is gone (and removes strays)."""
+    ex = Executor(settings)
+    yield ex
+    ex.close()
+    assert_no_containers_left(docker_client, workspace)
 
 
 def read_record(workspace: Path, execution_id: str) -> dict:

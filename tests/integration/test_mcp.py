@@ -22,7 +22,7 @@ from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
 
 from tests.conftest import CASE
-from tests.integration.conftest import IMAGE, leftover_containers, read_record
+from tests.integration.conftest import IMAGE, assert_no_containers_left, read_record
 
 ROOT = Path(__file__).resolve().parents[2]
 SCOPERUN = str(Path(sys.executable).parent / "scoperun")
@@ -40,19 +40,6 @@ def server_env(workspace: Path, **extra: str) -> dict[str, str]:
 
 def audit_ids(workspace: Path) -> set[str]:
     return {p.stem for p in (workspace / "Database" / "script_executions").glob("*.json")}
-
-
-def assert_no_containers_left(docker_client, workspace: Path) -> None:
-    """Every container the server made for this workspace's runs is gone (strays are removed, then reported)."""
-    ids = audit_ids(workspace)
-    deadline = time.monotonic() + 10
-    left = leftover_containers(docker_client, ids)
-    while left and time.monotonic() < deadline:
-        time.sleep(0.2)
-        left = leftover_containers(docker_client, ids)
-    for c in left:
-        c.remove(force=True)
-    assert not left, f"containers left behind: {[c.name for c in left]}"
 
 
 def text(result) -> str:
