@@ -105,12 +105,15 @@ def gc(
             out.print(f"{verb} abandoned: {execution_id}")
         for c in report.containers_removed:
             out.print(f"{'would remove' if dry_run else 'removed'} container {escape(c['container'])}: {escape(c['reason'])}")
+        for volume in report.volumes_removed:
+            out.print(f"{'would remove' if dry_run else 'removed'} staging volume {escape(volume)}")
         for name, items in report.hooks.items():
             for item in items:
                 out.print(f"{escape(name)}: {escape(item)}")
         for e in report.errors:
             err.print(f"[red]error:[/] {escape(e)}")
-        if not (report.abandoned or report.containers_removed or any(report.hooks.values()) or report.errors):
+        if not (report.abandoned or report.containers_removed or report.volumes_removed
+                or any(report.hooks.values()) or report.errors):
             out.print("nothing to clean")
     raise typer.Exit(1 if report.errors else 0)
 

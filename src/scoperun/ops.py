@@ -218,6 +218,7 @@ class GcReport(BaseModel):
     dry_run: bool = False
     abandoned: list[str] = Field(default_factory=list, description="Runs marked abandoned.")
     containers_removed: list[dict[str, str]] = Field(default_factory=list)
+    volumes_removed: list[str] = Field(default_factory=list, description="Staging volumes of ended runs.")
     hooks: dict[str, list[str]] = Field(default_factory=dict, description="Hook name -> leftovers it handled.")
     errors: list[str] = Field(default_factory=list)
 
@@ -317,6 +318,43 @@ def _remove_containers(api: Any, settings: Settings, report: GcReport, now: floa
             report.errors.append(f"cannot remove {name}: {exc}")
 
 
+def _remove_volumes(api: Any, settings: Settings, report: GcReport, now: float, *,
+                    any_workspace: bool, dry_run: bool) -> None:
+    """Remove staging volumes whose run is abandoned, or has no container and is older than the grace."""
+    from docker.errors import APIError, NotFound
+
+    from docker.errors import DockerException
+
+    labels = [f"{MANAGED_LABEL}=1"]
+    if not any_workspace:
+        labels.append(f"{WORKSPACE_LABEL}={_workspace_label(settings)}")
+    try:
+        volumes = api.volumes(filters={"label": labels}).get("Volumes") or []
+    except DockerException as exc:
+        raise EngineError(f"cannot list volumes ({exc}); check the engine with `scoperun doctor`") from None
+    live = {(c.get("Labels") or {}).get(ID_LABEL) for c in _containers(api, settings, any_workspace=True,
+                                                                         all_states=True)}
+    abandoned = set(report.abandoned)
+    for volume in volumes:
+        labels_of = volume.get("Labels") or {}
+        if labels_of.get(MANAGED_LABEL) != "1":
+            continue  # never anything scoperun did not make
+        execution_id = labels_of.get(ID_LABEL)
+        created = _epoch(volume.get("CreatedAt"))
+        stale = execution_id not in live and created is not None and created + settings.gc_grace < now
+        if execution_id not in abandoned and not stale:
+            continue  # a run may be between creating its volume and its container
+        report.volumes_removed.append(volume["Name"])
+        if dry_run:
+            continue
+        try:
+            api.remove_volume(volume["Name"])
+        except NotFound:
+            pass
+        except APIError as exc:  # still in use: a later gc will get it
+            report.errors.append(f"cannot remove volume {volume['Name']}: {exc}")
+
+
 def _staging_hook(gc_staging: Callable[..., list[str]]) -> Callable[..., list[str]]:
     """Adapt changes.gc_staging (settings, older_than) to the hook signature; dry runs list nothing."""
     from datetime import timedelta
@@ -356,6 +394,7 @@ def collect_garbage(settings: Settings, *, any_workspace: bool = False, dry_run:
     try:
         api = (client or _client(settings)).api
         _remove_containers(api, settings, report, now, any_workspace=any_workspace, dry_run=dry_run)
+        _remove_volumes(api, settings, report, now, any_workspace=any_workspace, dry_run=dry_run)
     except EngineError as exc:
         report.errors.append(str(exc))
     _run_hooks(settings, report, now, dry_run)

@@ -113,6 +113,7 @@ def test_gc_cleans_up_after_a_killed_scoperun(workspace: Path, docker_client) ->
         assert report["abandoned"] == [execution_id]
         assert [c["execution_id"] for c in report["containers_removed"]] == [execution_id]
         assert not docker_client.containers.list(all=True, filters={"label": f"org.scoperun.execution-id={execution_id}"})
+        assert not docker_client.volumes.list(filters={"label": f"org.scoperun.execution-id={execution_id}"})
         record = read_record(workspace, execution_id)
         assert record["status"] == "abandoned" and record["success"] is False
         assert f"pid {proc.pid}" in record["message"] and "crashed or killed" in record["message"]
