@@ -83,12 +83,16 @@ def test_operator_stop_ends_the_run_failed_with_the_reason(settings: Settings, w
 
 
 class _NoContainers:
-    """A docker-py stand-in with no containers at all (gc's record bookkeeping only)."""
+    """A docker-py stand-in with no containers and no volumes (gc's record bookkeeping only)."""
 
     class api:  # noqa: N801 - mirrors docker-py's attribute name
         @staticmethod
         def containers(**_: object) -> list:
             return []
+
+        @staticmethod
+        def volumes(**_: object) -> dict:
+            return {"Volumes": None}
 
 
 def _running_record(execution_id: str, *, pid: int, host: str, started: float) -> dict:
