@@ -131,8 +131,11 @@ def _print_result(result: ExecutionResult, as_json: bool, audit_root: Path) -> N
         if cap.truncated:
             err.print(f"[yellow]{name} truncated:[/] {cap.total_bytes} bytes in all, shown in part")
     if result.changes is not None:
-        err.print(f"changes ({result.write_mode}): {escape(result.changes.summary)} · {result.changes.status.value}"
-                  + (f" · {escape(result.changes.note)}" if result.changes.status.value in ("staged", "conflict") else ""))
+        state = result.changes.status.value
+        detail = "" if state == "empty" else f" · {state}"
+        if state in ("staged", "conflict"):
+            detail += f" · {escape(result.changes.note)}"
+        err.print(f"changes ({result.write_mode} run): {escape(result.changes.summary)}{detail}")
     err.print(f"audit record: {escape(str(audit_root / result.audit_record))}")
 
 

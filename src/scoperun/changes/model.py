@@ -157,7 +157,7 @@ def compute_totals(entries: list[Change]) -> ChangeTotals:
     """Count entries by kind and bytes written or removed."""
     t = ChangeTotals()
     for e in entries:
-        if e.renamed_from:
+        if e.renamed_from and e.type == "file":
             t.renames += 1
         if e.action is ChangeAction.MODE_CHANGED:
             t.mode_changes += 1
@@ -187,13 +187,17 @@ def summarize(t: ChangeTotals) -> str:
         if n:
             parts.append(f"{n} {one if n == 1 else many}")
 
-    files = [(t.files_added, "added"), (t.files_modified, "modified"), (t.files_deleted, "deleted")]
+    # A rename is kept as a delete plus an add (with renamed_from); say it once, as a rename.
+    files = [(max(t.files_added - t.renames, 0), "added"), (t.files_modified, "modified"),
+             (max(t.files_deleted - t.renames, 0), "deleted")]
     first = True
     for n, verb in files:
         if n:
             parts.append(f"{n} {'file' if n == 1 else 'files'} {verb}" if first else f"{n} {verb}")
             first = False
-    add(t.renames, "renamed", "renamed")
+    if t.renames:
+        noun = ("file " if t.renames == 1 else "files ") if first else ""
+        parts.append(f"{t.renames} {noun}renamed")
     add(t.dirs_added, "folder added", "folders added")
     add(t.dirs_removed, "folder removed", "folders removed")
     add(t.links_added + t.links_changed + t.links_deleted, "symlink changed", "symlinks changed")
