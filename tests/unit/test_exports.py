@@ -1,0 +1,23 @@
+"""The public API: what `import scoperun` exports, and what it does not load."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import scoperun
+
+
+def test_every_exported_name_exists() -> None:
+    """Each name in scoperun.__all__ is an attribute of the package, and the list has no duplicates."""
+    assert len(scoperun.__all__) == len(set(scoperun.__all__))
+    missing = [name for name in scoperun.__all__ if not hasattr(scoperun, name)]
+    assert not missing
+
+
+def test_optional_integrations_load_lazily() -> None:
+    """`import scoperun` loads neither docker nor langchain, mcp, prometheus_client or the browser module."""
+    code = ("import sys, scoperun; heavy = {'docker', 'langchain_core', 'mcp', 'prometheus_client', "
+            "'scoperun.browser', 'scoperun.tools'}; print(sorted(heavy & set(sys.modules)))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "[]"
