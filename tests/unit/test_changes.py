@@ -131,3 +131,36 @@ def test_unusable_staging_dir_rejects_the_run(settings: Settings, tmp_path: Path
     backend = FakeBackend()
     result = Executor(bad, backend=backend).run(ExecutionRequest(script="Tools/hello.py", case=CASE))
     assert result.status is Status.REJECTED and "staging_dir" in result.message and backend.specs == []
+
+
+def test_listing_tolerates_files_vanishing_mid_scan(tmp_path: Path, monkeypatch) -> None:
+    """A file or folder removed while the case is listed (a concurrent apply's temp file) is skipped, not fatal."""
+    import os as real_os
+
+    from scoperun.changes import snapshot
+
+    (tmp_path / "keep.txt").write_text("k")
+    (tmp_path / ".apply.tmp").write_text("t")
+    (tmp_path / "sub").mkdir()
+    original = real_os.scandir
+
+    def racing_scandir(path):
+        entries = list(original(path))
+        for name in (b".apply.tmp", ".apply.tmp"):
+            target = real_os.path.join(path, name) if isinstance(path, type(name)) else None
+            if target and real_os.path.exists(target):
+                real_os.remove(target)  # renamed away by the other run after we read the folder
+        if real_os.path.isdir(tmp_path / "sub"):
+            (tmp_path / "sub").rmdir()
+        return _Listed(entries)
+
+    class _Listed(list):
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(snapshot.os, "scandir", racing_scandir)
+    listing = snapshot.scan(tmp_path)
+    assert set(listing) == {b"keep.txt"}

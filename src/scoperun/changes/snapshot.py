@@ -64,11 +64,18 @@ def scan(root: Path) -> Listing:
     stack: list[tuple[bytes, bytes]] = [(os.fsencode(root), b"")]
     while stack:
         abs_dir, rel_dir = stack.pop()
-        with os.scandir(abs_dir) as it:
+        try:
+            it = os.scandir(abs_dir)
+        except FileNotFoundError:
+            continue  # removed while we listed (another run's apply, a person): not part of the case now
+        with it:
             for de in it:
                 rel = rel_dir + b"/" + de.name if rel_dir else de.name
-                st = de.stat(follow_symlinks=False)
-                target = os.readlink(de.path) if stat.S_ISLNK(st.st_mode) else None
+                try:
+                    st = de.stat(follow_symlinks=False)
+                    target = os.readlink(de.path) if stat.S_ISLNK(st.st_mode) else None
+                except FileNotFoundError:
+                    continue  # e.g. a temporary file of a concurrent apply, already renamed
                 listing[rel] = entry_from_stat(st, target)
                 if stat.S_ISDIR(st.st_mode):
                     stack.append((de.path, rel))
