@@ -30,6 +30,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-n", type=int, default=30, help="runs of each (>= 20)")
     parser.add_argument("--image", default=os.environ.get("SCOPERUN_IMAGE", "scoperun-runner:latest"))
+    parser.add_argument("--write-mode", default="staged", choices=["staged", "direct", "read-only"],
+                        help="how scoperun mounts the case (default: staged, the default of runs)")
     opts = parser.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="scoperun-bench-"))
@@ -39,7 +41,7 @@ def main() -> None:
     (root / "Tools" / "noop.py").write_text("print(1)\n")
     os.chown(case, 1000, 1000) if os.geteuid() == 0 else None
 
-    executor = Executor(Settings(workspace=root, image=opts.image, network="none"))
+    executor = Executor(Settings(workspace=root, image=opts.image, network="none", write_mode=opts.write_mode))
     request = ExecutionRequest(script="Tools/noop.py", case="Bench-Case")
     cli = ["docker", "run", "--rm", "--network", "none", "-v", f"{root / 'Tools'}:/workspace/Tools:ro",
            opts.image, "python", "/workspace/Tools/noop.py"]
@@ -65,7 +67,7 @@ def main() -> None:
 
     m_ours, m_raw = statistics.median(ours), statistics.median(raw)
     print(f"machine: {platform.node()} {os.cpu_count()} cores, {platform.platform()}")
-    print(f"N={opts.n} each, interleaved; image {opts.image}")
+    print(f"N={opts.n} each, interleaved; image {opts.image}; scoperun write mode {opts.write_mode}")
     print(f"{'path':<28}{'median ms':>11}{'p95 ms':>10}")
     print(f"{'scoperun Executor.run':<28}{m_ours * 1000:>11.0f}{p95(ours) * 1000:>10.0f}")
     print(f"{'docker run --rm (CLI)':<28}{m_raw * 1000:>11.0f}{p95(raw) * 1000:>10.0f}")
