@@ -20,8 +20,8 @@ import logging
 import os
 import secrets
 import socket
-from pathlib import Path
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import AuditError
@@ -29,9 +29,9 @@ from .models import ExecutionResult, Status
 
 if TYPE_CHECKING:
     from .chain import HostChain
-    from .output import BoundedBuffer, Redactor
     from .config import Settings
     from .index import AuditIndex
+    from .output import BoundedBuffer, Redactor
 
 __all__ = ["OUTPUT_SUFFIXES", "RECORD_VERSION", "AuditLog", "keep_full_output", "record_from_result"]
 
@@ -91,7 +91,7 @@ class AuditLog:
         if self.index is not None:
             try:
                 self.index.upsert(record, target)
-            except Exception as exc:  # noqa: BLE001 - the index is a cache; `audit reindex` repairs it
+            except Exception as exc:
                 log.warning("audit index not updated for %s (%s); run `scoperun audit reindex`",
                             record.get("execution_id"), exc)
         return target

@@ -22,7 +22,7 @@ from .models import ExecutionRequest, ExecutionResult, Limits, Status
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Run scripts on case files in scoped, hardened containers.")
 image_app = typer.Typer(no_args_is_help=True, help="Build the images runs use.")
 app.add_typer(image_app, name="image")
-from .cli_firewall import app as _firewall_app  # noqa: E402 - registered beside the other sub-commands
+from .cli_firewall import app as _firewall_app
 
 app.add_typer(_firewall_app, name="firewall")
 
@@ -306,7 +306,7 @@ def _ensure_image(settings: Settings, *, quiet: bool) -> None:
         try:
             client.images.get(settings.image)
             return
-        except Exception:  # noqa: BLE001 - any lookup failure: try to build it
+        except Exception:
             pass
         if not quiet:
             err.print(f"image {settings.image} is missing; building it (a few minutes the first time)...")
@@ -325,19 +325,19 @@ def version() -> None:
     out.print(__version__)
 
 
-from .cli_browser import register as _register_browse  # noqa: E402 - needs the helpers above
+from .cli_browser import register as _register_browse
 
 _register_browse(app)
 
-from .cli_audit import register as _register_audit  # noqa: E402 - needs the helpers above
+from .cli_audit import register as _register_audit
 
 _register_audit(app)  # audit list|show|reindex|verify, stats, ps, stop, gc, metrics
 
-from .cli_changes import register as _register_changes  # noqa: E402 - after the app exists
+from .cli_changes import register as _register_changes
 
 _register_changes(app)
 
-from .cli_mcp import register as _register_mcp  # noqa: E402 - needs the helpers above
+from .cli_mcp import register as _register_mcp
 
 _register_mcp(app)  # mcp (stdio, or streamable HTTP with a bearer token)
 

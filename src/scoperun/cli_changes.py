@@ -25,7 +25,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print the change set as J
 ByOpt = Annotated[str | None, typer.Option("--by", help="Who does this, for the audit (default: your login).")]
 
 
-def _settings(ctx: typer.Context):  # noqa: ANN202 - Settings
+def _settings(ctx: typer.Context):
     from .cli import _settings as settings_of
 
     return settings_of(ctx)
@@ -40,7 +40,7 @@ def _mode(value: int | None) -> str:
     return "" if value is None else oct(value)[2:]
 
 
-def print_change_set(cs, *, as_json: bool, source: str = "", diffs: list[str] | None = None) -> None:  # noqa: ANN001
+def print_change_set(cs, *, as_json: bool, source: str = "", diffs: list[str] | None = None) -> None:
     """Print a change set as a table (or JSON), with optional text diffs."""
     if as_json:
         sys.stdout.write(cs.model_dump_json(indent=2) + "\n")

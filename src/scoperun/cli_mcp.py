@@ -48,7 +48,7 @@ def mcp_command(
 
     with Executor(settings) as executor:
         try:
-            executor.workspace  # noqa: B018 - fail at start, not on the first tool call
+            executor.workspace
         except WorkspaceError as exc:
             raise _fail(str(exc), EXIT_REJECTED) from None
         if http:

@@ -208,7 +208,7 @@ class _Run:
 
     def execute(self) -> ExecutionResult:
         try:
-            spec, script = self._prepare()
+            spec, _ = self._prepare()
         except (ScopeError, UnsupportedScriptError, SafetyError, ChangesError) as exc:
             return self.refuse(exc)
 

@@ -100,7 +100,7 @@ def serve_metrics(settings: Settings, *, host: str = "127.0.0.1", port: int = 94
     app = prometheus_client.make_wsgi_app(make_registry(settings, refresh=refresh))
 
     class _Quiet(WSGIRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        def log_message(self, format: str, *args: Any) -> None:
             pass
 
     try:

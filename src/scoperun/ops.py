@@ -126,7 +126,7 @@ def _memory(api: Any, container_id: str) -> int | None:
         usage = mem.get("usage")
         cache = (mem.get("stats") or {}).get("cache", 0)  # cgroup v1; the CLI shows usage - cache too
         return int(usage - cache) if usage is not None else None
-    except Exception:  # noqa: BLE001 - the run may end between list and stats
+    except Exception:
         return None
 
 
@@ -321,9 +321,7 @@ def _remove_containers(api: Any, settings: Settings, report: GcReport, now: floa
 def _remove_volumes(api: Any, settings: Settings, report: GcReport, now: float, *,
                     any_workspace: bool, dry_run: bool) -> None:
     """Remove staging volumes whose run is abandoned, or has no container and is older than the grace."""
-    from docker.errors import APIError, NotFound
-
-    from docker.errors import DockerException
+    from docker.errors import APIError, DockerException, NotFound
 
     labels = [f"{MANAGED_LABEL}=1"]
     if not any_workspace:
@@ -381,7 +379,7 @@ def _run_hooks(settings: Settings, report: GcReport, now: float, dry_run: bool) 
     for name, hook in hooks.items():
         try:
             report.hooks[name] = list(hook(settings, now=now, dry_run=dry_run))
-        except Exception as exc:  # noqa: BLE001 - one failing hook must not stop the others
+        except Exception as exc:
             report.errors.append(f"gc hook {name} failed: {exc}")
 
 

@@ -72,7 +72,7 @@ class Daemon:
 def _pings(client) -> bool:
     try:
         return bool(client.ping())
-    except Exception:  # noqa: BLE001 - the pooled connection may still be the dead daemon's
+    except Exception:
         return False
 
 

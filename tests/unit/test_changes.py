@@ -63,9 +63,8 @@ def test_case_root_never_writes_through_a_symlinked_folder(tmp_path: Path) -> No
     case.mkdir()
     outside.mkdir()
     (case / "sub").symlink_to(outside)
-    with CaseRoot(case) as root, pytest.raises(ScopeError, match="symlink"):
-        with open(os.devnull, "rb") as src:
-            root.write_file(b"sub/x", src.fileno(), mode=0o644)
+    with CaseRoot(case) as root, pytest.raises(ScopeError, match="symlink"), open(os.devnull, "rb") as src:
+        root.write_file(b"sub/x", src.fileno(), mode=0o644)
     assert list(outside.iterdir()) == []
 
 

@@ -13,7 +13,13 @@ from scoperun.audit import AuditLog
 from scoperun.errors import ConfigError
 from scoperun.index import AuditIndex
 from scoperun.metrics import make_registry
-from scoperun.stats import compute_stats, compute_stats_from_files, parse_since, render_stats_markdown, stats_for_settings
+from scoperun.stats import (
+    compute_stats,
+    compute_stats_from_files,
+    parse_since,
+    render_stats_markdown,
+    stats_for_settings,
+)
 from scoperun.testing import FakeBackend, FakeRun, fake_records
 from tests.conftest import CASE
 

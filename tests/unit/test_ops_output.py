@@ -85,7 +85,7 @@ def test_operator_stop_ends_the_run_failed_with_the_reason(settings: Settings, w
 class _NoContainers:
     """A docker-py stand-in with no containers and no volumes (gc's record bookkeeping only)."""
 
-    class api:  # noqa: N801 - mirrors docker-py's attribute name
+    class api:
         @staticmethod
         def containers(**_: object) -> list:
             return []

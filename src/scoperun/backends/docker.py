@@ -281,12 +281,12 @@ def _drain(stream: Any, outcome: RunOutcome) -> None:
                 outcome.stdout.write(out)
             if err:
                 outcome.stderr.write(err)
-    except Exception:  # noqa: BLE001 - the stream closes abruptly when a container is killed
+    except Exception:
         pass
     finally:
         try:
             stream.close()
-        except Exception:  # noqa: BLE001 - already closed by the engine
+        except Exception:
             pass
 
 
@@ -299,7 +299,7 @@ def _kill(api: Any, container_id: str) -> None:
         pass  # already gone: exactly what we wanted
     try:
         api.wait(container_id, timeout=30)
-    except Exception:  # noqa: BLE001 - removal with force follows anyway
+    except Exception:
         pass
 
 

@@ -203,7 +203,7 @@ def apply_staged(settings: Settings, area: StagingArea, state: StagingState, *, 
     return cs, events
 
 
-def _conflict(area: StagingArea, state: StagingState, cs: ChangeSet, conflicts: list[str], event) -> ChangeSet:  # noqa: ANN001
+def _conflict(area: StagingArea, state: StagingState, cs: ChangeSet, conflicts: list[str], event) -> ChangeSet:
     cs.status, cs.conflicts = ChangeSetStatus.CONFLICT, conflicts
     shown = ", ".join(conflicts[:5]) + (" ..." if len(conflicts) > 5 else "")
     cs.note = (f"not applied: {len(conflicts)} path(s) changed in the case since the run started ({shown}). Both "

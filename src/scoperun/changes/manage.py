@@ -205,7 +205,7 @@ def _remove_stale_volumes(settings: Settings, root: Path) -> None:
         client.close()
 
 
-def _mtime(path: Path):  # noqa: ANN202 - a UTC datetime
+def _mtime(path: Path):
     from datetime import UTC, datetime
 
     return datetime.fromtimestamp(path.stat().st_mtime, UTC)

@@ -276,7 +276,7 @@ def _unlink_quiet(name: bytes, dfd: int) -> None:
         pass
 
 
-def _quiet(call) -> None:  # noqa: ANN001 - a zero-argument callable
+def _quiet(call) -> None:
     try:
         call()
     except OSError as exc:

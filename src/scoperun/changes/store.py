@@ -114,7 +114,7 @@ def change_lock(settings: Settings, execution_id: str) -> Iterator[None]:
         os.close(fd)
 
 
-def case_lock(settings: Settings, case_dir: Path):  # noqa: ANN201 - a context manager
+def case_lock(settings: Settings, case_dir: Path):
     """Serialise applies and rollbacks on one case folder (on this machine)."""
     import hashlib
 

@@ -85,7 +85,7 @@ class Runner:
             try:
                 self.result["final_url"] = self.page.url
                 self.result["title"] = self.page.title()
-            except Exception:  # noqa: BLE001 - a crashed page must not hide the result
+            except Exception:
                 pass
         tmp = os.path.join(self.out_dir, ".result.json.tmp")
         with open(tmp, "w", encoding="utf-8") as fh:
@@ -163,7 +163,7 @@ class Runner:
         try:
             manager = sync_playwright()
             pw = manager.__enter__()
-        except Exception as exc:  # noqa: BLE001 - the driver died before it could say why
+        except Exception as exc:
             self.result["error"] = f"Playwright's driver did not start: {first_line(exc)}"
             self.save()
             return 2

@@ -70,7 +70,7 @@ def file_type(path: str) -> str:
     if magic is not None:
         try:
             return magic.from_file(path, mime=True)
-        except Exception:  # noqa: BLE001, S110 - libmagic failing on one file must not stop the inventory
+        except Exception:
             pass
     guessed, _ = mimetypes.guess_type(path)
     return guessed or "application/octet-stream"
@@ -81,7 +81,7 @@ def pdf_pages(path: str, kind: str) -> int | None:
         return None
     try:
         return len(pypdf.PdfReader(path).pages)
-    except Exception:  # noqa: BLE001 - a damaged PDF is still inventoried, just without a count
+    except Exception:
         return None
 
 
