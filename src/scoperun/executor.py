@@ -30,6 +30,9 @@ from .scope import CONTAINER_ROOT, ResolvedScript, Workspace
 __all__ = ["Executor", "FixedProgram", "new_execution_id"]
 
 
+_EXDEV_TEXT = "Invalid cross-device link"
+
+
 def new_execution_id() -> str:
     """A sortable, unique id in the plan's format: exec_YYYYMMDD_HHMMSS_<8 hex>."""
     return f"exec_{datetime.now(UTC):%Y%m%d_%H%M%S}_{secrets.token_hex(4)}"
@@ -365,6 +368,10 @@ class _Run:
         if self.changes is not None and self.changes.status.value in ("staged", "conflict"):
             message += f"; changes not applied ({self.changes.status.value}): `scoperun changes {self.execution_id}`"
         stdout, stderr = outcome.stdout.capture(self.redactor), outcome.stderr.capture(self.redactor)
+        if status is Status.FAILED and self.write_mode == "staged" and _EXDEV_TEXT in stderr.text:
+            # The staging overlay cannot rename a folder that existed before the run (EXDEV).
+            message += ("; in a staged run an existing folder cannot be renamed in place: use shutil.move or "
+                        "`mv` (they copy), or run with write_mode 'direct'")
         for name, cap, buf in (("stdout", stdout, outcome.stdout), ("stderr", stderr, outcome.stderr)):
             kept = keep_full_output(self.audit, self.execution_id, name, buf, self.redactor)
             cap.full_output = str(Path(self.settings.audit_dir) / kept) if kept else None

@@ -304,3 +304,17 @@ def test_gc_removes_finished_staging_and_keeps_pending_reviews(
     assert (staging / pending.execution_id / "upper" / "g.txt").is_file()
     assert load_change_set(executor.settings, applied.execution_id)[1] == "journal"
     assert stale.name not in {v.name for v in docker_client.volumes.list()}
+
+
+def test_renaming_an_existing_folder_in_a_staged_run_explains_the_workaround(
+        executor: Executor, workspace: Path, no_volume_left: None) -> None:
+    """os.rename of a folder that existed before a staged run fails (EXDEV); the message says what to do instead."""
+    script = tool(workspace, "rename_dir.py", "import os\nos.rename('notes', 'notes-2024')\n")
+    result = executor.run(ExecutionRequest(script=script, case=CASE))
+    assert result.status is Status.FAILED
+    assert "shutil.move" in result.message and "direct" in result.message
+    moved = executor.run(ExecutionRequest(script=tool(workspace, "move_dir.py",
+                                                      "import shutil\nshutil.move('notes', 'notes-2024')\n"), case=CASE))
+    assert moved.status is Status.SUCCEEDED, moved.stderr.text
+    assert (workspace / "projects" / CASE / "notes-2024" / "intake.txt").is_file()
+    assert not (workspace / "projects" / CASE / "notes").exists()
