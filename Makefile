@@ -29,11 +29,16 @@ $(VENV)/.installed: pyproject.toml
 engine: ## install (Debian docker.io) and start the Docker engine when none answers (root only)
 	bash scripts/ensure-engine.sh
 
-tools: ## systemd-analyze, which checks deploy/'s units (installs Debian's systemd package when root)
-	@command -v systemd-analyze >/dev/null 2>&1 || { \
+tools: ## systemd-analyze (checks deploy/'s units), rclone + fuse3 (a bucket mounted as a workspace in the tests)
+	@missing=""; \
+	command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
+	command -v rclone >/dev/null 2>&1 || missing="$$missing rclone"; \
+	command -v fusermount3 >/dev/null 2>&1 || missing="$$missing fuse3"; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = "0" ]; then DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd >/dev/null; \
-	  else echo "systemd-analyze is missing: sudo apt-get install systemd" >&2; exit 1; fi; }
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "missing:$$missing (sudo apt-get install$$missing)" >&2; exit 1; fi; \
+	fi
 
 image: venv engine ## build the runner and browser images (each skipped when its inputs are unchanged)
 	bash scripts/build-images.sh

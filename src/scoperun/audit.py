@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import AuditError
 from .models import ExecutionResult, Status
+from .mounts import is_fuse
 
 if TYPE_CHECKING:
     from .chain import HostChain
@@ -47,6 +48,7 @@ class AuditLog:
         self.directory = directory
         self.chain = chain
         self.index = index
+        self._in_place: bool | None = None  # write in place (a FUSE bucket) rather than temp + rename
 
     @classmethod
     def from_settings(cls, settings: Settings, workspace_root: Path) -> AuditLog:
@@ -128,7 +130,15 @@ class AuditLog:
             self.directory.mkdir(parents=True, exist_ok=True)
             if self.directory.is_symlink():
                 raise AuditError(f"audit folder {self.directory} is a symlink; refusing to write through it")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+            if self._in_place is None:
+                self._in_place = is_fuse(self.directory.resolve())
+            if self._in_place:
+                # A bucket behind FUSE replaces an object whole when the file is closed, so writing in
+                # place is already atomic for readers; a rename there is copy + delete, and a rename
+                # right after close can race the upload (rclone then drops the record).
+                tmp = target
+            flags = os.O_TRUNC if self._in_place else os.O_EXCL
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | flags | os.O_NOFOLLOW, 0o644)
             try:
                 with os.fdopen(fd, "wb") as fh:
                     for chunk in [data] if isinstance(data, bytes) else data:
@@ -136,9 +146,11 @@ class AuditLog:
                     fh.flush()
                     os.fsync(fh.fileno())
             except BaseException:
-                tmp.unlink(missing_ok=True)
+                if tmp != target:
+                    tmp.unlink(missing_ok=True)
                 raise
-            os.replace(tmp, target)
+            if tmp != target:
+                os.replace(tmp, target)
         except AuditError:
             raise
         except OSError as exc:

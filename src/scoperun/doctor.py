@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .config import Settings
+from .mounts import filesystem_of
 
 __all__ = ["Check", "run_checks"]
 
@@ -27,26 +28,6 @@ class Check:
     def as_dict(self) -> dict[str, object]:
         """A JSON-ready dict."""
         return asdict(self)
-
-
-def _mount_of(path: Path) -> tuple[str, str] | None:
-    """The (mount point, filesystem type) holding `path`, from /proc/mounts."""
-    try:
-        lines = Path("/proc/mounts").read_text().splitlines()
-    except OSError:
-        return None
-    best: tuple[str, str] | None = None
-    target = str(path)
-    for line in lines:
-        parts = line.split()
-        if len(parts) < 3:
-            continue
-        mount_point = parts[1].replace("\\040", " ")
-        if (target == mount_point or target.startswith(mount_point.rstrip("/") + "/")) and (
-            best is None or len(mount_point) > len(best[0])
-        ):
-            best = (mount_point, parts[2])
-    return best
 
 
 def _check_engine(settings: Settings) -> tuple[Check, object | None]:
@@ -110,12 +91,14 @@ def _check_workspace(settings: Settings) -> list[Check]:
                     f"{settings.container_user.split(':')[-1]} --file-mode 664 --dir-mode 775",
                 severity="warning",
             ))
-    mount = _mount_of(root)
+    mount = filesystem_of(root)
     if mount is not None:
         mount_point, fstype = mount
         is_fuse = fstype.startswith("fuse")
         kind = "gcsfuse" if "gcsfuse" in fstype else ("a FUSE mount" if is_fuse else f"local {fstype}")
-        checks.append(Check("mount", True, f"workspace is on {kind} ({mount_point})", severity="warning"))
+        checks.append(Check("mount", True, f"workspace is on {kind} ({mount_point}, {fstype})", severity="warning"))
+    if projects.is_dir():
+        checks.append(_check_staging(settings, projects))
     usage = shutil.disk_usage(root)
     checks.append(Check(
         "disk", usage.free >= _MIN_FREE_BYTES, f"{usage.free / 1024**3:.1f} GiB free under {root}",
@@ -140,6 +123,22 @@ def _check_firewall(settings: Settings) -> Check:
     return Check("firewall", False,
                  f"containers can reach {', '.join(state.missing)} (on a cloud VM: the metadata server and the "
                  f"VM's credentials)", fix=fix, severity=severity)
+
+
+def _check_staging(settings: Settings, projects: Path) -> Check:
+    """Staged runs overlay the case folder: check its filesystem lets overlayfs read it."""
+    from .changes.tracker import overlay_lower_problem
+
+    cases = [p for p in sorted(projects.iterdir())[:5] if p.is_dir() and not p.is_symlink()]
+    problem = next(filter(None, (overlay_lower_problem(case) for case in cases or [projects])), None)
+    if problem is None:
+        return Check("staging", True, f"case folders can be overlaid (write_mode {settings.write_mode})",
+                     severity="warning")
+    return Check(
+        "staging", False, f"staged runs cannot overlay the case folders: {problem}; they will be rejected",
+        fix="export SCOPERUN_WRITE_MODE=direct   # changes recorded, no undo",
+        severity="error" if settings.write_mode == "staged" else "warning",
+    )
 
 
 def run_checks(settings: Settings) -> list[Check]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -193,4 +195,38 @@ def begin_tracking(settings: Settings, *, workspace_root: Path, execution_id: st
         return _ReadOnly(case_dir)
     if write_mode == "direct":
         return _Direct(execution_id, case, case_dir)
+    problem = overlay_lower_problem(case_dir)
+    if problem:
+        raise ChangesError(
+            f"rejected (staging-unsupported): a staged run needs an overlay on the case folder, and {problem}. "
+            f"Run it with write_mode 'direct' (changes recorded, no undo; `--write-mode direct`, or "
+            f"SCOPERUN_WRITE_MODE=direct for every run), or move the workspace to a filesystem that supports it.",
+            execution_id=execution_id)
     return _Staged(settings, workspace_root, execution_id, case, case_dir, apply_policy, requested_by)
+
+
+# getxattr answers that overlayfs copes with on a lower layer: "no such attribute" or "not supported".
+_XATTR_FINE = {errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EPERM, errno.EACCES}
+
+
+def overlay_lower_problem(case_dir: Path) -> str | None:
+    """Why an overlay cannot use `case_dir` as its lower layer, or None when it can.
+
+    Overlayfs reads `trusted.overlay.*` attributes of every lower file; a filesystem that fails
+    those reads with an I/O error (seen with rclone's FUSE mount) makes every file unreadable in
+    the run. Real gcsfuse answers "not supported", which overlayfs accepts.
+    """
+    probe = [case_dir]
+    try:
+        with os.scandir(case_dir) as it:
+            probe += [Path(e.path) for e, _ in zip(it, range(3), strict=False)]
+    except OSError:
+        pass
+    for path in probe:
+        try:
+            os.getxattr(path, "trusted.overlay.metacopy", follow_symlinks=False)
+        except OSError as exc:
+            if exc.errno not in _XATTR_FINE:
+                return (f"its filesystem fails extended-attribute reads ({errno.errorcode.get(exc.errno, exc.errno)} "
+                        f"on {path.name or path})")
+    return None
