@@ -23,14 +23,13 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from .errors import AuditError
-from .state import HOST, audit_dir_key, process_alive
+from .state import HOST, audit_dir_key, stale_run
 
 __all__ = ["GENESIS", "ChainFinding", "HostChain", "VerifyReport", "record_digest", "verify_records"]
 
@@ -148,26 +147,14 @@ class VerifyReport(BaseModel):
         return sum(1 for f in self.findings if f.kind == kind)
 
 
-def _epoch(value: Any) -> float | None:
-    if not value:
-        return None
-    try:
-        return datetime.fromisoformat(str(value)).timestamp()
-    except ValueError:
-        return None
-
-
 def _unfinished(record: dict[str, Any], *, now: float, grace: float, default_timeout: float) -> str | None:
-    if record.get("status") != "running":
+    stale = stale_run(record, now=now, grace=grace, default_timeout=default_timeout)
+    if stale is None:
         return None
-    pid, host = record.get("pid"), record.get("host")
-    if host == HOST and isinstance(pid, int) and not process_alive(pid):
-        return f"still 'running' but its scoperun process {pid} on {host} is gone; `scoperun gc` marks it abandoned"
-    started = _epoch(record.get("started_at") or record.get("timestamp"))
-    timeout = float((record.get("limits") or {}).get("timeout") or default_timeout)
-    if started is not None and started + timeout + grace < now:
-        return f"still 'running' {now - started:.0f} s after it started (timeout {timeout:g} s)"
-    return None
+    if stale.why == "process-gone":
+        return (f"still 'running' but its scoperun process {stale.pid} on {stale.host} is gone; "
+                f"`scoperun gc` marks it abandoned")
+    return f"still 'running' {stale.elapsed:.0f} s after it started (timeout {stale.timeout:g} s)"
 
 
 def verify_records(

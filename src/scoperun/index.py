@@ -15,11 +15,11 @@ import sqlite3
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from .errors import AuditError
+from .state import epoch_of
 
 __all__ = ["AuditIndex", "ReindexReport", "read_json_file", "row_from_record", "where_clause"]
 
@@ -51,15 +51,6 @@ _UPSERT = (f"INSERT OR REPLACE INTO records ({', '.join(_COLUMNS)}) "
            f"VALUES ({', '.join('?' for _ in _COLUMNS)})")
 
 
-def _epoch(value: Any) -> float | None:
-    if value in (None, ""):
-        return None
-    try:
-        return datetime.fromisoformat(str(value)).timestamp()
-    except ValueError:
-        return None
-
-
 def _num(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
@@ -75,8 +66,8 @@ def row_from_record(stem: str, record: dict[str, Any], mtime_ns: int, size: int)
         duration = _num(durations.get("total"))
     return (
         stem, mtime_ns, size,
-        _epoch(record.get("started_at") or record.get("timestamp")),
-        _epoch(record.get("finished_at")),
+        epoch_of(record.get("started_at") or record.get("timestamp")),
+        epoch_of(record.get("finished_at")),
         str(status),
         1 if record.get("success") else 0,
         record.get("case_name"),

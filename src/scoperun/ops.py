@@ -29,7 +29,7 @@ from pydantic import BaseModel, Field
 from .backends.base import MANAGED_LABEL
 from .config import Settings
 from .errors import AuditError, EngineError, ScopeRunError
-from .state import HOST, process_alive
+from .state import HOST, epoch_of, stale_run
 
 __all__ = [
     "GcReport",
@@ -223,25 +223,15 @@ class GcReport(BaseModel):
     errors: list[str] = Field(default_factory=list)
 
 
-def _epoch(value: Any) -> float | None:
-    try:
-        return datetime.fromisoformat(str(value)).timestamp() if value else None
-    except ValueError:
-        return None
-
-
 def _abandon_reason(record: dict[str, Any], settings: Settings, now: float) -> str | None:
-    if record.get("status") != "running":
+    stale = stale_run(record, now=now, grace=settings.gc_grace, default_timeout=settings.timeout)
+    if stale is None:
         return None
-    pid, host = record.get("pid"), record.get("host")
-    if host == HOST and isinstance(pid, int) and not process_alive(pid):
-        return f"its scoperun process (pid {pid} on {host}) ended without finishing the run (crashed or killed)"
-    started = _epoch(record.get("started_at") or record.get("timestamp"))
-    timeout = float((record.get("limits") or {}).get("timeout") or settings.timeout)
-    if started is not None and started + timeout + settings.gc_grace < now:
-        return (f"still 'running' {now - started:.0f} s after it started, past its timeout ({timeout:g} s) "
-                f"and gc's grace ({settings.gc_grace:g} s); its scoperun process on {host} never finished it")
-    return None
+    if stale.why == "process-gone":
+        return (f"its scoperun process (pid {stale.pid} on {stale.host}) ended without finishing the run "
+                f"(crashed or killed)")
+    return (f"still 'running' {stale.elapsed:.0f} s after it started, past its timeout ({stale.timeout:g} s) "
+            f"and gc's grace ({settings.gc_grace:g} s); its scoperun process on {stale.host} never finished it")
 
 
 def _mark_abandoned(settings: Settings, report: GcReport, now: float, dry_run: bool) -> None:
@@ -266,7 +256,7 @@ def _mark_abandoned(settings: Settings, report: GcReport, now: float, dry_run: b
         report.abandoned.append(execution_id)
         if dry_run:
             continue
-        started = _epoch(record.get("started_at") or record.get("timestamp"))
+        started = epoch_of(record.get("started_at") or record.get("timestamp"))
         record.update({
             "status": "abandoned", "success": False,
             "message": f"abandoned: {reason}; marked by scoperun gc (pid {os.getpid()} on {HOST})",
@@ -338,7 +328,7 @@ def _remove_volumes(api: Any, settings: Settings, report: GcReport, now: float, 
         if labels_of.get(MANAGED_LABEL) != "1":
             continue  # never anything scoperun did not make
         execution_id = labels_of.get(ID_LABEL)
-        created = _epoch(volume.get("CreatedAt"))
+        created = epoch_of(volume.get("CreatedAt"))
         stale = execution_id not in live and created is not None and created + settings.gc_grace < now
         if execution_id not in abandoned and not stale:
             continue  # a run may be between creating its volume and its container

@@ -11,11 +11,14 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from typing import Any, Literal
 
 from .config import Settings
 
-__all__ = ["HOST", "audit_dir_key", "index_path", "process_alive", "state_dir"]
+__all__ = ["HOST", "StaleRun", "audit_dir_key", "epoch_of", "index_path", "process_alive", "stale_run", "state_dir"]
 
 HOST = socket.gethostname()
 
@@ -93,3 +96,39 @@ def doctor_checks(settings: Settings) -> list:
     except ScopeRunError as exc:
         checks.append(Check("index", False, str(exc), fix="scoperun audit reindex --full"))
     return checks
+
+
+def epoch_of(value: Any) -> float | None:
+    """Seconds since the epoch of an ISO 8601 time from a record; None when absent or unreadable."""
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(str(value)).timestamp()
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class StaleRun:
+    """Why a record still says `running` although its run cannot be going on any more."""
+
+    why: Literal["process-gone", "overdue"]
+    pid: Any
+    host: Any
+    elapsed: float | None
+    timeout: float
+
+
+def stale_run(record: dict[str, Any], *, now: float, grace: float, default_timeout: float) -> StaleRun | None:
+    """A `running` record whose process on this host is gone, or that is past timeout + grace; else None."""
+    if record.get("status") != "running":
+        return None
+    pid, host = record.get("pid"), record.get("host")
+    started = epoch_of(record.get("started_at") or record.get("timestamp"))
+    timeout = float((record.get("limits") or {}).get("timeout") or default_timeout)
+    elapsed = None if started is None else now - started
+    if host == HOST and isinstance(pid, int) and not process_alive(pid):
+        return StaleRun("process-gone", pid, host, elapsed, timeout)
+    if elapsed is not None and elapsed > timeout + grace:
+        return StaleRun("overdue", pid, host, elapsed, timeout)
+    return None
