@@ -10,6 +10,7 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -26,6 +27,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
+def unavailable(message: str) -> NoReturn:
+    """A prerequisite is missing: fail under CI (CI=true), where everything must be there; else skip."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 @pytest.fixture(scope="session")
 def docker_client():
     """A docker-py client for the real engine (fails under CI when none answers)."""
@@ -36,10 +44,7 @@ def docker_client():
         client.ping()
         client.images.get(IMAGE)
     except Exception as exc:
-        message = f"the Docker engine or image {IMAGE} is not available ({exc}); run `make image`"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(f"the Docker engine or image {IMAGE} is not available ({exc}); run `make image`")
     yield client
     client.close()
 
@@ -89,4 +94,5 @@ def read_record(workspace: Path, execution_id: str) -> dict:
     return json.loads((workspace / "Database" / "script_executions" / f"{execution_id}.json").read_text())
 
 
-from tests.integration._adversarial import guard
+# Registers the `guard` fixture of the adversarial suite for every integration module.
+from tests.integration._adversarial import guard  # noqa: E402, F401

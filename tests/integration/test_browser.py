@@ -24,7 +24,7 @@ from scoperun.browser import BrowserRequest, run_browser
 from scoperun.config import Settings
 from scoperun.executor import Executor
 from tests.conftest import CASE
-from tests.integration.conftest import IMAGE, read_record
+from tests.integration.conftest import IMAGE, read_record, unavailable
 
 BROWSER_IMAGE = os.environ.get("SCOPERUN_TEST_BROWSER_IMAGE", "scoperun-browser:latest")
 TEST_LABEL = {"org.scoperun.test": "1"}
@@ -89,10 +89,7 @@ def browser_image(docker_client: Any) -> str:
     try:
         docker_client.images.get(BROWSER_IMAGE)
     except docker.errors.ImageNotFound:
-        message = f"{BROWSER_IMAGE} is missing; build it with `scoperun image build --browser` (or `make image`)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(f"{BROWSER_IMAGE} is missing; build it with `scoperun image build --browser` (or `make image`)")
     return BROWSER_IMAGE
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from scoperun import ExecutionRequest, Settings, Status
 from scoperun.executor import Executor
-from tests.integration.conftest import IMAGE, assert_no_containers_left
+from tests.integration.conftest import IMAGE, assert_no_containers_left, unavailable
 
 BUCKET = "firm-workspace"
 CASE = "Caryn-McCay-MVA-7-30-2023"
@@ -25,10 +25,7 @@ CASE = "Caryn-McCay-MVA-7-30-2023"
 def _require(tool: str) -> str:
     path = shutil.which(tool)
     if path is None:
-        message = f"{tool} is missing: `make tools` installs rclone and fuse3"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(f"{tool} is missing: `make tools` installs rclone and fuse3")
     return path
 
 

@@ -17,7 +17,7 @@ from scoperun import ExecutionRequest, Status
 from scoperun.executor import Executor
 from scoperun.firewall import status
 from tests.conftest import CASE
-from tests.integration.conftest import IMAGE
+from tests.integration.conftest import IMAGE, unavailable
 
 METADATA = "169.254.169.254/32"
 TEST_LABEL = {"org.scoperun.test": "1"}
@@ -32,9 +32,7 @@ def scoperun(workspace: Path, *args: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(autouse=True)
 def _root_only() -> None:
     if os.geteuid() != 0:
-        if os.environ.get("CI") == "true":
-            pytest.fail("the firewall tests need root (iptables)")
-        pytest.skip("the firewall tests need root (iptables)")
+        unavailable("the firewall tests need root (iptables)")
 
 
 def test_install_puts_the_metadata_rule_in_docker_user_and_doctor_sees_it(workspace: Path, docker_client) -> None:

@@ -13,6 +13,7 @@ from scoperun import ExecutionRequest, Status
 from scoperun.executor import Executor
 from tests.conftest import CASE
 from tests.integration._adversarial import wait_until
+from tests.integration.conftest import unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -74,10 +75,8 @@ def gvisor(docker_client) -> str:
             done = subprocess.run(["bash", str(ROOT / "scripts" / "install-gvisor.sh")], capture_output=True,
                                   text=True, timeout=600)
             assert done.returncode == 0, done.stdout + done.stderr
-        elif os.environ.get("CI") == "true":
-            pytest.fail("gVisor (runsc) is not registered and the tests are not root")
         else:
-            pytest.skip("gVisor (runsc) is not registered; run `sudo bash scripts/install-gvisor.sh`")
+            unavailable("gVisor (runsc) is not registered; run `sudo bash scripts/install-gvisor.sh`")
     assert "runsc" in docker_client.info()["Runtimes"]
     return "runsc"
 
