@@ -101,6 +101,19 @@ def _col(index: int) -> str:
     return letters
 
 
+def _content_types(*overrides: tuple[str, str]) -> str:
+    """The [Content_Types].xml of an OOXML package: the two defaults plus (part, type suffix) overrides."""
+    parts = "".join(f'<Override PartName="{part}" ContentType="{_CT}.{kind}"/>' for part, kind in overrides)
+    return (
+        _XML
+        + '<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
+        '<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
+        '<Default Extension="xml" ContentType="application/xml"/>'
+        + parts
+        + "</Types>"
+    )
+
+
 def make_xlsx(rows: list[list[str | float | int]], *, sheet: str = "Sheet1") -> bytes:
     """A minimal valid .xlsx: one worksheet, inline strings and numbers, a default style."""
     cells = []
@@ -115,16 +128,7 @@ def make_xlsx(rows: list[list[str | float | int]], *, sheet: str = "Sheet1") -> 
         cells.append(f'<row r="{r}">{"".join(cs)}</row>')
     return _zip(
         {
-            "[Content_Types].xml": _XML
-            + (
-                '<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
-                '<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
-                '<Default Extension="xml" ContentType="application/xml"/>'
-                f'<Override PartName="/xl/workbook.xml" ContentType="{_CT}.spreadsheetml.sheet.main+xml"/>'
-                f'<Override PartName="/xl/worksheets/sheet1.xml" ContentType="{_CT}.spreadsheetml.worksheet+xml"/>'
-                f'<Override PartName="/xl/styles.xml" ContentType="{_CT}.spreadsheetml.styles+xml"/>'
-                "</Types>"
-            ),
+            "[Content_Types].xml": _content_types(("/xl/workbook.xml", "spreadsheetml.sheet.main+xml"), ("/xl/worksheets/sheet1.xml", "spreadsheetml.worksheet+xml"), ("/xl/styles.xml", "spreadsheetml.styles+xml")),
             "_rels/.rels": _XML
             + (
                 f'<Relationships xmlns="{_PKG_RELS}">'
@@ -168,14 +172,7 @@ def make_docx(paragraphs: list[str]) -> bytes:
     body = "".join(f'<w:p><w:r><w:t xml:space="preserve">{escape(p)}</w:t></w:r></w:p>' for p in paragraphs)
     return _zip(
         {
-            "[Content_Types].xml": _XML
-            + (
-                '<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
-                '<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
-                '<Default Extension="xml" ContentType="application/xml"/>'
-                f'<Override PartName="/word/document.xml" ContentType="{_CT}.wordprocessingml.document.main+xml"/>'
-                "</Types>"
-            ),
+            "[Content_Types].xml": _content_types(("/word/document.xml", "wordprocessingml.document.main+xml")),
             "_rels/.rels": _XML
             + (
                 f'<Relationships xmlns="{_PKG_RELS}">'
