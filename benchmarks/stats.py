@@ -21,8 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from scoperun.index import AuditIndex
-from scoperun.stats import compute_stats, compute_stats_from_files
+from scoperun.audit.index import AuditIndex
+from scoperun.audit.stats import compute_stats, compute_stats_from_files
+
 from scoperun.testing import fake_records
 
 

@@ -1,6 +1,7 @@
 """scoperun: run scripts on a firm's real case files in fresh, hardened, scoped containers.
 
-    from scoperun import Executor, ExecutionRequest
+    from scoperun import Executor
+    from scoperun import ExecutionRequest
     result = Executor().run(ExecutionRequest(script="Tools/create_file_inventory.py", case="Doe-MVA-2024"))
 
 Importing scoperun never contacts a container engine; the engine client is made on first run.
@@ -8,8 +9,8 @@ Importing scoperun never contacts a container engine; the engine client is made 
 
 from __future__ import annotations
 
-from .config import Settings, load_settings
-from .errors import (
+from scoperun.config import Settings, load_settings
+from scoperun.errors import (
     AuditError,
     ConfigError,
     EngineError,
@@ -20,8 +21,8 @@ from .errors import (
     UnsupportedScriptError,
     WorkspaceError,
 )
-from .executor import Executor
-from .models import Durations, ExecutionRequest, ExecutionResult, Limits, OutputCapture, Status
+from scoperun.executor import Executor
+from scoperun.models import Durations, ExecutionRequest, ExecutionResult, Limits, OutputCapture, Status
 
 __version__ = "0.1.0"
 

@@ -1,5 +1,5 @@
 """`python -m scoperun` is the `scoperun` command."""
 
-from scoperun.cli import main
+from scoperun.cli.main import main
 
 main()

@@ -21,11 +21,11 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
-from .backends.base import BindMount, RunOutcome
-from .errors import BrowserActionError
-from .executor import Executor, FixedProgram, new_execution_id
-from .models import ExecutionRequest, ExecutionResult, Limits, Status
-from .output import redactor_for
+from scoperun.engine.base import BindMount, RunOutcome
+from scoperun.errors import BrowserActionError
+from scoperun.executor import Executor, FixedProgram, new_execution_id
+from scoperun.models import ExecutionRequest, ExecutionResult, Limits, Status
+from scoperun.safety.redaction import redactor_for
 
 __all__ = [
     "ACTION_TIMEOUT_MS",

@@ -187,7 +187,7 @@ def load_settings(**overrides: Any) -> Settings:
     """Load settings from the environment and scoperun.toml, with explicit overrides on top."""
     from pydantic import ValidationError
 
-    from .errors import ConfigError
+    from scoperun.errors import ConfigError
 
     try:
         return Settings(**overrides)

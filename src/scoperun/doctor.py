@@ -7,8 +7,8 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .config import Settings
-from .mounts import filesystem_of
+from scoperun.config import Settings
+from scoperun.mounts import filesystem_of
 
 __all__ = ["Check", "run_checks"]
 
@@ -31,8 +31,8 @@ class Check:
 
 
 def _check_engine(settings: Settings) -> tuple[Check, object | None]:
-    from .backends.docker import connect
-    from .errors import EngineError
+    from scoperun.engine.docker import connect
+    from scoperun.errors import EngineError
 
     try:
         client = connect(settings.docker_host, timeout=10)
@@ -109,8 +109,8 @@ def _check_workspace(settings: Settings) -> list[Check]:
 
 
 def _check_firewall(settings: Settings) -> Check:
-    from .errors import FirewallError
-    from .firewall import status
+    from scoperun.errors import FirewallError
+    from scoperun.safety.firewall import status
 
     severity = "error" if settings.firewall_required else "warning"
     fix = "scoperun firewall install   # as root, after Docker started (and at every boot)"
@@ -127,7 +127,7 @@ def _check_firewall(settings: Settings) -> Check:
 
 def _check_staging(settings: Settings, projects: Path) -> Check:
     """Staged runs overlay the case folder: check its filesystem lets overlayfs read it."""
-    from .changes.tracker import overlay_lower_problem
+    from scoperun.changes.tracker import overlay_lower_problem
 
     cases = [p for p in sorted(projects.iterdir())[:5] if p.is_dir() and not p.is_symlink()]
     problem = next(filter(None, (overlay_lower_problem(case) for case in cases or [projects])), None)
@@ -153,7 +153,40 @@ def run_checks(settings: Settings) -> list[Check]:
     ]
     checks.extend(_check_workspace(settings))
     checks.append(_check_firewall(settings))
-    from .state import doctor_checks  # audit index and chain (host-local state)
 
-    checks.extend(doctor_checks(settings))
+    checks.extend(_check_state(settings))  # audit index and chain (host-local state)
+    return checks
+
+
+def _check_state(settings: Settings) -> list[Check]:
+    """`scoperun doctor` checks of the host-local state: folder writable, index and chain head usable."""
+    from scoperun.audit.state import index_path, state_dir
+    from scoperun.errors import ScopeRunError
+
+    folder = state_dir(settings)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".doctor-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        return [Check("state", False, f"host state folder {folder} is not writable ({exc.strerror})",
+                      fix=f"mkdir -p {folder} && chown $(id -u) {folder}   # or set SCOPERUN_STATE_DIR")]
+    checks = [Check("state", True, f"host state (audit index, chain heads) in {folder}")]
+    root = Path(settings.workspace).expanduser()
+    if not root.is_dir():
+        return checks
+    from scoperun.audit.chain import HostChain
+    from scoperun.audit.index import AuditIndex
+
+    audit_dir = root.resolve() / settings.audit_dir
+    try:
+        index = AuditIndex(index_path(settings, audit_dir), audit_dir)
+        checks.append(Check("index", True, f"audit index {index.path}: {index.count()} records "
+                                          f"(`scoperun audit reindex` catches up with the files)"))
+        head = HostChain(folder, audit_dir).head()
+        detail = f"audit chain {head['id']} at position {head['seq']}" if head else "audit chain not started yet"
+        checks.append(Check("chain", True, detail + " (`scoperun audit verify` checks it)"))
+    except ScopeRunError as exc:
+        checks.append(Check("index", False, str(exc), fix="scoperun audit reindex --full"))
     return checks

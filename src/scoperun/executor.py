@@ -19,13 +19,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .audit import AuditLog, keep_full_output, record_from_result
-from .backends.base import Backend, BindMount, RunOutcome, RunSpec
-from .config import Settings, load_settings, parse_memory
-from .errors import ChangesError, EngineError, SafetyError, ScopeError, UnsupportedScriptError
-from .models import Durations, ExecutionRequest, ExecutionResult, OutputCapture, Status
-from .output import Redactor
-from .scope import CONTAINER_ROOT, ResolvedScript, Workspace
+from scoperun.audit.log import AuditLog, keep_full_output, record_from_result
+from scoperun.config import Settings, load_settings, parse_memory
+from scoperun.engine.base import Backend, BindMount, RunOutcome, RunSpec
+from scoperun.errors import ChangesError, EngineError, SafetyError, ScopeError, UnsupportedScriptError
+from scoperun.models import Durations, ExecutionRequest, ExecutionResult, OutputCapture, Status
+from scoperun.safety.redaction import Redactor
+from scoperun.scope import CONTAINER_ROOT, ResolvedScript, Workspace
 
 __all__ = ["Executor", "FixedProgram", "new_execution_id"]
 
@@ -90,7 +90,7 @@ class Executor:
         """The engine backend, made on first use (so importing scoperun needs no engine)."""
         with self._backend_lock:
             if self._backend is None:
-                from .backends.docker import DockerBackend
+                from scoperun.engine.docker import DockerBackend
 
                 self._backend = DockerBackend(self.settings.docker_host)
             return self._backend
@@ -256,7 +256,7 @@ class _Run:
                 extra_mounts.append(BindMount(script.host_path, str(script.container_path), read_only=True))
             command = (script.interpreter, str(script.container_path), *req.args)
 
-        from .changes.tracker import begin_tracking
+        from scoperun.changes.tracker import begin_tracking
 
         self.tracker = begin_tracking(st, workspace_root=ws.root, execution_id=self.execution_id, case=req.case,
                                       case_dir=case_dir, write_mode=self.write_mode,
@@ -304,7 +304,7 @@ class _Run:
         policy = self.request.safety_policy or self.settings.safety_policy
         if policy == "off":
             return
-        from .safety import SafetyPolicy, apply_policy, scan_script
+        from scoperun.safety import SafetyPolicy, apply_policy, scan_script
 
         findings = scan_script(source.decode("utf-8", "replace"), kind=script.kind)
         self.findings = [f.model_dump() for f in findings]
@@ -314,7 +314,7 @@ class _Run:
         """After the container: report (and defuse) what the run left in the case; see hazards.py."""
         if self.case_dir is None:
             return
-        from .hazards import scan_case
+        from scoperun.safety.hazards import scan_case
 
         try:
             self.hazards = scan_case(self.case_dir, limit=self.settings.hazard_scan_limit).as_list()
@@ -349,7 +349,7 @@ class _Run:
             status, message = Status.SUCCEEDED, "succeeded"
         else:
             status, message = Status.FAILED, f"the script exited with code {outcome.exit_code}"
-        from .ops import read_stop_marker
+        from scoperun.ops import read_stop_marker
 
         stop = read_stop_marker(self.audit.directory, self.execution_id)  # an operator's `scoperun stop`
         if stop is not None and status is not Status.SUCCEEDED:
@@ -359,7 +359,7 @@ class _Run:
             message = self.program.explain_failure(outcome) or message  # reads what the run left
         self._scan_hazards()
         if self.changes is not None:
-            from .changes.tracker import setid_hazards
+            from scoperun.changes.tracker import setid_hazards
 
             self.hazards = [*setid_hazards(self.changes), *self.hazards]
         if self.hazards:

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .changes.model import ApplyPolicy, ChangeSet, WriteMode
+from scoperun.changeset import ApplyPolicy, ChangeSet, WriteMode
 
 __all__ = [
     "Durations",
@@ -51,7 +51,7 @@ class Limits(BaseModel):
     @classmethod
     def _check_memory(cls, value: str | None) -> str | None:
         if value is not None:
-            from .config import parse_memory
+            from scoperun.config import parse_memory
 
             parse_memory(value)
         return value

@@ -26,10 +26,10 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from .backends.base import MANAGED_LABEL
-from .config import Settings
-from .errors import AuditError, EngineError, ScopeRunError
-from .state import HOST, epoch_of, stale_run
+from scoperun.audit.state import HOST, epoch_of, stale_run
+from scoperun.config import Settings
+from scoperun.engine.base import MANAGED_LABEL
+from scoperun.errors import AuditError, EngineError, ScopeRunError
 
 __all__ = [
     "GcReport",
@@ -96,7 +96,7 @@ class RunInfo(BaseModel):
 
 
 def _client(settings: Settings) -> Any:
-    from .backends.docker import connect
+    from scoperun.engine.docker import connect
 
     return connect(settings.docker_host, timeout=30)
 
@@ -235,7 +235,7 @@ def _abandon_reason(record: dict[str, Any], settings: Settings, now: float) -> s
 
 
 def _mark_abandoned(settings: Settings, report: GcReport, now: float, dry_run: bool) -> None:
-    from .audit import AuditLog
+    from scoperun.audit.log import AuditLog
 
     root = Path(settings.workspace).expanduser().resolve()
     audit = AuditLog.from_settings(settings, root)

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
-from .config import Settings
-from .errors import ScopeError, UnsupportedScriptError, WorkspaceError
+from scoperun.config import Settings
+from scoperun.errors import ScopeError, UnsupportedScriptError, WorkspaceError
 
 __all__ = ["CONTAINER_ROOT", "ResolvedScript", "Workspace", "check_case_name", "check_relative_path"]
 

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .backends.base import BindMount, OverlayMount, RunOutcome, RunSpec
-from .output import BoundedBuffer
+from scoperun.engine.base import BindMount, OverlayMount, RunOutcome, RunSpec
+from scoperun.engine.capture import BoundedBuffer
 
 __all__ = ["FakeBackend", "FakeRun", "fake_records"]
 

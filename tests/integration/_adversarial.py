@@ -14,7 +14,7 @@ import pytest
 
 from scoperun import ExecutionRequest, ExecutionResult, Status
 from scoperun.executor import Executor
-from scoperun.hazards import walk_no_follow
+from scoperun.safety.hazards import walk_no_follow
 from tests.conftest import CASE
 from tests.integration.conftest import read_record
 

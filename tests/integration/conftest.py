@@ -14,8 +14,8 @@ from typing import NoReturn
 
 import pytest
 
-from scoperun.backends.base import MANAGED_LABEL
 from scoperun.config import Settings
+from scoperun.engine.base import MANAGED_LABEL
 from scoperun.executor import Executor
 
 IMAGE = os.environ.get("SCOPERUN_TEST_IMAGE", "scoperun-runner:latest")

@@ -3,7 +3,7 @@
 This really stops and restarts the machine's dockerd (every container on it without live-restore
 dies), then starts it again exactly as it was started (same command line, environment and working
 folder, in the background, its log appended to /var/log/dockerd.log) and waits until it answers.
-Deselect it with `-m "not daemon_restart"` on a shared engine.
+It runs only under CI=true or with SCOPERUN_TEST_DAEMON_RESTART=1 (see tests/conftest.py).
 """
 
 from __future__ import annotations

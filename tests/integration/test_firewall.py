@@ -15,7 +15,7 @@ import pytest
 
 from scoperun import ExecutionRequest, Status
 from scoperun.executor import Executor
-from scoperun.firewall import status
+from scoperun.safety.firewall import status
 from tests.conftest import CASE
 from tests.integration.conftest import IMAGE, unavailable
 

@@ -11,7 +11,9 @@ from tests.integration.conftest import IMAGE
 
 PROBE = """
 import resource, sys
-from scoperun import Executor, ExecutionRequest, Settings
+from scoperun import Executor
+from scoperun import ExecutionRequest
+from scoperun import Settings
 ex = Executor(Settings(workspace=sys.argv[1], image=sys.argv[2], network="none", timeout=120))
 warm = ex.run(ExecutionRequest(script="Tools/hello.py", case=sys.argv[3]))
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

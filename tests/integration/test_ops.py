@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from scoperun import ExecutionRequest, ExecutionResult, Limits, Status
-from scoperun.backends.base import MANAGED_LABEL
+from scoperun.engine.base import MANAGED_LABEL
 from scoperun.executor import Executor
 from tests.conftest import CASE
 from tests.integration.conftest import IMAGE, read_record

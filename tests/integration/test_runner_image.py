@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from scoperun.images import build_image, default_base_image
+from scoperun.engine.images import build_image, default_base_image
 from scoperun.sample import create_sample_workspace
 
 pytestmark = pytest.mark.integration

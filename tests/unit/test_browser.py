@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from scoperun.backends.base import OverlayMount, RunSpec
 from scoperun.browser import (
     RUNNER_PATH,
     SPEC_TARGET,
@@ -25,9 +24,10 @@ from scoperun.browser import (
     parse_actions,
 )
 from scoperun.config import Settings
+from scoperun.engine.base import OverlayMount, RunSpec
+from scoperun.engine.images import _build_context, build_image, dockerfile_dir
 from scoperun.errors import BrowserActionError
 from scoperun.executor import Executor
-from scoperun.images import _build_context, build_image, dockerfile_dir
 from scoperun.testing import FakeBackend, FakeRun
 from tests.conftest import CASE
 

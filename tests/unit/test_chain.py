@@ -14,11 +14,11 @@ import pytest
 from typer.testing import CliRunner
 
 from scoperun import ExecutionRequest, Executor, Settings
-from scoperun.audit import AuditLog
-from scoperun.chain import HostChain, VerifyReport, verify_records
-from scoperun.cli import app
-from scoperun.index import read_json_file
-from scoperun.state import state_dir
+from scoperun.audit.chain import HostChain, VerifyReport, verify_records
+from scoperun.audit.index import read_json_file
+from scoperun.audit.log import AuditLog
+from scoperun.audit.state import state_dir
+from scoperun.cli.main import app
 from scoperun.testing import FakeBackend, FakeRun
 from tests.conftest import CASE
 

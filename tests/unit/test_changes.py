@@ -9,11 +9,11 @@ import pytest
 from pydantic import ValidationError
 
 from scoperun import ExecutionRequest, Executor, ScopeError, Settings, Status
-from scoperun.backends.base import OverlayMount
 from scoperun.changes.apply import plan
-from scoperun.changes.model import ChangeAction, compute_totals, decode_name, encode_name, summarize
 from scoperun.changes.safefs import CaseRoot, check_rel
 from scoperun.changes.snapshot import diff_listings, make_change, scan
+from scoperun.changeset import ChangeAction, compute_totals, decode_name, encode_name, summarize
+from scoperun.engine.base import OverlayMount
 from scoperun.testing import FakeBackend, FakeRun
 from tests.conftest import CASE
 

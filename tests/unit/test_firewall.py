@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import pytest
 
 from scoperun.errors import FirewallError
-from scoperun.firewall import CHAIN, COMMENT, Iptables, install, remove, status
+from scoperun.safety.firewall import CHAIN, COMMENT, Iptables, install, remove, status
 
 
 class FakeIptables:

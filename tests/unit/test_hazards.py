@@ -8,7 +8,7 @@ import stat
 from pathlib import Path
 
 from scoperun import ExecutionRequest, Executor, Settings
-from scoperun.hazards import MAX_REPORTED, display_path, scan_case, walk_no_follow
+from scoperun.safety.hazards import MAX_REPORTED, display_path, scan_case, walk_no_follow
 from scoperun.testing import FakeBackend, FakeRun
 from tests.conftest import CASE, OTHER_CASE
 

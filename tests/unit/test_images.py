@@ -12,8 +12,7 @@ from typing import Any
 
 import pytest
 
-from scoperun.errors import EngineError, ImageError
-from scoperun.images import (
+from scoperun.engine.images import (
     LABEL_INPUTS_HASH,
     LABEL_KIND,
     RUNNER_DOCKERFILE_DIR,
@@ -22,6 +21,7 @@ from scoperun.images import (
     default_base_image,
     inputs_hash,
 )
+from scoperun.errors import EngineError, ImageError
 
 REPO = Path(__file__).resolve().parents[2]
 ARGS = {"BASE_IMAGE": "scoperun-base:bookworm"}
@@ -107,8 +107,8 @@ def test_build_context_holds_dockerfile_and_extra_ca() -> None:
 
 
 def test_importing_images_does_not_import_docker() -> None:
-    """Importing scoperun.images works without touching the docker SDK or an engine."""
-    code = "import sys, scoperun.images; print('docker' in sys.modules)"
+    """Importing scoperun.engine.images works without touching the docker SDK or an engine."""
+    code = "import sys, scoperun.engine.images; print('docker' in sys.modules)"
     out = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,

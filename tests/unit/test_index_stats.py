@@ -9,17 +9,17 @@ from pathlib import Path
 import pytest
 
 from scoperun import ExecutionRequest, Executor, Settings
-from scoperun.audit import AuditLog
-from scoperun.errors import ConfigError
-from scoperun.index import AuditIndex
-from scoperun.metrics import make_registry
-from scoperun.stats import (
+from scoperun.audit.index import AuditIndex
+from scoperun.audit.log import AuditLog
+from scoperun.audit.metrics import make_registry
+from scoperun.audit.stats import (
     compute_stats,
     compute_stats_from_files,
     parse_since,
     render_stats_markdown,
     stats_for_settings,
 )
+from scoperun.errors import ConfigError
 from scoperun.testing import FakeBackend, FakeRun, fake_records
 from tests.conftest import CASE
 

@@ -11,9 +11,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from scoperun import ExecutionRequest, Executor, Settings, Status
-from scoperun.audit import AuditLog
+from scoperun.audit.log import AuditLog
+from scoperun.engine.capture import BoundedBuffer
 from scoperun.ops import collect_garbage, register_gc_hook, write_stop_marker
-from scoperun.output import BoundedBuffer
 from scoperun.testing import FakeBackend, FakeRun
 from tests.conftest import CASE
 
@@ -104,7 +104,7 @@ def _running_record(execution_id: str, *, pid: int, host: str, started: float) -
 
 def test_gc_marks_dead_and_overdue_runs_abandoned(settings: Settings, workspace: Path) -> None:
     """gc marks a run of a dead local process and an overdue run of another host abandoned, and leaves live ones."""
-    from scoperun.state import HOST
+    from scoperun.audit.state import HOST
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -137,8 +137,8 @@ def test_gc_marks_dead_and_overdue_runs_abandoned(settings: Settings, workspace:
 
 def test_streamed_redaction_never_splits_a_secret_across_chunks() -> None:
     """Redacting the kept output chunk by chunk still catches a secret cut by a chunk boundary."""
-    from scoperun.audit import _redacted_lines
-    from scoperun.output import Redactor
+    from scoperun.audit.log import _redacted_lines
+    from scoperun.safety.redaction import Redactor
 
     redactor = Redactor({"KEY": "tvly-SECRET-0123456789"})
     data = "ok\nthe key is tvly-SECRET-0123456789 here\nbye é\n".encode()

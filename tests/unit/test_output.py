@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from scoperun.output import BoundedBuffer, Redactor
+from scoperun.engine.capture import BoundedBuffer
+from scoperun.safety.redaction import Redactor
 
 
 def test_small_output_is_kept_whole() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from scoperun.output import Redactor, redactor_for
+from scoperun.safety.redaction import Redactor, redactor_for
 
 SECRET = "sk-live-4f9a2c7e1b3d8f60"
 

@@ -7,7 +7,6 @@ import textwrap
 import pydantic
 import pytest
 
-from scoperun import safety
 from scoperun.errors import ConfigError, SafetyError
 from scoperun.safety import (
     Finding,
@@ -18,6 +17,7 @@ from scoperun.safety import (
     scan_script,
     scan_shell,
 )
+from scoperun.safety import python as safety
 
 
 def _hits(findings: list[Finding]) -> set[tuple[str, int, int]]:

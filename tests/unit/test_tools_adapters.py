@@ -114,7 +114,7 @@ def test_is_loopback() -> None:
 def test_mcp_command_refuses_unsafe_http(args: list[str], message: str, workspace: Path,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """`scoperun mcp` refuses HTTP without a token, --no-auth off loopback, and --no-auth without --http."""
-    from scoperun.cli import app
+    from scoperun.cli.main import app
 
     monkeypatch.delenv("SCOPERUN_MCP_TOKEN", raising=False)
     result = CliRunner().invoke(app, ["-w", str(workspace), *args])
@@ -131,7 +131,7 @@ def test_core_and_cli_import_without_langchain_or_mcp() -> None:
         "import sys\n"
         "for name in ('langchain_core', 'langchain', 'langgraph', 'mcp'):\n"
         "    sys.modules[name] = None\n"
-        "import scoperun, scoperun.tools, scoperun.cli\n"
+        "import scoperun, scoperun.tools, scoperun.cli.main\n"
         "from scoperun.errors import ConfigError\n"
         "for adapter in ('scoperun.tools.langchain', 'scoperun.tools.mcp'):\n"
         "    try:\n"

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from scoperun import Settings
-from scoperun.output import Redactor
+from scoperun.safety.redaction import Redactor
 from scoperun.tools.monitor import execution_stats_markdown
 
 NOW = datetime.now(UTC)

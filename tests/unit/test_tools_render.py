@@ -12,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from scoperun import AuditError, ExecutionResult, OutputCapture, Status, WorkspaceError
 from scoperun.models import Durations
-from scoperun.output import Redactor
+from scoperun.safety.redaction import Redactor
 from scoperun.tools.render import STDERR_LIMIT, STDOUT_LIMIT, fence, render_browser_result, render_error, render_result
 
 EID = "exec_20250101_120000_deadbeef"

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .model import Change, ChangeAction, ChangeSet, ChangeSetStatus, ChangeTotals
+from scoperun.changeset import Change, ChangeAction, ChangeSet, ChangeSetStatus, ChangeTotals
 
 __all__ = [
     "Change",

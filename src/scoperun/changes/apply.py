@@ -15,14 +15,23 @@ import shutil
 import stat
 from pathlib import Path
 
-from ..config import Settings
-from ..errors import ChangesError, ScopeRunError
-from ..scope import Workspace
-from .journal import JournalPath, Manifest, PathState, capture, load_manifest, observe, restore_all, write_manifest
-from .model import Change, ChangeAction, ChangeSet, ChangeSetStatus, decode_name
-from .overlay import StagingArea
-from .safefs import CaseRoot
-from .store import StagingState, case_lock, change_lock, load_state, now, record_event, save_state
+from scoperun.changes.journal import (
+    JournalPath,
+    Manifest,
+    PathState,
+    capture,
+    load_manifest,
+    observe,
+    restore_all,
+    write_manifest,
+)
+from scoperun.changes.overlay import StagingArea
+from scoperun.changes.safefs import CaseRoot
+from scoperun.changes.store import StagingState, case_lock, change_lock, load_state, now, record_event, save_state
+from scoperun.changeset import Change, ChangeAction, ChangeSet, ChangeSetStatus, decode_name
+from scoperun.config import Settings
+from scoperun.errors import ChangesError, ScopeRunError
+from scoperun.scope import Workspace
 
 __all__ = ["apply_changes", "apply_staged", "discard_changes", "find_conflicts", "journal_dir", "plan"]
 

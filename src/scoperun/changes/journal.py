@@ -18,10 +18,10 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from ..errors import ChangedSinceError, ChangesError
-from .model import ChangeSet, EntryType, decode_name, encode_name
-from .safefs import CaseRoot, copy_fd, hash_fd
-from .snapshot import type_of
+from scoperun.changes.safefs import CaseRoot, copy_fd, hash_fd
+from scoperun.changes.snapshot import type_of
+from scoperun.changeset import ChangeSet, EntryType, decode_name, encode_name
+from scoperun.errors import ChangedSinceError, ChangesError
 
 __all__ = ["JournalPath", "Manifest", "PathState", "capture", "changed_since", "load_manifest", "observe",
            "restore_all", "write_manifest"]
@@ -104,7 +104,7 @@ def capture(case: CaseRoot, rel: bytes, journal: Path, blob_name: str) -> PathSt
 
 def write_manifest(journal: Path, manifest: Manifest) -> None:
     """Write the manifest atomically (a later run's rollback depends on it)."""
-    from .store import now, write_json_atomic
+    from scoperun.changes.store import now, write_json_atomic
 
     manifest.updated_at = now()
     write_json_atomic(journal / "manifest.json", manifest.model_dump(mode="json"))

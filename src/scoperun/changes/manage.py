@@ -8,15 +8,24 @@ import shutil
 from datetime import timedelta
 from pathlib import Path
 
-from ..config import Settings
-from ..errors import AuditError, ChangesError
-from ..scope import Workspace
-from .apply import journal_dir
-from .journal import load_manifest, restore_all, write_manifest
-from .model import Change, ChangeAction, ChangeSet, ChangeSetStatus
-from .overlay import StagingArea
-from .safefs import CaseRoot
-from .store import audit_log, case_lock, change_lock, load_state, now, record_event, save_state, staging_root
+from scoperun.changes.apply import journal_dir
+from scoperun.changes.journal import load_manifest, restore_all, write_manifest
+from scoperun.changes.overlay import StagingArea
+from scoperun.changes.safefs import CaseRoot
+from scoperun.changes.store import (
+    audit_log,
+    case_lock,
+    change_lock,
+    load_state,
+    now,
+    record_event,
+    save_state,
+    staging_root,
+)
+from scoperun.changeset import Change, ChangeAction, ChangeSet, ChangeSetStatus
+from scoperun.config import Settings
+from scoperun.errors import AuditError, ChangesError
+from scoperun.scope import Workspace
 
 __all__ = ["gc_staging", "load_change_set", "rollback_changes", "text_diffs"]
 
@@ -178,13 +187,13 @@ def gc_staging(settings: Settings, older_than: timedelta) -> list[str]:
 
 def _remove_stale_volumes(settings: Settings, root: Path) -> None:
     """Remove scoperun staging volumes whose staging folder is gone (best effort; in-use ones stay)."""
-    from ..backends.base import MANAGED_LABEL
-    from ..errors import EngineError
+    from scoperun.engine.base import MANAGED_LABEL
+    from scoperun.errors import EngineError
 
     try:
         from docker.errors import DockerException
 
-        from ..backends.docker import connect
+        from scoperun.engine.docker import connect
 
         client = connect(settings.docker_host, timeout=30)
     except (ImportError, EngineError):

@@ -22,10 +22,10 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ChangesError
-from .model import Change, ChangeAction
-from .safefs import CaseRoot, hash_fd
-from .snapshot import Entry, Listing, entry_from_stat, make_change
+from scoperun.changes.safefs import CaseRoot, hash_fd
+from scoperun.changes.snapshot import Entry, Listing, entry_from_stat, make_change
+from scoperun.changeset import Change, ChangeAction
+from scoperun.errors import ChangesError
 
 __all__ = ["OVERLAY_OPTIONS", "StagingArea", "read_upper"]
 

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..errors import ScopeError
+from scoperun.errors import ScopeError
 
 __all__ = ["CHUNK", "CaseRoot", "check_rel", "copy_fd", "hash_fd"]
 

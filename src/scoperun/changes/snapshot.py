@@ -13,8 +13,8 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from .model import Change, ChangeAction, EntryType, StatKey, encode_name
-from .safefs import CaseRoot
+from scoperun.changes.safefs import CaseRoot
+from scoperun.changeset import Change, ChangeAction, EntryType, StatKey, encode_name
 
 __all__ = ["Entry", "Listing", "diff_listings", "entry_from_stat", "scan"]
 

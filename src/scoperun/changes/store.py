@@ -20,11 +20,11 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from ..audit import AuditLog
-from ..config import Settings
-from ..errors import AuditError, ChangesError
-from .model import ChangeSet
-from .overlay import StagingArea
+from scoperun.audit.log import AuditLog
+from scoperun.changes.overlay import StagingArea
+from scoperun.changeset import ChangeSet
+from scoperun.config import Settings
+from scoperun.errors import AuditError, ChangesError
 
 __all__ = ["StagingState", "audit_log", "change_lock", "load_state", "now", "record_event", "save_state",
            "staging_root", "write_json_atomic"]

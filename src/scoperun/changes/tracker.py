@@ -9,15 +9,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..backends.base import BindMount, OverlayMount
-from ..config import Settings
-from ..errors import ChangesError, ScopeRunError
-from ..models import Status
-from .model import ChangeSet, ChangeSetStatus, compute_totals, summarize
-from .overlay import StagingArea, read_upper
-from .safefs import CaseRoot
-from .snapshot import Listing, diff_listings, scan
-from .store import StagingState, change_lock, now, save_state, staging_root
+from scoperun.changes.overlay import StagingArea, read_upper
+from scoperun.changes.safefs import CaseRoot
+from scoperun.changes.snapshot import Listing, diff_listings, scan
+from scoperun.changes.store import StagingState, change_lock, now, save_state, staging_root
+from scoperun.changeset import ChangeSet, ChangeSetStatus, compute_totals, summarize
+from scoperun.config import Settings
+from scoperun.engine.base import BindMount, OverlayMount
+from scoperun.errors import ChangesError, ScopeRunError
+from scoperun.models import Status
 
 __all__ = ["CaseTracker", "begin_tracking", "setid_hazards"]
 
@@ -162,7 +162,7 @@ class _Staged:
         save_state(self.area, self.state)
         if self.policy == "always" or (self.policy == "on-success" and status is Status.SUCCEEDED):
             try:
-                from .apply import apply_staged
+                from scoperun.changes.apply import apply_staged
 
                 with change_lock(self.settings, self.execution_id):
                     cs, events = apply_staged(self.settings, self.area, self.state, by=self.requested_by or "scoperun",

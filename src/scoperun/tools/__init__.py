@@ -6,7 +6,7 @@ The adapters import their frameworks lazily: `import scoperun.tools` needs neith
 
 from __future__ import annotations
 
-from .core import (
+from scoperun.tools.core import (
     ToolReply,
     aexecute_browser_automation,
     aexecute_custom_script,
@@ -18,7 +18,7 @@ from .core import (
     execute_script_on_filesystem,
     monitor_script_executions,
 )
-from .render import render_browser_result, render_error, render_result
+from scoperun.tools.render import render_browser_result, render_error, render_result
 
 __all__ = [
     "ToolReply",

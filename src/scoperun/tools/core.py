@@ -16,11 +16,11 @@ from typing import Any, Self
 
 from pydantic import ValidationError
 
-from ..errors import ScopeRunError
-from ..executor import Executor
-from ..models import ExecutionRequest, ExecutionResult
-from .monitor import execution_stats_markdown
-from .render import redactor_for, render_browser_result, render_error, render_result
+from scoperun.errors import ScopeRunError
+from scoperun.executor import Executor
+from scoperun.models import ExecutionRequest, ExecutionResult
+from scoperun.tools.monitor import execution_stats_markdown
+from scoperun.tools.render import redactor_for, render_browser_result, render_error, render_result
 
 __all__ = [
     "MAX_SCRIPT_CHARS",
@@ -194,7 +194,7 @@ def execute_browser_automation(executor: Executor, url: str, actions: list[Any],
                         "(scoperun.browser is missing). Nothing ran.")
 
     def produce() -> ToolReply:
-        from ..browser import BrowserRequest, run_browser  # type: ignore[import-not-found]
+        from scoperun.browser import BrowserRequest, run_browser  # type: ignore[import-not-found]
 
         request = BrowserRequest(url=url, actions=actions, case=case_name, save_screenshots=save_screenshots,
                                  requested_by=requested_by or DEFAULT_REQUESTED_BY)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field, create_model
 
-from ..errors import ConfigError
+from scoperun.errors import ConfigError
 
 try:
     # Imported at module level: LangChain finds the `config` parameter through the type hints.
@@ -20,9 +20,9 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ConfigError("LangChain is not installed; run `pip install 'scoperun[langchain]'`.") from exc
 
-from . import core
-from .render import render_error
-from .schemas import (
+from scoperun.tools import core
+from scoperun.tools.render import render_error
+from scoperun.tools.schemas import (
     DESCRIPTIONS,
     BrowserAutomationArgs,
     CustomScriptArgs,
@@ -32,7 +32,7 @@ from .schemas import (
 )
 
 if TYPE_CHECKING:
-    from ..executor import Executor
+    from scoperun.executor import Executor
 
 __all__ = ["make_tools"]
 
@@ -50,7 +50,7 @@ def _invalid_arguments(exc: Exception) -> str:
 def _browser_args_schema() -> type[BaseModel]:
     """The browser tool's schema with the real action vocabulary of scoperun.browser, when it has one."""
     try:
-        from ..browser import Action  # type: ignore[import-not-found]
+        from scoperun.browser import Action  # type: ignore[import-not-found]
     except ImportError:
         return BrowserAutomationArgs
     return create_model(

@@ -18,8 +18,8 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from ..errors import ConfigError
-from ..executor import Executor
+from scoperun.errors import ConfigError
+from scoperun.executor import Executor
 
 try:
     from mcp.server.mcpserver import MCPServer
@@ -27,9 +27,9 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ConfigError("The MCP SDK is not installed; run `pip install 'scoperun[mcp]'`.") from exc
 
-from .. import __version__
-from . import core
-from .schemas import (
+from scoperun import __version__
+from scoperun.tools import core
+from scoperun.tools.schemas import (
     DESCRIPTIONS,
     BrowserAutomationArgs,
     CustomScriptArgs,
@@ -96,7 +96,7 @@ def build_server(executor: Executor, *, requested_by: str = "mcp") -> MCPServer:
 
 def _add_browser_tool(server: MCPServer, executor: Executor, requested_by: str) -> None:
     try:
-        from ..browser import Action  # type: ignore[import-not-found]
+        from scoperun.browser import Action  # type: ignore[import-not-found]
         action_type: Any = Action
     except ImportError:
         action_type = dict[str, Any]

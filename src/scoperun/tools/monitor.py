@@ -8,17 +8,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..output import Redactor
+from scoperun.safety.redaction import Redactor
 
 if TYPE_CHECKING:
-    from ..config import Settings
+    from scoperun.config import Settings
 
 __all__ = ["execution_stats_markdown"]
 
 
 def execution_stats_markdown(settings: Settings, *, redactor: Redactor | None = None, since: str | None = None) -> str:
     """The markdown `monitor_script_executions` returns for the configured workspace."""
-    from ..stats import render_stats_markdown, stats_for_settings
+    from scoperun.audit.stats import render_stats_markdown, stats_for_settings
 
     text = render_stats_markdown(stats_for_settings(settings, since=since))
     return (redactor or Redactor({})).redact(text)

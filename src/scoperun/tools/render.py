@@ -16,11 +16,11 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from ..models import ExecutionResult, Status
-from ..output import Redactor
+from scoperun.models import ExecutionResult, Status
+from scoperun.safety.redaction import Redactor
 
 if TYPE_CHECKING:
-    from ..config import Settings
+    from scoperun.config import Settings
 
 __all__ = [
     "STDERR_LIMIT",
@@ -180,7 +180,7 @@ def render_error(exc: BaseException, *, redactor: Redactor | None = None, action
     """Clear text (never a traceback) for an exception that stopped a tool before anything ran."""
     from pydantic import ValidationError
 
-    from ..errors import AuditError, ConfigError, EngineError, WorkspaceError
+    from scoperun.errors import AuditError, ConfigError, EngineError, WorkspaceError
 
     redactor = redactor or Redactor({})
     if isinstance(exc, ValidationError):

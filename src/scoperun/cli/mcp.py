@@ -22,35 +22,35 @@ def mcp_command(
         "--no-auth", help="With --http on a loopback address only: accept requests without a token.")] = False,
 ) -> None:
     """Serve the agent tools over MCP: stdio (default) or HTTP (needs SCOPERUN_MCP_TOKEN)."""
-    from .cli import EXIT_REJECTED, _fail, _settings, err
-    from .errors import ScopeRunError, WorkspaceError
-    from .executor import Executor
+    from scoperun.cli.common import EXIT_REJECTED, err, fail, settings_of
+    from scoperun.errors import ScopeRunError, WorkspaceError
+    from scoperun.executor import Executor
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     try:
-        from .tools import mcp as mcp_adapter
+        from scoperun.tools import mcp as mcp_adapter
     except ScopeRunError as exc:  # the SDK is missing: say how to install it
-        raise _fail(str(exc), EXIT_REJECTED) from None
+        raise fail(str(exc), EXIT_REJECTED) from None
 
     token: str | None = settings.mcp_token.get_secret_value() if settings.mcp_token else None
     if http:
         if no_auth:
             if not mcp_adapter.is_loopback(host):
-                raise _fail(f"--no-auth is only allowed on a loopback address, not {host}; "
+                raise fail(f"--no-auth is only allowed on a loopback address, not {host}; "
                             "set SCOPERUN_MCP_TOKEN instead", EXIT_REJECTED)
             token = None
         elif not token:
-            raise _fail("refusing to serve MCP over HTTP without a token: set SCOPERUN_MCP_TOKEN (or mcp_token "
+            raise fail("refusing to serve MCP over HTTP without a token: set SCOPERUN_MCP_TOKEN (or mcp_token "
                         "in scoperun.toml) to a long random value, or pass --no-auth on a loopback address",
                         EXIT_REJECTED)
     elif no_auth:
-        raise _fail("--no-auth only applies to --http", EXIT_REJECTED)
+        raise fail("--no-auth only applies to --http", EXIT_REJECTED)
 
     with Executor(settings) as executor:
         try:
             executor.workspace
         except WorkspaceError as exc:
-            raise _fail(str(exc), EXIT_REJECTED) from None
+            raise fail(str(exc), EXIT_REJECTED) from None
         if http:
             mcp_adapter.serve_http(executor, host=host, port=port, token=token)
         else:

@@ -12,51 +12,39 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
-from .config import Settings, load_settings
-from .errors import AuditError, ConfigError, EngineError, ScopeRunError, WorkspaceError
-from .models import ExecutionRequest, ExecutionResult, Limits, Status
+from scoperun.cli.common import (
+    EXIT_ENGINE,
+    EXIT_REJECTED,
+    ApplyOpt,
+    ByOpt,
+    CaseOpt,
+    CpusOpt,
+    EnvOpt,
+    JsonOpt,
+    MemoryOpt,
+    NetworkOpt,
+    ReadOnlyOpt,
+    TimeoutOpt,
+    WorkdirOpt,
+    WriteModeOpt,
+    err,
+    exit_code_for,
+    fail,
+    out,
+    settings_of,
+)
+from scoperun.config import Settings
+from scoperun.errors import AuditError, EngineError, ScopeRunError, WorkspaceError
+from scoperun.models import ExecutionRequest, ExecutionResult, Limits
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Run scripts on case files in scoped, hardened containers.")
 image_app = typer.Typer(no_args_is_help=True, help="Build the images runs use.")
 app.add_typer(image_app, name="image")
-from .cli_firewall import app as _firewall_app
+from scoperun.cli.firewall import app as _firewall_app
 
 app.add_typer(_firewall_app, name="firewall")
-
-err = Console(stderr=True, soft_wrap=True)  # never wrap paths or ids mid-word
-out = Console(soft_wrap=True)
-
-EXIT_REJECTED = 2
-EXIT_TIMED_OUT = 124
-EXIT_ENGINE = 125
-EXIT_OOM = 137
-
-
-def exit_code_for(result: ExecutionResult) -> int:
-    """Map a result to the CLI's exit status."""
-    if result.status is Status.SUCCEEDED:
-        return 0
-    if result.status is Status.FAILED:
-        return result.exit_code if result.exit_code and 0 < result.exit_code < 256 else 1
-    return {Status.TIMED_OUT: EXIT_TIMED_OUT, Status.OOM_KILLED: EXIT_OOM,
-            Status.REJECTED: EXIT_REJECTED}.get(result.status, EXIT_ENGINE)
-
-
-def _fail(message: str, code: int) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {escape(message)}")
-    return typer.Exit(code)
-
-
-def _settings(ctx: typer.Context) -> Settings:
-    overrides: dict[str, Any] = ctx.obj or {}
-    try:
-        return load_settings(**overrides)
-    except ConfigError as exc:
-        raise _fail(str(exc), EXIT_REJECTED) from None
-
 
 @app.callback()
 def _main(
@@ -77,14 +65,14 @@ def _parse_env(pairs: list[str] | None) -> dict[str, str]:
     for pair in pairs or []:
         name, sep, value = pair.partition("=")
         if not sep:
-            raise _fail(f"--env {pair!r} must look like NAME=value", EXIT_REJECTED)
+            raise fail(f"--env {pair!r} must look like NAME=value", EXIT_REJECTED)
         env[name] = value
     return env
 
 
 def _execute(settings: Settings, as_json: bool, call: Any) -> None:
     """Run `call(executor)` with a spinner on a terminal; print and exit with the mapped code."""
-    from .executor import Executor
+    from scoperun.executor import Executor
 
     executor = Executor(settings)
     try:
@@ -98,11 +86,11 @@ def _execute(settings: Settings, as_json: bool, call: Any) -> None:
         else:
             result = call(executor)
     except (WorkspaceError, AuditError) as exc:
-        raise _fail(str(exc), EXIT_REJECTED if isinstance(exc, WorkspaceError) else EXIT_ENGINE) from None
+        raise fail(str(exc), EXIT_REJECTED if isinstance(exc, WorkspaceError) else EXIT_ENGINE) from None
     except EngineError as exc:
-        raise _fail(str(exc), EXIT_ENGINE) from None
+        raise fail(str(exc), EXIT_ENGINE) from None
     except ScopeRunError as exc:
-        raise _fail(str(exc), EXIT_REJECTED) from None
+        raise fail(str(exc), EXIT_REJECTED) from None
     finally:
         executor.close()
     _print_result(result, as_json, Path(settings.workspace).expanduser().resolve())
@@ -148,24 +136,13 @@ def _request_fields(case: str, timeout: float | None, memory: str | None, cpus: 
     try:
         limits = Limits(timeout=timeout, memory=memory, cpus=cpus)
     except ValidationError as exc:
-        raise _fail(f"bad limits: {exc.errors()[0]['msg']}", EXIT_REJECTED) from None
+        raise fail(f"bad limits: {exc.errors()[0]['msg']}", EXIT_REJECTED) from None
     return {"case": case, "limits": limits, "network": network, "read_only": read_only,
             "write_mode": write_mode, "apply": apply,
             "env": _parse_env(env), "working_dir": working_dir, "requested_by": requested_by or "cli"}
 
 
-CaseOpt = Annotated[str, typer.Option("--case", "-c", help="Case folder name under projects/.")]
-TimeoutOpt = Annotated[float | None, typer.Option(help="Seconds before the run is killed (default 300).")]
-MemoryOpt = Annotated[str | None, typer.Option(help="Memory limit, e.g. 512m, 2g (default 1g).")]
-CpusOpt = Annotated[float | None, typer.Option(help="CPU quota in cores (default 0.5).")]
-NetworkOpt = Annotated[str | None, typer.Option(help="bridge (internet), none, or a Docker network name.")]
-ReadOnlyOpt = Annotated[bool, typer.Option("--read-only", help="Mount the case read-only.")]
-EnvOpt = Annotated[list[str] | None, typer.Option("--env", "-e", help="NAME=value for the script (repeatable).")]
-WorkdirOpt = Annotated[str | None, typer.Option("--working-dir", help="Subfolder of the case to run in.")]
-ByOpt = Annotated[str | None, typer.Option("--requested-by", help="Who asked (agent, thread or user id) for the audit.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
-WriteModeOpt = Annotated[str | None, typer.Option("--write-mode", help="staged (default), direct or read-only.")]
-ApplyOpt = Annotated[str | None, typer.Option("--apply", help="Staged runs: on-success (default), never, always.")]
+
 
 
 def _make_request(script: str, fields: dict[str, Any], args: list[str] | None) -> ExecutionRequest:
@@ -174,7 +151,7 @@ def _make_request(script: str, fields: dict[str, Any], args: list[str] | None) -
     try:
         return ExecutionRequest(script=script, args=list(args or []), **fields)
     except ValidationError as exc:
-        raise _fail(f"bad request: {exc.errors()[0]['msg']}", EXIT_REJECTED) from None
+        raise fail(f"bad request: {exc.errors()[0]['msg']}", EXIT_REJECTED) from None
 
 
 @app.command()
@@ -188,7 +165,7 @@ def run(
     write_mode: WriteModeOpt = None, apply: ApplyOpt = None,
 ) -> None:
     """Run a workspace script (.py with python, .sh with bash) on one case."""
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     fields = _request_fields(case, timeout, memory, cpus, network, read_only, env, working_dir, requested_by,
                              write_mode, apply)
     request = _make_request(script, fields, args)
@@ -206,18 +183,18 @@ def run_code(
     requested_by: ByOpt = None, as_json: JsonOpt = False, write_mode: WriteModeOpt = None, apply: ApplyOpt = None,
 ) -> None:
     """Write code (from a file or stdin) to Database/temp_scripts/ and run it on one case."""
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     if file == "-":
         code = sys.stdin.read()
     else:
         try:
             code = Path(file).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            raise _fail(f"cannot read {file}: {exc}", EXIT_REJECTED) from None
+            raise fail(f"cannot read {file}: {exc}", EXIT_REJECTED) from None
         if name == "script.py":
             name = Path(file).name
     if not code.strip():
-        raise _fail("no code given (empty file or stdin)", EXIT_REJECTED)
+        raise fail("no code given (empty file or stdin)", EXIT_REJECTED)
     fields = _request_fields(case, timeout, memory, cpus, network, read_only, env, working_dir, requested_by,
                              write_mode, apply)
     fields["args"] = list(args or [])
@@ -227,9 +204,9 @@ def run_code(
 @app.command()
 def doctor(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Check the engine, the image and the workspace; print the fix for each problem."""
-    from .doctor import run_checks
+    from scoperun.doctor import run_checks
 
-    checks = run_checks(_settings(ctx))
+    checks = run_checks(settings_of(ctx))
     failed = [c for c in checks if not c.ok and c.severity == "error"]
     if as_json:
         sys.stdout.write(json.dumps({"ok": not failed, "checks": [c.as_dict() for c in checks]}, indent=2) + "\n")
@@ -253,12 +230,12 @@ def image_build(
     as_json: JsonOpt = False,
 ) -> None:
     """Build the runner (or --browser) image; skipped when an image with the same inputs exists."""
-    from .backends.docker import connect
-    from .images import build_image, default_base_image
+    from scoperun.engine.docker import connect
+    from scoperun.engine.images import build_image, default_base_image
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     if ca_bundle is not None and not ca_bundle.is_file():
-        raise _fail(f"CA bundle {ca_bundle} does not exist", EXIT_REJECTED)
+        raise fail(f"CA bundle {ca_bundle} does not exist", EXIT_REJECTED)
     try:
         client = connect(settings.docker_host, timeout=600)
         base_image = base or (settings.image if browser else default_base_image(client))
@@ -267,7 +244,7 @@ def image_build(
                              tag=tag or (settings.browser_image if browser else settings.image),
                              ca_bundle=ca_bundle, force=force, progress=progress)
     except EngineError as exc:
-        raise _fail(str(exc), EXIT_ENGINE) from None
+        raise fail(str(exc), EXIT_ENGINE) from None
     if as_json:
         sys.stdout.write(json.dumps(result.__dict__, indent=2) + "\n")
     else:
@@ -282,9 +259,9 @@ def demo(
     as_json: JsonOpt = False,
 ) -> None:
     """Create a sample workspace, make sure the image exists, and run the inventory tool on the case."""
-    from .sample import create_sample_workspace
+    from scoperun.sample import create_sample_workspace
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     root = Path(settings.workspace).expanduser()
     case_dir = create_sample_workspace(root, case_name=case)
     if not as_json:
@@ -298,8 +275,8 @@ def demo(
 
 
 def _ensure_image(settings: Settings, *, quiet: bool) -> None:
-    from .backends.docker import connect
-    from .images import build_image, default_base_image
+    from scoperun.engine.docker import connect
+    from scoperun.engine.images import build_image, default_base_image
 
     try:
         client = connect(settings.docker_host, timeout=600)
@@ -314,30 +291,34 @@ def _ensure_image(settings: Settings, *, quiet: bool) -> None:
         build_image(client, tag=settings.image, base_image=default_base_image(client),
                     ca_bundle=ca if ca.is_file() else None, progress=None if quiet else (lambda l: err.print(f"[dim]{escape(l)}[/]")))
     except EngineError as exc:
-        raise _fail(str(exc), EXIT_ENGINE) from None
+        raise fail(str(exc), EXIT_ENGINE) from None
 
 
 @app.command()
 def version() -> None:
     """Print scoperun's version."""
-    from . import __version__
+    from scoperun import __version__
 
     out.print(__version__)
 
 
-from .cli_browser import register as _register_browse
+from scoperun.cli.browser import register as _register_browse
 
 _register_browse(app)
 
-from .cli_audit import register as _register_audit
+from scoperun.cli.audit import register as _register_audit
 
-_register_audit(app)  # audit list|show|reindex|verify, stats, ps, stop, gc, metrics
+_register_audit(app)  # audit list|show|reindex|verify, stats
 
-from .cli_changes import register as _register_changes
+from scoperun.cli.ops import register as _register_ops
+
+_register_ops(app)  # ps, stop, gc, metrics
+
+from scoperun.cli.changes import register as _register_changes
 
 _register_changes(app)
 
-from .cli_mcp import register as _register_mcp
+from scoperun.cli.mcp import register as _register_mcp
 
 _register_mcp(app)  # mcp (stdio, or streamable HTTP with a bearer token)
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from ..output import BoundedBuffer
+from scoperun.engine.capture import BoundedBuffer
 
 __all__ = ["MANAGED_LABEL", "Backend", "BindMount", "OverlayMount", "RunOutcome", "RunSpec"]
 

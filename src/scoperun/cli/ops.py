@@ -13,11 +13,10 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .cli_audit import JsonOpt, _consoles, _ctx_settings, _fail
-from .errors import EngineError, ScopeRunError
+from scoperun.cli.common import EXIT_ENGINE, JsonOpt, err, fail, out, settings_of
+from scoperun.errors import EngineError, ScopeRunError
 
 AnyWsOpt = Annotated[bool, typer.Option("--any-workspace", help="Act on scoperun containers of every workspace.")]
-EXIT_ENGINE = 125
 
 
 def _human_bytes(n: int | None) -> str:
@@ -32,17 +31,16 @@ def _human_bytes(n: int | None) -> str:
 
 def ps(ctx: typer.Context, any_workspace: AnyWsOpt = False, as_json: JsonOpt = False) -> None:
     """Runs in progress: id, case, script, elapsed time, memory."""
-    from .ops import list_runs
+    from scoperun.ops import list_runs
 
-    settings = _ctx_settings(ctx)
+    settings = settings_of(ctx)
     try:
         runs = list_runs(settings, any_workspace=any_workspace)
     except EngineError as exc:
-        raise _fail(str(exc), EXIT_ENGINE) from None
+        raise fail(str(exc), EXIT_ENGINE) from None
     if as_json:
         sys.stdout.write(json.dumps([r.model_dump() for r in runs], indent=2) + "\n")
         return
-    out, _ = _consoles()
     if not runs:
         out.print("no scoperun runs in progress" + ("" if any_workspace else " in this workspace"))
         return
@@ -61,22 +59,21 @@ def stop(
     as_json: JsonOpt = False,
 ) -> None:
     """Stop runs (scoperun's containers only); each ends `failed` with the reason in its record."""
-    from .ops import stop_runs
+    from scoperun.ops import stop_runs
 
     if bool(execution_ids) == all_runs:
-        raise _fail("give execution ids or --all (not both)")
-    settings = _ctx_settings(ctx)
+        raise fail("give execution ids or --all (not both)")
+    settings = settings_of(ctx)
     try:
         outcomes = stop_runs(settings, None if all_runs else list(execution_ids or []), reason=reason,
                              by=f"scoperun stop ({getpass.getuser()})", any_workspace=any_workspace)
     except EngineError as exc:
-        raise _fail(str(exc), EXIT_ENGINE) from None
+        raise fail(str(exc), EXIT_ENGINE) from None
     except ScopeRunError as exc:
-        raise _fail(str(exc), 1) from None
+        raise fail(str(exc), 1) from None
     if as_json:
         sys.stdout.write(json.dumps([o.model_dump() for o in outcomes], indent=2) + "\n")
     else:
-        out, _ = _consoles()
         if not outcomes:
             out.print("no scoperun runs to stop" + ("" if any_workspace else " in this workspace"))
         for o in outcomes:
@@ -92,14 +89,13 @@ def gc(
     as_json: JsonOpt = False,
 ) -> None:
     """Mark runs whose scoperun process died `abandoned`; remove leftover and overdue scoperun containers."""
-    from .ops import collect_garbage
+    from scoperun.ops import collect_garbage
 
-    settings = _ctx_settings(ctx)
+    settings = settings_of(ctx)
     report = collect_garbage(settings, any_workspace=any_workspace, dry_run=dry_run)
     if as_json:
         sys.stdout.write(report.model_dump_json(indent=2) + "\n")
     else:
-        out, err = _consoles()
         verb = "would mark" if dry_run else "marked"
         for execution_id in report.abandoned:
             out.print(f"{verb} abandoned: {execution_id}")
@@ -125,10 +121,9 @@ def metrics(
     refresh: Annotated[float, typer.Option("--refresh", min=0, help="Re-read new records at most every N seconds.")] = 5.0,
 ) -> None:
     """Serve Prometheus metrics (runs by status, durations, runs in progress) at /metrics."""
-    from .metrics import serve_metrics
+    from scoperun.audit.metrics import serve_metrics
 
-    settings = _ctx_settings(ctx)
-    _, err = _consoles()
+    settings = settings_of(ctx)
 
     def ready(url: str) -> None:
         err.print(f"serving scoperun metrics at {url}")
@@ -139,7 +134,7 @@ def metrics(
     except KeyboardInterrupt:
         pass
     except ScopeRunError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
 
 
 def register(app: typer.Typer) -> None:

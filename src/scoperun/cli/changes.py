@@ -12,28 +12,14 @@ from datetime import timedelta
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
-from .errors import ChangedSinceError, ScopeRunError
-
-err = Console(stderr=True, soft_wrap=True)
-out = Console(soft_wrap=True)
+from scoperun.cli.common import fail, out, settings_of
+from scoperun.errors import ChangedSinceError, ScopeRunError
 
 IdArg = Annotated[str, typer.Argument(help="Execution id (exec_...), as printed by `scoperun run`.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the change set as JSON.")]
 ByOpt = Annotated[str | None, typer.Option("--by", help="Who does this, for the audit (default: your login).")]
-
-
-def _settings(ctx: typer.Context):
-    from .cli import _settings as settings_of
-
-    return settings_of(ctx)
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {escape(message)}")
-    return typer.Exit(code)
 
 
 def _mode(value: int | None) -> str:
@@ -80,9 +66,9 @@ def changes(
         help="For `gc`: days (default: staging_retention_days).")] = None,
 ) -> None:
     """Show what a run changed in its case (staged, applied or recorded); `changes gc` cleans staging."""
-    from .changes import gc_staging, load_change_set, text_diffs
+    from scoperun.changes import gc_staging, load_change_set, text_diffs
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     try:
         if execution_id == "gc":
             days = settings.staging_retention_days if older_than is None else older_than
@@ -95,7 +81,7 @@ def changes(
         cs, source = load_change_set(settings, execution_id)
         diffs = text_diffs(settings, cs) if diff and not as_json else []
     except ScopeRunError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     print_change_set(cs, as_json=as_json, source=source, diffs=diffs)
 
 
@@ -106,24 +92,24 @@ def apply(
     by: ByOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Apply a run's staged changes to its case (pre-images saved to the journal first)."""
-    from .changes import apply_changes
+    from scoperun.changes import apply_changes
 
     try:
-        cs = apply_changes(_settings(ctx), execution_id, force=force, by=by)
+        cs = apply_changes(settings_of(ctx), execution_id, force=force, by=by)
     except ScopeRunError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     print_change_set(cs, as_json=as_json)
     raise typer.Exit(1 if cs.status.value == "conflict" else 0)
 
 
 def discard(ctx: typer.Context, execution_id: IdArg, by: ByOpt = None, as_json: JsonOpt = False) -> None:
     """Discard a run's staged changes; the case stays as it is."""
-    from .changes import discard_changes
+    from scoperun.changes import discard_changes
 
     try:
-        cs = discard_changes(_settings(ctx), execution_id, by=by)
+        cs = discard_changes(settings_of(ctx), execution_id, by=by)
     except ScopeRunError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     print_change_set(cs, as_json=as_json)
 
 
@@ -134,16 +120,16 @@ def rollback(
     by: ByOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Undo an applied run: restore every pre-image and remove what it added."""
-    from .changes import rollback_changes
+    from scoperun.changes import rollback_changes
 
     try:
-        cs = rollback_changes(_settings(ctx), execution_id, force=force, by=by)
+        cs = rollback_changes(settings_of(ctx), execution_id, force=force, by=by)
     except ChangedSinceError as exc:
         if as_json:
             sys.stdout.write(json.dumps({"refused": str(exc), "paths": exc.paths}) + "\n")
-        raise _fail(str(exc), 1) from None
+        raise fail(str(exc), 1) from None
     except ScopeRunError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     print_change_set(cs, as_json=as_json)
 
 

@@ -10,8 +10,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from .config import load_settings
-from .errors import ConfigError, FirewallError
+from scoperun.config import load_settings
+from scoperun.errors import ConfigError, FirewallError
 
 app = typer.Typer(no_args_is_help=True, help="Block container traffic to the metadata server (iptables DOCKER-USER).")
 _out = Console(soft_wrap=True)
@@ -35,7 +35,7 @@ def _targets(ctx: typer.Context, cidr: list[str] | None, only: bool) -> list[str
     except ConfigError as exc:
         _err.print(f"[bold red]error:[/] {escape(str(exc))}")
         raise typer.Exit(2) from None
-    from .firewall import normalise_cidrs
+    from scoperun.safety.firewall import normalise_cidrs
 
     try:
         return normalise_cidrs([*configured, *(cidr or [])])
@@ -46,7 +46,7 @@ def _targets(ctx: typer.Context, cidr: list[str] | None, only: bool) -> list[str
 @app.command()
 def install(ctx: typer.Context, cidr: CidrOpt = None, only: OnlyOpt = False, as_json: JsonOpt = False) -> None:
     """Add a DROP rule to DOCKER-USER for each blocked CIDR (idempotent; needs root)."""
-    from . import firewall
+    from scoperun.safety import firewall
 
     targets = _targets(ctx, cidr, only)
     try:
@@ -63,7 +63,7 @@ def install(ctx: typer.Context, cidr: CidrOpt = None, only: OnlyOpt = False, as_
 @app.command()
 def status(ctx: typer.Context, cidr: CidrOpt = None, only: OnlyOpt = False, as_json: JsonOpt = False) -> None:
     """Show whether each blocked CIDR has its rule; exit 1 when one is missing."""
-    from . import firewall
+    from scoperun.safety import firewall
 
     try:
         state = firewall.status(_targets(ctx, cidr, only))
@@ -87,7 +87,7 @@ def remove(
     as_json: JsonOpt = False,
 ) -> None:
     """Delete scoperun's DROP rules (the settings' CIDRs and --cidr ones, or --all)."""
-    from . import firewall
+    from scoperun.safety import firewall
 
     try:
         removed = firewall.remove(None if all_rules else _targets(ctx, cidr, only))

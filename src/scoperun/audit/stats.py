@@ -2,7 +2,7 @@
 comparison): totals by status, success rate, durations, container start, recent runs, busiest
 scripts and cases, and the plan's success metrics against their targets.
 
-    from scoperun.stats import stats_for_settings, render_stats_markdown
+    from scoperun.audit.stats import stats_for_settings, render_stats_markdown
     print(render_stats_markdown(stats_for_settings(settings, since="7d")))
 """
 
@@ -19,9 +19,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from .config import Settings
-from .errors import ConfigError
-from .index import AuditIndex, row_from_record, where_clause
+from scoperun.audit.index import AuditIndex, row_from_record, where_clause
+from scoperun.config import Settings
+from scoperun.errors import ConfigError
 
 __all__ = [
     "Stats",
@@ -245,7 +245,7 @@ def stats_for_settings(settings: Settings, *, since: str | float | None = None, 
     With `reindex`, the index first catches up with records other hosts wrote, unless it did so
     less than `max_age` seconds ago (0 = always).
     """
-    from .audit import AuditLog
+    from scoperun.audit.log import AuditLog
 
     audit = AuditLog.from_settings(settings, Path(settings.workspace).expanduser().resolve())
     assert audit.index is not None

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from .base import MANAGED_LABEL, Backend, BindMount, RunOutcome, RunSpec
+from scoperun.engine.base import MANAGED_LABEL, Backend, BindMount, RunOutcome, RunSpec
 
 __all__ = ["MANAGED_LABEL", "Backend", "BindMount", "RunOutcome", "RunSpec"]

@@ -28,8 +28,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from .errors import AuditError
-from .state import HOST, audit_dir_key, stale_run
+from scoperun.audit.state import HOST, audit_dir_key, stale_run
+from scoperun.errors import AuditError
 
 __all__ = ["GENESIS", "ChainFinding", "HostChain", "VerifyReport", "record_digest", "verify_records"]
 

@@ -1,6 +1,6 @@
 """The shell half of the script scanner: a quote-aware tokenizer and a small rule set for bash.
 
-Advice, not a sandbox (see safety.py): the container is the boundary.
+Advice, not a sandbox (see safety/python.py): the container is the boundary.
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .safety import Finding, _finding, _lines, _outside, _sort, scan_python
+from scoperun.safety.findings import Finding, make_finding, outside_allowed, sort_findings, source_lines
+from scoperun.safety.python import scan_python
 
 __all__ = ["scan_shell_source"]
 
@@ -134,7 +135,7 @@ def _check_command(cmd: _Cmd, add: Callable[[str, int], None]) -> None:
         for target in operands:
             if recursive and posixpath.normpath(target.text) in ("/", "/*"):
                 add("sh-rm-root", argv[0].start)
-            elif _outside(target.text):
+            elif outside_allowed(target.text):
                 add("sh-rm-outside", argv[0].start)
     elif name == "eval" and any("$" in w.text or "`" in w.text for w in argv[1:]):
         add("sh-eval", argv[0].start)
@@ -145,19 +146,19 @@ def _check_command(cmd: _Cmd, add: Callable[[str, int], None]) -> None:
     if name == "dd":
         targets = [_Tok(w.text[3:], w.start) for w in operands if w.text.startswith("of=")]
     for target in targets:
-        if _outside(target.text):
+        if outside_allowed(target.text):
             add("sh-write-outside", target.start)
 
 
 def scan_shell_source(source: str) -> list[Finding]:
     """Scan a bash script line by line; a Python heredoc body is scanned as Python."""
-    lines = _lines(source)
+    lines = source_lines(source)
     found: dict[tuple[str, int, int], Finding] = {}
     segments: list[tuple[int, int]] = []  # (offset in the logical line, physical line index)
 
     def add(rule: str, offset: int) -> None:
         seg_offset, index = next(s for s in reversed(segments) if s[0] <= offset)
-        finding = _finding(rule, lines, index + 1, offset - seg_offset + 1)
+        finding = make_finding(rule, lines, index + 1, offset - seg_offset + 1)
         found.setdefault((rule, finding.line, finding.column), finding)
 
     i = 0
@@ -182,7 +183,7 @@ def scan_shell_source(source: str) -> list[Finding]:
                 if names[k] in ("curl", "wget") and any(map(_INTERPRETER.match, names[k + 1:])):
                     add("sh-pipe-to-shell", _argv(cmd)[0].start)
                 for op, target in cmd.redirects:
-                    if op in _OUTPUT_OPS and _outside(target.text) and not _DEV_NET.match(target.text):
+                    if op in _OUTPUT_OPS and outside_allowed(target.text) and not _DEV_NET.match(target.text):
                         add("sh-write-outside", target.start)
                     elif op in ("<<", "<<-"):
                         # `cat <<EOF | python3` feeds the body to Python just like `python3 - <<EOF`
@@ -197,4 +198,4 @@ def scan_shell_source(source: str) -> list[Finding]:
                 for f in scan_python("\n".join(body)):
                     moved = f.model_copy(update={"line": f.line + body_start})
                     found.setdefault((f.rule, moved.line, f.column), moved)
-    return _sort(list(found.values()))
+    return sort_findings(list(found.values()))

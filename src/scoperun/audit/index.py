@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import AuditError
-from .state import epoch_of
+from scoperun.audit.state import epoch_of
+from scoperun.errors import AuditError
 
 __all__ = ["AuditIndex", "ReindexReport", "read_json_file", "row_from_record", "where_clause"]
 

@@ -9,68 +9,15 @@ from __future__ import annotations
 
 import ast
 import posixpath
-import re
 import threading
-from enum import StrEnum
-from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from scoperun.safety.findings import Finding, make_finding, outside_allowed, sort_findings, source_lines
 
-from .errors import ConfigError, SafetyError
+__all__ = ["scan_python"]
 
-__all__ = ["Finding", "SafetyPolicy", "apply_policy", "format_findings", "scan_python", "scan_script", "scan_shell"]
-
-Severity = Literal["low", "medium", "high"]
-_RANK: dict[str, int] = {"low": 0, "medium": 1, "high": 2}
-_ALLOWED_ROOTS = ("/workspace", "/tmp")
-_DEVICES = frozenset({"/dev/null", "/dev/stdout", "/dev/stderr"})
 _SENSITIVE = frozenset({"os", "posix", "subprocess", "sys", "builtins", "shutil", "ctypes", "importlib", "pty",
                         "socket"})
 
-
-class Finding(BaseModel):
-    """One suspicious construct: where it is (1-based line and column), how bad, and why."""
-
-    model_config = ConfigDict(frozen=True)
-
-    rule: str
-    severity: Severity
-    line: int
-    column: int
-    message: str
-    snippet: str
-
-
-class SafetyPolicy(StrEnum):
-    """What to do with findings: ignore them, report them, or refuse the script."""
-
-    off = "off"
-    warn = "warn"
-    block = "block"
-
-
-# rule id -> (severity, why it matters); ids are stable, callers may filter on them
-_RULES: dict[str, tuple[Severity, str]] = {
-    "os-system": ("high", "runs a shell command: the string is parsed by /bin/sh"),
-    "os-exec": ("high", "starts another program directly, bypassing subprocess"),
-    "subprocess-shell": ("high", "runs the command through a shell, so text becomes commands"),
-    "eval-exec": ("high", "executes code built at run time, which no review can see"),
-    "dynamic-import": ("medium", "imports a module whose name is computed at run time"),
-    "ctypes": ("high", "loads native code and calls C functions directly"),
-    "unsafe-deserialization": ("medium", "loading this format can execute code from the file"),
-    "absolute-write": ("medium", "modifies a path outside /workspace and /tmp"),
-    "dynamic-attribute": ("medium", "dynamic attribute access on a sensitive module"),
-    "syntax-error": ("low", "the script does not parse"),
-    "too-complex": ("medium", "expressions are nested too deeply for the scanner to analyse"),
-    "sh-pipe-to-shell": ("high", "runs code downloaded from the network"),
-    "sh-rm-root": ("high", "recursively deletes the filesystem root"),
-    "sh-rm-outside": ("medium", "deletes a path outside /workspace and /tmp"),
-    "sh-write-outside": ("medium", "writes a path outside /workspace and /tmp"),
-    "sh-eval": ("medium", "eval of a variable executes text built at run time"),
-    "sh-setuid": ("high", "sets the setuid/setgid bit, a privilege-escalation pattern"),
-    "sh-dev-tcp": ("high", "/dev/tcp and /dev/udp open raw sockets (reverse-shell pattern)"),
-    "sh-sudo": ("medium", "asks for root privileges, which the container never grants"),
-}
 
 # resolved call name -> rule, for calls that are suspicious whatever their arguments
 _CALL_RULES: dict[str, str] = {
@@ -99,25 +46,6 @@ _FS_MUTATORS: dict[str, tuple[int, ...]] = {
     "os.symlink": (1,), "os.link": (1,), "shutil.rmtree": (0,), "shutil.move": (0, 1),
 }
 _OPEN_FUNCS = frozenset({"open", "io.open", "codecs.open"})
-
-
-def _outside(path: str) -> bool:
-    """True for an absolute path not under /workspace or /tmp and not a standard device."""
-    if not path.startswith("/"):
-        return False
-    norm = posixpath.normpath(path)  # "/workspace/../etc" must count as /etc
-    return norm not in _DEVICES and not any(norm == root or norm.startswith(root + "/") for root in _ALLOWED_ROOTS)
-
-
-def _lines(source: str) -> list[str]:
-    # str.splitlines also splits on \f and \u2028, which would desync from ast line numbers
-    return re.split(r"\r\n|\r|\n", source)
-
-
-def _finding(rule: str, lines: list[str], line: int, column: int) -> Finding:
-    severity, why = _RULES[rule]
-    snippet = lines[line - 1].strip()[:120] if 0 < line <= len(lines) else ""
-    return Finding(rule=rule, severity=severity, line=line, column=column, message=why, snippet=snippet)
 
 
 def _const_str(node: ast.AST | None) -> str | None:
@@ -155,7 +83,7 @@ class _PyScanner:
     """Resolves names through imports and simple assignments, then applies the rules."""
 
     def __init__(self, source: str, tree: ast.Module) -> None:
-        self.lines, self.tree = _lines(source), tree
+        self.lines, self.tree = source_lines(source), tree
         self.aliases: dict[str, str] = {}  # local name -> dotted name it stands for
         self.star_modules: list[str] = []
         # name -> (constant path or None if reassigned, bound to a Path object rather than a str)
@@ -184,7 +112,7 @@ class _PyScanner:
         raw = self.lines[line - 1] if 0 < line <= len(self.lines) else ""
         # ast columns are UTF-8 byte offsets; "Müller" earlier on the line must not shift them
         col = len(raw.encode()[: getattr(node, "col_offset", 0)].decode(errors="ignore")) + 1
-        finding = _finding(rule, self.lines, line, col)
+        finding = make_finding(rule, self.lines, line, col)
         if severity:
             finding = finding.model_copy(update={"severity": severity})
         self.found.setdefault((rule, line, col), finding)
@@ -310,7 +238,7 @@ class _PyScanner:
                 paths.append(receiver)
                 if method in ("rename", "replace"):
                     paths.append(_arg(node, 0, "target"))
-        if any(_outside(self._path_literal(p) or "") for p in paths):
+        if any(outside_allowed(self._path_literal(p) or "") for p in paths):
             self._add("absolute-write", node)
 
     def _path_literal(self, node: ast.AST | None, path_only: bool = False) -> str | None:
@@ -349,54 +277,11 @@ def scan_python(source: str) -> list[Finding]:
         with _PARSE_LOCK:
             tree = ast.parse(source)
     except (SyntaxError, ValueError, RecursionError) as exc:
-        finding = _finding("syntax-error", _lines(source), getattr(exc, "lineno", None) or 1,
+        finding = make_finding("syntax-error", source_lines(source), getattr(exc, "lineno", None) or 1,
                            getattr(exc, "offset", None) or 1)
         why = f"the script does not parse ({getattr(exc, 'msg', None) or exc})"
         return [finding.model_copy(update={"message": why})]
     try:
-        return _sort(_PyScanner(source, tree).run())
+        return sort_findings(_PyScanner(source, tree).run())
     except RecursionError:  # parseable but nested beyond what the recursive resolver follows
-        return [_finding("too-complex", _lines(source), 1, 1)]
-
-
-def scan_shell(source: str) -> list[Finding]:
-    """Scan a bash script line by line; a Python heredoc body is scanned as Python."""
-    from .safety_shell import scan_shell_source
-
-    return scan_shell_source(source)
-
-
-def scan_script(source: str, *, kind: Literal["python", "shell"]) -> list[Finding]:
-    """Scan a script of the given kind; findings are sorted by line, then column."""
-    if kind == "python":
-        return scan_python(source)
-    if kind == "shell":
-        return scan_shell(source)
-    raise ConfigError(f"unknown script kind {kind!r}: use 'python' or 'shell'")
-
-
-def _sort(findings: list[Finding]) -> list[Finding]:
-    return sorted(findings, key=lambda f: (f.line, f.column, f.rule))
-
-
-def apply_policy(findings: list[Finding], policy: SafetyPolicy | str, *, block_at: Severity = "medium") -> None:
-    """Raise SafetyError carrying the blocking findings when policy is 'block'; else return."""
-    try:
-        policy = SafetyPolicy(policy)
-    except ValueError:
-        raise ConfigError(f"unknown safety policy {policy!r}: use off, warn or block") from None
-    if block_at not in _RANK:
-        raise ConfigError(f"unknown severity {block_at!r}: use low, medium or high")
-    blocking = [f for f in findings if _RANK[f.severity] >= _RANK[block_at]]
-    if policy is not SafetyPolicy.block or not blocking:
-        return
-    listed = "; ".join(f"{f.rule} at line {f.line} ({f.message})" for f in blocking)
-    raise SafetyError(
-        f"script refused by the safety policy 'block': {len(blocking)} "
-        f"finding{'s' if len(blocking) > 1 else ''}: {listed} — rewrite the script without "
-        "these calls, or ask an operator to run it with policy 'warn'", findings=blocking)
-
-
-def format_findings(findings: list[Finding]) -> str:
-    """One line per finding, `line 3:4 [high] os-system: why — snippet`; '' for none."""
-    return "\n".join(f"line {f.line}:{f.column} [{f.severity}] {f.rule}: {f.message} — {f.snippet}" for f in findings)
+        return [make_finding("too-complex", source_lines(source), 1, 1)]

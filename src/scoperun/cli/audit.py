@@ -1,6 +1,6 @@
 """CLI commands over the audit trail: `audit list|show|reindex|verify` and `stats`.
 
-Registered on the main typer app by `register(app)` (see cli.py).
+Registered on the main typer app by `register(app)` (see cli/main.py).
 """
 
 from __future__ import annotations
@@ -15,38 +15,19 @@ import typer
 from rich.markup import escape
 from rich.table import Column, Table
 
-from .errors import ScopeRunError
+from scoperun.cli.common import EXIT_PROBLEM, JsonOpt, fail, out, settings_of
+from scoperun.errors import ScopeRunError
 
 if TYPE_CHECKING:
-    from .audit import AuditLog
-    from .config import Settings
+    from scoperun.audit.log import AuditLog
+    from scoperun.config import Settings
 
 audit_app = typer.Typer(no_args_is_help=True, help="Query, index and verify the audit trail.")
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 SinceOpt = Annotated[str | None, typer.Option("--since", help="Only runs started since: 7d, 24h, 30m, or an ISO date.")]
-EXIT_PROBLEM = 1
-
-
-def _ctx_settings(ctx: typer.Context) -> Settings:
-    from .cli import _settings
-
-    return _settings(ctx)
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    from .cli import _fail as fail
-
-    return fail(message, code)
-
-
-def _consoles() -> tuple[Any, Any]:
-    from .cli import err, out
-
-    return out, err
 
 
 def _audit(settings: Settings, *, reindex: bool = False) -> AuditLog:
-    from .audit import AuditLog
+    from scoperun.audit.log import AuditLog
 
     audit = AuditLog.from_settings(settings, Path(settings.workspace).expanduser().resolve())
     if reindex and audit.index is not None:
@@ -76,16 +57,15 @@ def audit_list(
     as_json: JsonOpt = False,
 ) -> None:
     """List runs from the index (caught up with the records first), newest first."""
-    from .stats import parse_since
+    from scoperun.audit.stats import parse_since
 
-    settings = _ctx_settings(ctx)
+    settings = settings_of(ctx)
     try:
         since_epoch = parse_since(since)
         rows = _audit(settings, reindex=True).index.query(  # type: ignore[union-attr]
             case=case, status=status, script=script, since=since_epoch, limit=limit)
     except ScopeRunError as exc:
-        raise _fail(str(exc)) from None
-    out, _ = _consoles()
+        raise fail(str(exc)) from None
     if as_json:
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return
@@ -107,18 +87,17 @@ def audit_show(
     as_json: JsonOpt = False,
 ) -> None:
     """Show one run's record and its captured output (kept beside the record)."""
-    settings = _ctx_settings(ctx)
+    settings = settings_of(ctx)
     audit = _audit(settings)
     try:
         record = audit.read(execution_id)
         outputs = {s: audit.read_output(execution_id, s, limit=max_bytes) for s in ("stdout", "stderr")}
     except ScopeRunError as exc:
-        raise _fail(f"{exc}. List runs with `scoperun audit list`.") from None
+        raise fail(f"{exc}. List runs with `scoperun audit list`.") from None
     texts = {s: (b.decode("utf-8", "replace") if b is not None else None) for s, b in outputs.items()}
     if as_json:
         sys.stdout.write(json.dumps({"record": record, "output": texts}, indent=2, default=str) + "\n")
         return
-    out, _ = _consoles()
     table = Table(box=None, show_header=False)
     for key, value in record.items():
         if value in (None, [], {}, ""):
@@ -144,16 +123,15 @@ def audit_reindex(
     as_json: JsonOpt = False,
 ) -> None:
     """Catch the local index up with the JSON records (other hosts' included)."""
-    settings = _ctx_settings(ctx)
+    settings = settings_of(ctx)
     try:
         audit = _audit(settings)
         report = audit.index.reindex(full=full)  # type: ignore[union-attr]
     except ScopeRunError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     if as_json:
         sys.stdout.write(json.dumps({**report.__dict__, "index": str(audit.index.path)}, indent=2) + "\n")  # type: ignore[union-attr]
         return
-    out, _ = _consoles()
     out.print(f"indexed {report.scanned} records in {report.seconds:.2f} s: {report.added} added, "
               f"{report.updated} updated, {report.removed} removed, {report.unreadable} unreadable "
               f"([dim]{escape(str(audit.index.path))}[/])")  # type: ignore[union-attr]
@@ -162,11 +140,11 @@ def audit_reindex(
 @audit_app.command("verify")
 def audit_verify(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Check the hash chains: modified, deleted, re-ordered records and runs never finished (exit 1 if any)."""
-    from .chain import FAILING_KINDS, HostChain, verify_records
-    from .index import read_json_file
-    from .state import state_dir
+    from scoperun.audit.chain import FAILING_KINDS, HostChain, verify_records
+    from scoperun.audit.index import read_json_file
+    from scoperun.audit.state import state_dir
 
-    settings = _ctx_settings(ctx)
+    settings = settings_of(ctx)
     audit = _audit(settings)
     stems = sorted(p.name[:-5] for p in audit.directory.glob("*.json") if not p.name.startswith("."))
     loaded = [(stem, read_json_file(audit.directory / f"{stem}.json")) for stem in stems]
@@ -174,13 +152,12 @@ def audit_verify(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     try:
         head = chain.head()
     except ScopeRunError as exc:
-        raise _fail(str(exc), EXIT_PROBLEM) from None
+        raise fail(str(exc), EXIT_PROBLEM) from None
     report = verify_records(loaded, heads=[head] if head else [], grace=settings.gc_grace,
                             default_timeout=settings.timeout)
     if as_json:
         sys.stdout.write(report.model_dump_json(indent=2) + "\n")
     else:
-        out, _ = _consoles()
         for f in report.findings:
             style = "red" if f.kind in FAILING_KINDS else "yellow"
             where = f" #{f.seq}" if f.seq is not None else ""
@@ -199,19 +176,18 @@ def stats_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Run statistics and the plan's success metrics, from the local index."""
-    from .stats import stats_for_settings
+    from scoperun.audit.stats import stats_for_settings
 
-    settings = _ctx_settings(ctx)
+    settings = settings_of(ctx)
     try:
         stats = stats_for_settings(settings, since=since, case=case, max_age=max_age)
     except ScopeRunError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     if as_json:
         sys.stdout.write(stats.model_dump_json(indent=2) + "\n")
         return
-    out, _ = _consoles()
     if not out.is_terminal:
-        from .stats import render_stats_markdown
+        from scoperun.audit.stats import render_stats_markdown
 
         out.file.write(render_stats_markdown(stats) + "\n")
         return
@@ -219,7 +195,7 @@ def stats_command(
 
 
 def _print_stats_tables(out: Any, stats: Any) -> None:
-    from .stats import _pct, _sec
+    from scoperun.audit.stats import _pct, _sec
 
     summary = Table(title=f"{stats.total} runs" + (f" since {stats.since:%Y-%m-%d %H:%M}" if stats.since else "")
                     + (f", case {escape(stats.case)}" if stats.case else ""), show_header=False)
@@ -251,9 +227,6 @@ def _print_stats_tables(out: Any, stats: Any) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    """Add `audit ...` and `stats` (and the operations commands) to the main app."""
-    from .cli_ops import register as register_ops
-
+    """Add `audit ...` and `stats` to the main app."""
     app.add_typer(audit_app, name="audit")
     app.command("stats")(stats_command)
-    register_ops(app)

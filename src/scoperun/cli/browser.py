@@ -10,20 +10,20 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from .cli import (
+from scoperun.cli.common import (
     EXIT_ENGINE,
     EXIT_REJECTED,
     ByOpt,
     CaseOpt,
     JsonOpt,
     NetworkOpt,
-    _fail,
-    _settings,
     err,
     exit_code_for,
+    fail,
     out,
+    settings_of,
 )
-from .errors import AuditError, BrowserActionError, EngineError, ScopeRunError
+from scoperun.errors import AuditError, BrowserActionError, EngineError, ScopeRunError
 
 __all__ = ["browse", "register"]
 
@@ -33,13 +33,13 @@ def _load_actions(path: Path) -> list[Any]:
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
-        raise _fail(f"cannot read {path}: {exc}", EXIT_REJECTED) from None
+        raise fail(f"cannot read {path}: {exc}", EXIT_REJECTED) from None
     except ValueError as exc:
-        raise _fail(f"{path} is not valid JSON: {exc}", EXIT_REJECTED) from None
+        raise fail(f"{path} is not valid JSON: {exc}", EXIT_REJECTED) from None
     if isinstance(data, dict) and isinstance(data.get("actions"), list):
         data = data["actions"]
     if not isinstance(data, list):
-        raise _fail(f"{path} must hold a JSON list of actions (or {{\"actions\": [...]}})", EXIT_REJECTED)
+        raise fail(f"{path} must hold a JSON list of actions (or {{\"actions\": [...]}})", EXIT_REJECTED)
     return data
 
 
@@ -55,17 +55,17 @@ def browse(
     as_json: JsonOpt = False,
 ) -> None:
     """Open URL in headless Chromium, carry out the actions, save results in the case's browser/ folder."""
-    from .browser import make_request, parse_actions, run_browser
-    from .executor import Executor
+    from scoperun.browser import make_request, parse_actions, run_browser
+    from scoperun.executor import Executor
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     raw = _load_actions(actions) if actions is not None else []
     try:
         request = make_request(url=url, actions=parse_actions(raw), case=case, network=network,
                                timeout=timeout, save_screenshots=not no_screenshot,
                                requested_by=requested_by or "cli")
     except BrowserActionError as exc:
-        raise _fail(str(exc), EXIT_REJECTED) from None
+        raise fail(str(exc), EXIT_REJECTED) from None
 
     executor = Executor(settings)
     try:
@@ -76,7 +76,7 @@ def browse(
             result = run_browser(executor, request)
     except ScopeRunError as exc:
         code = EXIT_ENGINE if isinstance(exc, (EngineError, AuditError)) else EXIT_REJECTED
-        raise _fail(str(exc), code) from None
+        raise fail(str(exc), code) from None
     finally:
         executor.close()
 

@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from .config import Settings
+from scoperun.config import Settings
 
 __all__ = ["HOST", "StaleRun", "audit_dir_key", "epoch_of", "index_path", "process_alive", "stale_run", "state_dir"]
 
@@ -62,40 +62,6 @@ def process_alive(pid: int) -> bool:
         return stat.rpartition(")")[2].split()[0] != "Z"
     except (OSError, IndexError):
         return True
-
-
-def doctor_checks(settings: Settings) -> list:
-    """`scoperun doctor` checks of the host-local state: folder writable, index and chain head usable."""
-    from .doctor import Check
-    from .errors import ScopeRunError
-
-    folder = state_dir(settings)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".doctor-{os.getpid()}"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as exc:
-        return [Check("state", False, f"host state folder {folder} is not writable ({exc.strerror})",
-                      fix=f"mkdir -p {folder} && chown $(id -u) {folder}   # or set SCOPERUN_STATE_DIR")]
-    checks = [Check("state", True, f"host state (audit index, chain heads) in {folder}")]
-    root = Path(settings.workspace).expanduser()
-    if not root.is_dir():
-        return checks
-    from .chain import HostChain
-    from .index import AuditIndex
-
-    audit_dir = root.resolve() / settings.audit_dir
-    try:
-        index = AuditIndex(index_path(settings, audit_dir), audit_dir)
-        checks.append(Check("index", True, f"audit index {index.path}: {index.count()} records "
-                                          f"(`scoperun audit reindex` catches up with the files)"))
-        head = HostChain(folder, audit_dir).head()
-        detail = f"audit chain {head['id']} at position {head['seq']}" if head else "audit chain not started yet"
-        checks.append(Check("chain", True, detail + " (`scoperun audit verify` checks it)"))
-    except ScopeRunError as exc:
-        checks.append(Check("index", False, str(exc), fix="scoperun audit reindex --full"))
-    return checks
 
 
 def epoch_of(value: Any) -> float | None:

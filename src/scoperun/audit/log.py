@@ -24,15 +24,16 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import AuditError
-from .models import ExecutionResult, Status
-from .mounts import is_fuse
+from scoperun.errors import AuditError
+from scoperun.models import ExecutionResult, Status
+from scoperun.mounts import is_fuse
 
 if TYPE_CHECKING:
-    from .chain import HostChain
-    from .config import Settings
-    from .index import AuditIndex
-    from .output import BoundedBuffer, Redactor
+    from scoperun.audit.chain import HostChain
+    from scoperun.audit.index import AuditIndex
+    from scoperun.config import Settings
+    from scoperun.engine.capture import BoundedBuffer
+    from scoperun.safety.redaction import Redactor
 
 __all__ = ["OUTPUT_SUFFIXES", "RECORD_VERSION", "AuditLog", "keep_full_output", "record_from_result"]
 
@@ -53,9 +54,9 @@ class AuditLog:
     @classmethod
     def from_settings(cls, settings: Settings, workspace_root: Path) -> AuditLog:
         """The audit log of a workspace with the host's chain and index as the settings ask."""
-        from .chain import HostChain
-        from .index import AuditIndex
-        from .state import index_path, state_dir
+        from scoperun.audit.chain import HostChain
+        from scoperun.audit.index import AuditIndex
+        from scoperun.audit.state import index_path, state_dir
 
         directory = Path(workspace_root) / settings.audit_dir
         chain = HostChain(state_dir(settings), directory) if settings.audit_chain else None

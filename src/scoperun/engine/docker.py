@@ -12,9 +12,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from ..errors import EngineError, ImageError
-from ..output import BoundedBuffer
-from .base import MANAGED_LABEL, OverlayMount, RunOutcome, RunSpec
+from scoperun.engine.base import MANAGED_LABEL, OverlayMount, RunOutcome, RunSpec
+from scoperun.engine.capture import BoundedBuffer
+from scoperun.errors import EngineError, ImageError
 
 if TYPE_CHECKING:
     import docker

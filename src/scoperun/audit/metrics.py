@@ -18,8 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .config import Settings
-from .errors import ConfigError
+from scoperun.config import Settings
+from scoperun.errors import ConfigError
 
 __all__ = ["BUCKETS", "AuditCollector", "make_registry", "serve_metrics"]
 
@@ -39,7 +39,7 @@ class AuditCollector:
     """A prometheus-client collector reading the audit index of one workspace."""
 
     def __init__(self, settings: Settings, *, refresh: float = 5.0) -> None:
-        from .audit import AuditLog
+        from scoperun.audit.log import AuditLog
 
         audit = AuditLog.from_settings(settings, Path(settings.workspace).expanduser().resolve())
         assert audit.index is not None

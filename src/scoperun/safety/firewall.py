@@ -21,7 +21,7 @@ import subprocess
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from .errors import FirewallError
+from scoperun.errors import FirewallError
 
 __all__ = ["CHAIN", "COMMENT", "FirewallStatus", "Iptables", "install", "normalise_cidrs", "remove", "status"]
 
