@@ -4,13 +4,17 @@ VENV := .venv
 BIN := $(VENV)/bin
 export SCOPERUN_WORKSPACE ?= $(CURDIR)/workspace
 
-.PHONY: demo test unit integration venv engine image gvisor tools bench bench-stats clean
+.PHONY: demo test lint unit integration venv engine image gvisor tools bench bench-stats clean
 
 demo: image ## sample workspace + the inventory tool run on its case, through scoperun
 	$(BIN)/scoperun demo
 
-test: image gvisor tools ## the whole suite, integration tests on the real engine included
+test: lint image gvisor tools ## lint and types, then the whole suite, integration tests on the real engine included
 	$(BIN)/pytest -q
+
+lint: venv ## ruff (bug rules, import order) over the tree and mypy (strict, pydantic plugin) over src/
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 unit: venv tools ## unit tests only (no engine needed)
 	$(BIN)/pytest -q tests/unit

@@ -23,7 +23,6 @@ from pathlib import Path
 
 from scoperun.audit.index import AuditIndex
 from scoperun.audit.stats import compute_stats, compute_stats_from_files
-
 from scoperun.testing import fake_records
 
 

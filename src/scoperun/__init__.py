@@ -7,13 +7,15 @@
 Importing scoperun never contacts a container engine; the engine client is made on first run.
 """
 
-from __future__ import annotations
-
 from scoperun.config import Settings, load_settings
 from scoperun.errors import (
     AuditError,
+    BrowserActionError,
+    ChangedSinceError,
+    ChangesError,
     ConfigError,
     EngineError,
+    FirewallError,
     ImageError,
     SafetyError,
     ScopeError,
@@ -28,12 +30,16 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AuditError",
+    "BrowserActionError",
+    "ChangedSinceError",
+    "ChangesError",
     "ConfigError",
     "Durations",
     "EngineError",
     "ExecutionRequest",
     "ExecutionResult",
     "Executor",
+    "FirewallError",
     "ImageError",
     "Limits",
     "OutputCapture",

@@ -20,6 +20,8 @@ to do next.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "AuditError",
     "BrowserActionError",
@@ -65,7 +67,7 @@ class ScopeError(ScopeRunError):
 class SafetyError(ScopeRunError):
     """The scanner's policy refused the script; `findings` says why."""
 
-    def __init__(self, message: str, *, findings: list | None = None) -> None:
+    def __init__(self, message: str, *, findings: list[Any] | None = None) -> None:
         super().__init__(message)
         self.findings = findings or []
 

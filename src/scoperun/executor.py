@@ -186,7 +186,7 @@ class _Run:
         self.audit = AuditLog.from_settings(self.settings, self.workspace.root)  # + host chain and index
         self.script_sha256: str | None = None
         self.findings: list[dict[str, Any]] = []
-        self.limits = {
+        self.limits: dict[str, Any] = {
             "timeout": request.limits.timeout or self.settings.timeout,
             "memory": request.limits.memory or fixed.memory or self.settings.memory,
             "cpus": request.limits.cpus or fixed.cpus or self.settings.cpus,

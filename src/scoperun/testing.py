@@ -89,7 +89,7 @@ def fake_records(count: int, *, seed: int = 0, now: float | None = None, span_da
 
     rng = random.Random(seed)
     now = time.time() if now is None else now
-    records = []
+    records: list[dict[str, Any]] = []
     for i in range(count):
         status = rng.choice(_FAKE_STATUSES)
         started = now - rng.random() * span_days * 86400

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import types
 
 import scoperun
+from scoperun import errors
 
 
 def test_every_exported_name_exists() -> None:
@@ -13,6 +15,17 @@ def test_every_exported_name_exists() -> None:
     assert len(scoperun.__all__) == len(set(scoperun.__all__))
     missing = [name for name in scoperun.__all__ if not hasattr(scoperun, name)]
     assert not missing
+
+
+def test_all_equals_the_public_names() -> None:
+    """scoperun.__all__ is exactly the package's public names (submodules aside), sorted, every error class included."""
+    public = sorted(name for name, value in vars(scoperun).items()
+                    if (not name.startswith("_") or name == "__version__") and not isinstance(value, types.ModuleType))
+    assert scoperun.__all__ == public
+    assert set(errors.__all__) <= set(scoperun.__all__)
+    error_classes = {name for name, value in vars(errors).items()
+                     if isinstance(value, type) and issubclass(value, errors.ScopeRunError)}
+    assert error_classes == set(errors.__all__)
 
 
 def test_optional_integrations_load_lazily() -> None:

@@ -39,6 +39,7 @@ def test_spill_keeps_the_whole_stream_on_disk_not_in_memory() -> None:
     limited.write(b"x" * 20_000)
     data, complete = limited.full_bytes()
     assert len(data) == 5000 and not complete
+    limited.close()
 
 
 def test_truncated_output_is_kept_in_full_and_redacted(settings: Settings, workspace: Path, monkeypatch) -> None:

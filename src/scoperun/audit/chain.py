@@ -70,12 +70,13 @@ class HostChain:
     def head(self) -> dict[str, Any] | None:
         """The head as stored (id, seq, sha256, execution_id), or None before the first link."""
         try:
-            return json.loads(self.head_path.read_text())
+            head: dict[str, Any] = json.loads(self.head_path.read_text())
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as exc:
             raise AuditError(f"audit chain head {self.head_path} is unreadable ({exc}); restore it from a "
                              f"backup or move it aside to start a new chain") from None
+        return head
 
     @contextmanager
     def link(self, record: dict[str, Any]) -> Iterator[dict[str, Any]]:

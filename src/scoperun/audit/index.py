@@ -55,12 +55,17 @@ def _num(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
+def _section(record: dict[str, Any], key: str) -> dict[str, Any]:
+    value = record.get(key)
+    return value if isinstance(value, dict) else {}
+
+
 def row_from_record(stem: str, record: dict[str, Any], mtime_ns: int, size: int) -> tuple[Any, ...]:
     """The index row of one parsed record; plan-era records (no `status`) are read by `success`."""
     status = record.get("status") or ("succeeded" if record.get("success") else "failed")
-    durations = record.get("durations") if isinstance(record.get("durations"), dict) else {}
-    limits = record.get("limits") if isinstance(record.get("limits"), dict) else {}
-    chain = record.get("chain") if isinstance(record.get("chain"), dict) else {}
+    durations = _section(record, "durations")
+    limits = _section(record, "limits")
+    chain = _section(record, "chain")
     duration = _num(record.get("duration"))
     if duration is None:
         duration = _num(durations.get("total"))

@@ -167,7 +167,8 @@ class AuditLog:
             # O_NOFOLLOW: a record replaced by a symlink must not make us read another file.
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
             with os.fdopen(fd, "rb") as fh:
-                return json.loads(fh.read())
+                record: dict[str, Any] = json.loads(fh.read())
+                return record
         except FileNotFoundError:
             raise AuditError(f"no audit record for {execution_id} in {self.directory}") from None
         except (OSError, ValueError) as exc:

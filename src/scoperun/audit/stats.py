@@ -163,7 +163,7 @@ def compute_stats(index: AuditIndex, *, since: float | None = None, case: str | 
     now = time.time() if now is None else now
     conn = index.connect()
     where, params = where_clause(case=case, since=since)
-    stats = Stats(source="index", generated_at=_dt(now), since=_dt(since), case=case)
+    stats = Stats(source="index", generated_at=datetime.fromtimestamp(now, UTC), since=_dt(since), case=case)
     stats.by_status = {s: n for s, n in conn.execute(
         f"SELECT status, COUNT(*) FROM records {where} GROUP BY status", params)}
     stats.total = sum(stats.by_status.values())
@@ -195,8 +195,8 @@ def _sql_summary(conn: Any, column: str, where: str, params: list[Any], *, posit
 
     def rank(p: float) -> float:
         offset = max(0, math.ceil(p * count) - 1)
-        return conn.execute(f"SELECT {column} FROM records {cond} ORDER BY {column} LIMIT 1 OFFSET ?",
-                            [*params, offset]).fetchone()[0]
+        return float(conn.execute(f"SELECT {column} FROM records {cond} ORDER BY {column} LIMIT 1 OFFSET ?",
+                                  [*params, offset]).fetchone()[0])
 
     return Summary(count=count, mean=mean, p50=rank(0.5), p95=rank(0.95))
 
@@ -216,7 +216,7 @@ def compute_stats_from_files(directory: Path, *, since: float | None = None, cas
             rows.append(row_from_record(path.stem, record, 0, 0))
     # Column positions follow index._COLUMNS.
     rows = [r for r in rows if (case is None or r[7] == case) and (since is None or (r[3] is not None and r[3] >= since))]
-    stats = Stats(source="files", generated_at=_dt(now), since=_dt(since), case=case, total=len(rows))
+    stats = Stats(source="files", generated_at=datetime.fromtimestamp(now, UTC), since=_dt(since), case=case, total=len(rows))
     stats.by_status = dict(Counter(r[5] for r in rows))
     fresh = sum(1 for r in rows if r[5] == "running"
                 and _in_progress(r[3], r[19], now=now, default_timeout=default_timeout, grace=grace))

@@ -13,7 +13,9 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from scoperun.changes.journal import (
     JournalPath,
@@ -129,7 +131,7 @@ def _apply_one(case: CaseRoot, upper: Path, c: Change, by_path: dict[str, Change
 
 
 def apply_staged(settings: Settings, area: StagingArea, state: StagingState, *, force: bool = False,
-                 by: str | None = None, audit: bool = True) -> tuple[ChangeSet, list[dict]]:
+                 by: str | None = None, audit: bool = True) -> tuple[ChangeSet, list[dict[str, Any]]]:
     """Apply a loaded staged change set (caller holds the lock); return it and the events made."""
     cs = state.change_set
     if cs is None:
@@ -142,7 +144,7 @@ def apply_staged(settings: Settings, area: StagingArea, state: StagingState, *, 
     if str(case_dir) != state.case_dir:
         raise ChangesError(f"case {state.case} now resolves to {case_dir}, not {state.case_dir}; refusing to apply",
                            execution_id=state.execution_id)
-    events: list[dict] = []
+    events: list[dict[str, Any]] = []
 
     def event(name: str, detail: str, **data: object) -> None:
         if audit:
@@ -212,7 +214,8 @@ def apply_staged(settings: Settings, area: StagingArea, state: StagingState, *, 
     return cs, events
 
 
-def _conflict(area: StagingArea, state: StagingState, cs: ChangeSet, conflicts: list[str], event) -> ChangeSet:
+def _conflict(area: StagingArea, state: StagingState, cs: ChangeSet, conflicts: list[str],
+              event: Callable[..., None]) -> ChangeSet:
     cs.status, cs.conflicts = ChangeSetStatus.CONFLICT, conflicts
     shown = ", ".join(conflicts[:5]) + (" ..." if len(conflicts) > 5 else "")
     cs.note = (f"not applied: {len(conflicts)} path(s) changed in the case since the run started ({shown}). Both "

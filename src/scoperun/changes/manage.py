@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import os
 import shutil
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from scoperun.changes.apply import journal_dir
@@ -214,7 +214,5 @@ def _remove_stale_volumes(settings: Settings, root: Path) -> None:
         client.close()
 
 
-def _mtime(path: Path):
-    from datetime import UTC, datetime
-
+def _mtime(path: Path) -> datetime:
     return datetime.fromtimestamp(path.stat().st_mtime, UTC)

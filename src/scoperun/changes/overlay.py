@@ -233,7 +233,7 @@ class _UpperReader:
                 if c.action is ChangeAction.DELETED and c.type == "file" and c.sha256_before and c.size_before}
         for c in self.changes:
             if c.action is ChangeAction.ADDED and c.type == "file" and c.sha256_after in gone and not c.hardlink_to:
-                c.renamed_from = gone.pop(c.sha256_after).path  # type: ignore[arg-type]
+                c.renamed_from = gone.pop(c.sha256_after).path
 
 
 def read_upper(upper: Path, start: Listing, case: CaseRoot) -> tuple[list[Change], int, int]:

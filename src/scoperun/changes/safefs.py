@@ -14,7 +14,7 @@ import hashlib
 import os
 import secrets
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -276,7 +276,7 @@ def _unlink_quiet(name: bytes, dfd: int) -> None:
         pass
 
 
-def _quiet(call) -> None:
+def _quiet(call: Callable[[], object]) -> None:
     try:
         call()
     except OSError as exc:

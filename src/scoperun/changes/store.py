@@ -13,7 +13,7 @@ import json
 import os
 import secrets
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -114,7 +114,7 @@ def change_lock(settings: Settings, execution_id: str) -> Iterator[None]:
         os.close(fd)
 
 
-def case_lock(settings: Settings, case_dir: Path):
+def case_lock(settings: Settings, case_dir: Path) -> AbstractContextManager[None]:
     """Serialise applies and rollbacks on one case folder (on this machine)."""
     import hashlib
 

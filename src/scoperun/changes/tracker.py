@@ -227,6 +227,6 @@ def overlay_lower_problem(case_dir: Path) -> str | None:
             os.getxattr(path, "trusted.overlay.metacopy", follow_symlinks=False)
         except OSError as exc:
             if exc.errno not in _XATTR_FINE:
-                return (f"its filesystem fails extended-attribute reads ({errno.errorcode.get(exc.errno, exc.errno)} "
+                return (f"its filesystem fails extended-attribute reads ({errno.errorcode.get(exc.errno or 0, exc.errno)} "
                         f"on {path.name or path})")
     return None

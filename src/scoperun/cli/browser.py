@@ -47,7 +47,7 @@ def browse(
     ctx: typer.Context,
     url: Annotated[str, typer.Option("--url", "-u", help="Start page (http or https).")],
     actions: Annotated[Path | None, typer.Option("--actions", "-a", help="JSON file with the action list.")] = None,
-    case: CaseOpt = ...,
+    case: CaseOpt = ...,  # type: ignore[assignment]  # typer: required, after optional ones
     network: NetworkOpt = None,
     timeout: Annotated[float | None, typer.Option(help="Seconds before the run is killed (default 300).")] = None,
     no_screenshot: Annotated[bool, typer.Option("--no-screenshot", help="Do not save final.png.")] = False,

@@ -9,13 +9,16 @@ from __future__ import annotations
 import json
 import sys
 from datetime import timedelta
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 
 from scoperun.cli.common import fail, out, settings_of
 from scoperun.errors import ChangedSinceError, ScopeRunError
+
+if TYPE_CHECKING:
+    from scoperun.changeset import ChangeSet
 
 IdArg = Annotated[str, typer.Argument(help="Execution id (exec_...), as printed by `scoperun run`.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the change set as JSON.")]
@@ -26,7 +29,7 @@ def _mode(value: int | None) -> str:
     return "" if value is None else oct(value)[2:]
 
 
-def print_change_set(cs, *, as_json: bool, source: str = "", diffs: list[str] | None = None) -> None:
+def print_change_set(cs: ChangeSet, *, as_json: bool, source: str = "", diffs: list[str] | None = None) -> None:
     """Print a change set as a table (or JSON), with optional text diffs."""
     if as_json:
         sys.stdout.write(cs.model_dump_json(indent=2) + "\n")

@@ -159,7 +159,8 @@ def run(
     ctx: typer.Context,
     script: Annotated[str, typer.Argument(help="Script relative to the workspace, e.g. Tools/create_file_inventory.py.")],
     args: Annotated[list[str] | None, typer.Argument(help="Arguments for the script (after --).")] = None,
-    case: CaseOpt = ..., timeout: TimeoutOpt = None, memory: MemoryOpt = None, cpus: CpusOpt = None,
+    case: CaseOpt = ...,  # type: ignore[assignment]  # typer: a required option after optional arguments
+    timeout: TimeoutOpt = None, memory: MemoryOpt = None, cpus: CpusOpt = None,
     network: NetworkOpt = None, read_only: ReadOnlyOpt = False, env: EnvOpt = None,
     working_dir: WorkdirOpt = None, requested_by: ByOpt = None, as_json: JsonOpt = False,
     write_mode: WriteModeOpt = None, apply: ApplyOpt = None,
@@ -177,7 +178,8 @@ def run_code(
     ctx: typer.Context,
     file: Annotated[str, typer.Argument(help="File holding the code, or - for stdin.")] = "-",
     args: Annotated[list[str] | None, typer.Argument(help="Arguments for the script (after --).")] = None,
-    case: CaseOpt = ..., name: Annotated[str, typer.Option(help="Name hint; .py or .sh decides the interpreter.")] = "script.py",
+    case: CaseOpt = ...,  # type: ignore[assignment]  # typer: a required option after optional arguments
+    name: Annotated[str, typer.Option(help="Name hint; .py or .sh decides the interpreter.")] = "script.py",
     timeout: TimeoutOpt = None, memory: MemoryOpt = None, cpus: CpusOpt = None, network: NetworkOpt = None,
     read_only: ReadOnlyOpt = False, env: EnvOpt = None, working_dir: WorkdirOpt = None,
     requested_by: ByOpt = None, as_json: JsonOpt = False, write_mode: WriteModeOpt = None, apply: ApplyOpt = None,
@@ -289,7 +291,7 @@ def _ensure_image(settings: Settings, *, quiet: bool) -> None:
             err.print(f"image {settings.image} is missing; building it (a few minutes the first time)...")
         ca = Path("/etc/ssl/certs/ca-certificates.crt")
         build_image(client, tag=settings.image, base_image=default_base_image(client),
-                    ca_bundle=ca if ca.is_file() else None, progress=None if quiet else (lambda l: err.print(f"[dim]{escape(l)}[/]")))
+                    ca_bundle=ca if ca.is_file() else None, progress=None if quiet else (lambda line: err.print(f"[dim]{escape(line)}[/]")))
     except EngineError as exc:
         raise fail(str(exc), EXIT_ENGINE) from None
 

@@ -48,7 +48,7 @@ def mcp_command(
 
     with Executor(settings) as executor:
         try:
-            executor.workspace
+            _ = executor.workspace  # resolves (and checks) the workspace before serving
         except WorkspaceError as exc:
             raise fail(str(exc), EXIT_REJECTED) from None
         if http:

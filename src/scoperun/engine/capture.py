@@ -58,7 +58,8 @@ class BoundedBuffer:
                 return  # fits the cap: nothing to keep beside the result
             # First overflow: head and tail still hold every byte so far (the tail is trimmed
             # only past twice its cap), so the spill file starts complete.
-            self._spill = tempfile.TemporaryFile(prefix="scoperun-out-")
+            # Kept open beyond this call (closed by close()): no context manager here.
+            self._spill = tempfile.TemporaryFile(prefix="scoperun-out-")  # noqa: SIM115
             self._spill_raw(bytes(self._head) + bytes(self._tail))
         self._spill_raw(data)
 

@@ -153,7 +153,8 @@ def scan_case(case_dir: Path, *, limit: int = 200_000, neutralise: bool = True) 
                 report.add(Hazard("symlink-outside", shown, "symlink leading out of the case; host code must not "
                                   "follow it", target=display_path(target)))
         elif stat.S_ISREG(mode):
-            for bit, kind in ((stat.S_ISUID, "setuid"), (stat.S_ISGID, "setgid")):
+            setid: tuple[tuple[int, HazardKind], ...] = ((stat.S_ISUID, "setuid"), (stat.S_ISGID, "setgid"))
+            for bit, kind in setid:
                 if mode & bit:
                     done = neutralise and _neutralise_setid(full, st)
                     report.add(Hazard(kind, shown, f"{kind} file (mode {stat.S_IMODE(mode):o})"

@@ -11,7 +11,7 @@ import ast
 import posixpath
 import threading
 
-from scoperun.safety.findings import Finding, make_finding, outside_allowed, sort_findings, source_lines
+from scoperun.safety.findings import Finding, Severity, make_finding, outside_allowed, sort_findings, source_lines
 
 __all__ = ["scan_python"]
 

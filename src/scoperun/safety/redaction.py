@@ -33,8 +33,8 @@ class Redactor:
         """
         if not self._secrets or not text:
             return text
-        for name, value in self._secrets.items():
-            text = text.replace(value, f"[REDACTED:{name}]")
+        for secret_name, value in self._secrets.items():
+            text = text.replace(value, f"[REDACTED:{secret_name}]")
         if not self._grams:
             return text
         # Positions of the characters that are not line breaks: fragments are searched in the

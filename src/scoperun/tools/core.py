@@ -194,7 +194,7 @@ def execute_browser_automation(executor: Executor, url: str, actions: list[Any],
                         "(scoperun.browser is missing). Nothing ran.")
 
     def produce() -> ToolReply:
-        from scoperun.browser import BrowserRequest, run_browser  # type: ignore[import-not-found]
+        from scoperun.browser import BrowserRequest, run_browser
 
         request = BrowserRequest(url=url, actions=actions, case=case_name, save_screenshots=save_screenshots,
                                  requested_by=requested_by or DEFAULT_REQUESTED_BY)

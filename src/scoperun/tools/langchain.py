@@ -50,7 +50,7 @@ def _invalid_arguments(exc: Exception) -> str:
 def _browser_args_schema() -> type[BaseModel]:
     """The browser tool's schema with the real action vocabulary of scoperun.browser, when it has one."""
     try:
-        from scoperun.browser import Action  # type: ignore[import-not-found]
+        from scoperun.browser import Action
     except ImportError:
         return BrowserAutomationArgs
     return create_model(
@@ -66,24 +66,24 @@ def make_tools(executor: Executor, *, requested_by: str = "langchain") -> list[B
     # `config: RunnableConfig = None` (not `RunnableConfig | None`): LangChain injects the call's
     # config only into a parameter annotated exactly RunnableConfig; it is hidden from the model.
     def execute_script_on_filesystem(script_name: str, case_name: str, script_args: list[str] | None = None,
-                                     working_dir: str | None = None, config: RunnableConfig = None) -> str:
+                                     working_dir: str | None = None, config: RunnableConfig = None) -> str:  # type: ignore[assignment]
         reply = core.execute_script_on_filesystem(executor, script_name, case_name, script_args, working_dir,
                                                   requested_by=_who(requested_by, config))
         return str(reply)  # a plain str: messages and checkpoints never hold ToolReply
 
     async def aexecute_script_on_filesystem(script_name: str, case_name: str, script_args: list[str] | None = None,
-                                            working_dir: str | None = None, config: RunnableConfig = None) -> str:
+                                            working_dir: str | None = None, config: RunnableConfig = None) -> str:  # type: ignore[assignment]
         reply = await core.aexecute_script_on_filesystem(executor, script_name, case_name, script_args,
                                                          working_dir, requested_by=_who(requested_by, config))
         return str(reply)
 
     def execute_custom_script(script_content: str, case_name: str, script_name: str = "temp_script.py",
-                              config: RunnableConfig = None) -> str:
+                              config: RunnableConfig = None) -> str:  # type: ignore[assignment]
         return str(core.execute_custom_script(executor, script_content, case_name, script_name,
                                               requested_by=_who(requested_by, config)))
 
     async def aexecute_custom_script(script_content: str, case_name: str, script_name: str = "temp_script.py",
-                                     config: RunnableConfig = None) -> str:
+                                     config: RunnableConfig = None) -> str:  # type: ignore[assignment]
         return str(await core.aexecute_custom_script(executor, script_content, case_name, script_name,
                                                      requested_by=_who(requested_by, config)))
 
@@ -106,12 +106,12 @@ def make_tools(executor: Executor, *, requested_by: str = "langchain") -> list[B
 
 def _browser_tool(executor: Executor, requested_by: str) -> BaseTool:
     def execute_browser_automation(url: str, actions: list[Any], case_name: str, save_screenshots: bool = True,
-                                   config: RunnableConfig = None) -> str:
+                                   config: RunnableConfig = None) -> str:  # type: ignore[assignment]
         return str(core.execute_browser_automation(executor, url, actions, case_name, save_screenshots,
                                                    requested_by=_who(requested_by, config)))
 
     async def aexecute_browser_automation(url: str, actions: list[Any], case_name: str,
-                                          save_screenshots: bool = True, config: RunnableConfig = None) -> str:
+                                          save_screenshots: bool = True, config: RunnableConfig = None) -> str:  # type: ignore[assignment]
         return str(await core.aexecute_browser_automation(executor, url, actions, case_name, save_screenshots,
                                                           requested_by=_who(requested_by, config)))
 

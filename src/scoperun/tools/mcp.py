@@ -96,14 +96,14 @@ def build_server(executor: Executor, *, requested_by: str = "mcp") -> MCPServer:
 
 def _add_browser_tool(server: MCPServer, executor: Executor, requested_by: str) -> None:
     try:
-        from scoperun.browser import Action  # type: ignore[import-not-found]
+        from scoperun.browser import Action
         action_type: Any = Action
     except ImportError:
         action_type = dict[str, Any]
 
     async def execute_browser_automation(
         url: Annotated[str, Field(description=_d(BrowserAutomationArgs, "url"))],
-        actions: Annotated[list[action_type],  # type: ignore[valid-type]
+        actions: Annotated[list[action_type],
                            Field(description=_d(BrowserAutomationArgs, "actions"))],
         case_name: Annotated[str, Field(description=_d(BrowserAutomationArgs, "case_name"))],
         save_screenshots: Annotated[bool, Field(description=_d(BrowserAutomationArgs, "save_screenshots"))] = True,
