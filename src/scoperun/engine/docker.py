@@ -30,10 +30,13 @@ def connect(base_url: str | None = None, timeout: float | None = 60) -> docker.D
     import docker
     from docker.errors import DockerException
 
+    client: docker.DockerClient | None = None
     try:
         client = docker.DockerClient(base_url=base_url, timeout=timeout) if base_url else docker.from_env(timeout=timeout)
         client.ping()
     except DockerException as exc:
+        if client is not None:
+            client.close()  # its connection pool holds a socket
         raise EngineError(
             f"cannot reach the Docker engine ({exc}). Start it (`make engine` as root, or "
             f"`sudo systemctl start docker`) and check with `scoperun doctor`."
@@ -286,6 +289,11 @@ def _drain(stream: Any, outcome: RunOutcome) -> None:
     finally:
         try:
             stream.close()
+            # The stream's close shuts the socket down, but the HTTP response still holds its file
+            # object (so the socket's descriptor stays open until garbage collection): close it too.
+            response = getattr(stream, "_response", None)
+            if response is not None:
+                response.close()
         except Exception:
             pass
 
