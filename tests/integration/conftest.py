@@ -5,7 +5,6 @@ Under CI=true a missing engine or image is a failure, never a skip.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Iterator
@@ -90,8 +89,10 @@ def executor(settings: Settings, workspace: Path, docker_client) -> Iterator[Exe
 
 
 def read_record(workspace: Path, execution_id: str) -> dict:
-    """The audit record of one run."""
-    return json.loads((workspace / "Database" / "script_executions" / f"{execution_id}.json").read_text())
+    """The audit record of one run, with the events logged after it ended merged in (as `audit show` shows it)."""
+    from scoperun.audit.log import AuditLog
+
+    return AuditLog(workspace / "Database" / "script_executions").view(execution_id)
 
 
 # Registers the `guard` fixture of the adversarial suite for every integration module.

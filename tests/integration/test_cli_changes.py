@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from tests.conftest import CASE
+from tests.integration.conftest import read_record
 from tests.integration.test_cli import scoperun
 
 
@@ -45,5 +46,5 @@ def test_review_apply_and_rollback_from_the_shell(workspace: Path, docker_client
     assert intake.read_text() == original
     gc = scoperun(workspace, "changes", "gc", "--older-than", "0", "--json")
     assert gc.returncode == 0 and set(json.loads(gc.stdout)["removed"]) == {run_id, other}
-    events = json.loads((workspace / "Database" / "script_executions" / f"{run_id}.json").read_text())["events"]
+    events = read_record(workspace, run_id)["events"]
     assert [e["event"] for e in events] == ["applied", "rolled_back"]

@@ -31,7 +31,7 @@ def verify(settings: Settings, workspace: Path) -> VerifyReport:
     directory = audit_dir(workspace)
     loaded = [(p.stem, read_json_file(p)) for p in sorted(directory.glob("*.json"))]
     head = HostChain(state_dir(settings), directory.resolve()).head()
-    return verify_records(loaded, heads=[head] if head else [])
+    return verify_records(loaded, events=AuditLog(directory).event_files(), heads=[head] if head else [])
 
 
 def run_many(settings: Settings, n: int, *, threads: int = 1) -> list[str]:
@@ -197,3 +197,80 @@ def test_chain_failure_keeps_the_record_unchained(settings: Settings, workspace:
     [execution_id] = run_many(settings, 1)
     record = json.loads((audit_dir(workspace) / f"{execution_id}.json").read_text())
     assert record["status"] == "succeeded" and "chain" not in record
+
+
+def log_events(settings: Settings, workspace: Path) -> tuple[AuditLog, list[str]]:
+    """Two runs, then events about the first (applied, rolled back) and the second (discarded)."""
+    first, second = run_many(settings, 2)
+    log = AuditLog.from_settings(settings, workspace.resolve())
+    log.append_event(first, "applied", by="alice", detail="2 files added", changes={"status": "applied"})
+    log.append_event(second, "discarded", by="bob", detail="1 file modified", changes={"status": "discarded"})
+    log.append_event(first, "rolled_back", by="alice", detail="pre-images restored", changes={"status": "rolled_back"})
+    return log, [first, second]
+
+
+def event_paths(workspace: Path) -> list[Path]:
+    paths = list((audit_dir(workspace) / "events").glob("*/*.json"))
+    return sorted(paths, key=lambda p: json.loads(p.read_text())["chain"]["seq"])
+
+
+def test_events_leave_records_untouched_and_verify_green(settings: Settings, workspace: Path) -> None:
+    """Events after a run are chained in the event log; the finished record is not rewritten and verify stays ok."""
+    log, (first, second) = log_events(settings, workspace)
+    records = {p.name: p.read_bytes() for p in audit_dir(workspace).glob("*.json")}
+    log.append_event(second, "noted", by="carol")
+    assert {p.name: p.read_bytes() for p in audit_dir(workspace).glob("*.json")} == records
+    assert all(not json.loads(data).get("events") for data in records.values())
+    report = verify(settings, workspace)
+    assert report.ok and not report.findings and report.events == 4 and report.chained == 6
+    view = log.view(first)
+    assert [e["event"] for e in view["events"]] == ["applied", "rolled_back"]
+    assert view["changes"] == {"status": "rolled_back"} and view["events"][0]["by"] == "alice"
+    assert "chain" not in view["events"][0] and log.view(second)["changes"] == {"status": "discarded"}
+
+
+def test_edited_event_is_found(settings: Settings, workspace: Path) -> None:
+    """Changing who applied a run's changes is reported as a modified entry of the chain."""
+    log_events(settings, workspace)
+    victim = event_paths(workspace)[0]
+    entry = json.loads(victim.read_text())
+    entry["by"] = "mallory"
+    victim.write_text(json.dumps(entry))
+    report = verify(settings, workspace)
+    assert not report.ok and [f.kind for f in report.findings] == ["modified"]
+
+
+def test_deleted_event_and_deleted_event_log_are_found(settings: Settings, workspace: Path) -> None:
+    """Removing one event, or the whole event log, leaves chain positions no entry holds."""
+    log_events(settings, workspace)
+    event_paths(workspace)[1].unlink()
+    report = verify(settings, workspace)
+    assert not report.ok and [(f.kind, f.seq) for f in report.findings] == [("deleted", 4)]
+    import shutil
+
+    shutil.rmtree(audit_dir(workspace) / "events")
+    report = verify(settings, workspace)
+    assert not report.ok and sorted((f.kind, f.seq) for f in report.findings) == [
+        ("deleted", 3), ("deleted", 4), ("deleted", 5)]
+
+
+def test_reordered_events_are_found(settings: Settings, workspace: Path) -> None:
+    """Swapping the chain positions of two events (an apply and a discard) is reported as re-ordering."""
+    log_events(settings, workspace)
+    a, b = event_paths(workspace)[0], event_paths(workspace)[1]
+    ea, eb = json.loads(a.read_text()), json.loads(b.read_text())
+    ea["chain"]["seq"], eb["chain"]["seq"] = eb["chain"]["seq"], ea["chain"]["seq"]
+    a.write_text(json.dumps(ea))
+    b.write_text(json.dumps(eb))
+    report = verify(settings, workspace)
+    assert not report.ok and {f.kind for f in report.findings} == {"reordered"}
+
+
+def test_event_moved_to_another_run_is_found(settings: Settings, workspace: Path) -> None:
+    """An event file moved under another run's folder no longer matches the run it names."""
+    log, (first, second) = log_events(settings, workspace)
+    moved = event_paths(workspace)[0]
+    moved.rename(audit_dir(workspace) / "events" / second / moved.name)
+    report = verify(settings, workspace)
+    assert not report.ok and [(f.kind, f.execution_id) for f in report.findings] == [("modified", second)]
+    assert [e["event"] for e in log.view(second)["events"]] == ["applied", "discarded"]

@@ -1,5 +1,6 @@
-"""Tamper evidence: each finished record carries the sha256 of the previous finished record of
-the same host's chain, and `verify` finds records modified, deleted, re-ordered or never finished.
+"""Tamper evidence: each finished record, and each event of the event log, carries the sha256 of
+the previous entry of the same host's chain, and `verify` finds records and events modified,
+deleted or re-ordered, and runs never finished.
 
 A chain belongs to one host and one audit folder. Its head (chain id, last position, last
 digest) lives in the host-local state folder beside a lock file; every scoperun process and
@@ -137,8 +138,9 @@ class ChainFinding(BaseModel):
 class VerifyReport(BaseModel):
     """The outcome of verifying one audit folder."""
 
-    ok: bool = Field(description="False when any record was modified, deleted, re-ordered or never finished.")
+    ok: bool = Field(description="False when any record or event was modified, deleted, re-ordered, or a run never finished.")
     records: int
+    events: int = Field(0, description="Entries of the event log (apply, discard, rollback, ...).")
     chained: int
     chains: dict[str, int] = Field(default_factory=dict, description="Chain id -> number of records in it.")
     findings: list[ChainFinding] = Field(default_factory=list)
@@ -161,15 +163,32 @@ def _unfinished(record: dict[str, Any], *, now: float, grace: float, default_tim
 def verify_records(
     loaded: list[tuple[str, dict[str, Any] | None]],
     *,
+    events: list[tuple[str, dict[str, Any] | None]] | None = None,
     heads: list[dict[str, Any]] | None = None,
     now: float | None = None,
     grace: float = 120.0,
     default_timeout: float = 300.0,
 ) -> VerifyReport:
-    """Check `(file stem, parsed record or None if unreadable)` pairs against their chains and `heads`."""
+    """Check `(file stem, parsed record or None if unreadable)` pairs, and the event log's
+    `(name "<execution_id>/<file>", parsed event or None)` pairs, against their chains and `heads`."""
     now = time.time() if now is None else now
     findings: list[ChainFinding] = []
     chains: dict[str, list[tuple[dict[str, Any], str]]] = {}
+    for name, event in events or []:
+        owner = name.split("/", 1)[0]
+        if not isinstance(event, dict):
+            findings.append(ChainFinding(kind="modified", execution_id=owner,
+                                         detail=f"event {name} is not valid JSON any more"))
+            continue
+        if event.get("execution_id") != owner:
+            findings.append(ChainFinding(kind="modified", execution_id=owner,
+                                         detail=f"event {name} is about {event.get('execution_id')!r}"))
+        chain = event.get("chain")
+        if isinstance(chain, dict) and chain.get("id"):
+            chains.setdefault(str(chain["id"]), []).append((event, record_digest(event)))
+        else:
+            findings.append(ChainFinding(kind="unchained", execution_id=owner,
+                                         detail=f"event {name} ({event.get('event')}) without a chain link"))
     for stem, record in loaded:
         if record is None or not isinstance(record, dict):
             findings.append(ChainFinding(kind="modified", execution_id=stem,
@@ -195,7 +214,7 @@ def verify_records(
         findings.extend(_verify_chain(chain_id, members, heads_by_id.get(chain_id)))
     chained = sum(len(m) for m in chains.values())
     ok = not any(f.kind in FAILING_KINDS for f in findings)
-    return VerifyReport(ok=ok, records=len(loaded), chained=chained,
+    return VerifyReport(ok=ok, records=len(loaded), events=len(events or []), chained=chained,
                         chains={k: len(v) for k, v in chains.items()}, findings=findings)
 
 
@@ -238,7 +257,7 @@ def _verify_chain(chain_id: str, members: list[tuple[dict[str, Any], str]],
             add("modified", seq - 1, cand.get("execution_id"),
                 f"its content no longer matches the hash that {rid} (position {seq}) carries")
         else:
-            add("deleted", seq - 1, None, f"the record before {rid} (position {seq - 1}) is missing")
+            add("deleted", seq - 1, None, f"the record or event before {rid} (position {seq - 1}) is missing")
     present = set(by_seq)
     top = max(present) if present else 0
     if head is not None and int(head.get("seq", 0)) > top:
@@ -246,10 +265,10 @@ def _verify_chain(chain_id: str, members: list[tuple[dict[str, Any], str]],
     for seq in range(1, top + 1):
         if seq not in present:
             add("deleted", seq, head.get("execution_id") if head and int(head.get("seq", 0)) == seq else None,
-                f"no record holds position {seq} of the chain")
+                f"no record or event holds position {seq} of the chain")
     if head is not None:
         at_head = by_seq.get(int(head.get("seq", 0)), [])
         if at_head and all(d != head.get("sha256") for _, d in at_head):
             add("modified", int(head["seq"]), at_head[0][0].get("execution_id"),
-                "the newest record no longer matches the hash this host's chain head holds")
+                "the newest record or event no longer matches the hash this host's chain head holds")
     return found

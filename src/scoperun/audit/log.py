@@ -6,6 +6,11 @@ leaves a trace and a reader never sees half a record. It keeps the original plan
 (timestamp, execution_id, case_name, script_path, exit_code, stdout_length, stderr_length,
 success) so existing readers keep working.
 
+A finished record is never rewritten. What happens to a run afterwards (its changes applied,
+discarded, rolled back) is appended to the event log, one small file per event under
+`events/<execution_id>/`, each linked into the same hash chain as the records, so `audit verify`
+checks events like records; `view` shows a record with its events merged in.
+
 Optional hooks (see `AuditLog.from_settings`): finished records are linked into the host's
 hash chain (`chain.py`) and every record written is put in the host-local SQLite index
 (`index.py`). A run's output, in full even when its result shows only part of it, is kept beside the
@@ -20,7 +25,9 @@ import logging
 import os
 import secrets
 import socket
+import time
 from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,16 +36,17 @@ from scoperun.models import ExecutionResult, Status
 from scoperun.mounts import is_fuse
 
 if TYPE_CHECKING:
-    from scoperun.audit.chain import HostChain
+    from scoperun.audit.chain import HostChain, VerifyReport
     from scoperun.audit.index import AuditIndex
     from scoperun.config import Settings
     from scoperun.engine.capture import BoundedBuffer
     from scoperun.safety.redaction import Redactor
 
-__all__ = ["OUTPUT_SUFFIXES", "RECORD_VERSION", "AuditLog", "keep_full_output", "record_from_result"]
+__all__ = ["EVENTS_DIR", "OUTPUT_SUFFIXES", "RECORD_VERSION", "AuditLog", "keep_full_output", "record_from_result"]
 
 RECORD_VERSION = 1
 OUTPUT_SUFFIXES = ("stdout", "stderr")
+EVENTS_DIR = "events"  # under the audit folder: events/<execution_id>/<time_ns>-<token>.json
 log = logging.getLogger(__name__)
 
 
@@ -70,27 +78,9 @@ class AuditLog:
 
     def write(self, record: dict[str, Any]) -> Path:
         """Write `record` atomically (chained when finished, then indexed); raise AuditError on failure."""
-        target: Path | None = None
-        if self.chain is not None and record.get("status") != Status.RUNNING.value:
-            write_error: AuditError | None = None
-            try:
-                with self.chain.link(record):
-                    try:
-                        target = self._write_file(record)
-                    except AuditError as exc:
-                        write_error = exc
-                        raise
-            except (OSError, AuditError) as exc:
-                if write_error is not None:
-                    raise write_error from None
-                # The host's state folder failed, not the workspace: keep the record, unchained,
-                # rather than lose what a run did; `audit verify` lists it as unchained.
-                log.warning("audit chain unavailable (%s); record %s written without a chain link",
-                            exc, record.get("execution_id"))
-                record.pop("chain", None)
-                target = None
-        if target is None:
-            target = self._write_file(record)
+        path = self.path_for(record["execution_id"])
+        chained = record.get("status") != Status.RUNNING.value
+        target = self._write_linked(record, path, chained=chained)
         if self.index is not None:
             try:
                 self.index.upsert(record, target)
@@ -98,6 +88,102 @@ class AuditLog:
                 log.warning("audit index not updated for %s (%s); run `scoperun audit reindex`",
                             record.get("execution_id"), exc)
         return target
+
+    def _write_linked(self, entry: dict[str, Any], path: Path, *, chained: bool) -> Path:
+        """Write one JSON entry atomically, linked into the host's chain when `chained` and there is one."""
+        def data() -> bytes:  # serialised late: the chain link is set inside link()
+            return json.dumps(entry, indent=2, ensure_ascii=False, default=str).encode("utf-8")
+
+        if self.chain is not None and chained:
+            write_error: AuditError | None = None
+            try:
+                with self.chain.link(entry):
+                    try:
+                        self._atomic(path, data())
+                        return path
+                    except AuditError as exc:
+                        write_error = exc
+                        raise
+            except (OSError, AuditError) as exc:
+                if write_error is not None:
+                    raise write_error from None
+                # The host's state folder failed, not the workspace: keep the entry, unchained,
+                # rather than lose what happened; `audit verify` lists it as unchained.
+                log.warning("audit chain unavailable (%s); %s written without a chain link", exc, path.name)
+                entry.pop("chain", None)
+        self._atomic(path, data())
+        return path
+
+    def append_event(self, execution_id: str, event: str, *, by: str, detail: str = "",
+                     changes: dict[str, Any] | None = None, **data: Any) -> dict[str, Any]:
+        """Append one event about a finished run (chained like a record; never rewrites the record).
+
+        `changes` is the run's change set as it now stands (a capped copy); `view` shows the newest.
+        Returns the entry as `view` lists it.
+        """
+        self.path_for(execution_id)  # checks the id
+        entry: dict[str, Any] = {"execution_id": execution_id, "at": datetime.now(UTC).isoformat(), "event": event,
+                                 "by": by, "detail": detail, **data}
+        if changes is not None:
+            entry["changes"] = changes
+        folder = self.events_dir / execution_id
+        path = folder / f"{time.time_ns():020d}-{secrets.token_hex(4)}.json"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise AuditError(f"cannot write the audit event log {folder} ({exc.strerror or exc}); check that the "
+                             f"workspace's Database folder is writable (`scoperun doctor`)") from None
+        self._write_linked(entry, path, chained=True)
+        return _shown(entry)
+
+    @property
+    def events_dir(self) -> Path:
+        """The event log's folder."""
+        return self.directory / EVENTS_DIR
+
+    def events(self, execution_id: str) -> list[dict[str, Any]]:
+        """The logged events of one run, oldest first, as stored (unreadable ones skipped)."""
+        folder = self.events_dir / self.path_for(execution_id).stem
+        return [entry for _, entry in self.event_files(folder) if entry is not None]
+
+    def event_files(self, folder: Path | None = None) -> list[tuple[str, dict[str, Any] | None]]:
+        """(name relative to the event log, parsed entry or None if unreadable) for every event, in order."""
+        root = self.events_dir
+        paths = sorted((folder or root).glob("*.json" if folder else "*/*.json"))
+        out: list[tuple[str, dict[str, Any] | None]] = []
+        for path in paths:
+            if path.name.startswith("."):
+                continue
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+                with os.fdopen(fd, "rb") as fh:
+                    parsed = json.loads(fh.read())
+            except (OSError, ValueError):
+                parsed = None
+            out.append((path.relative_to(root).as_posix(), parsed if isinstance(parsed, dict) else None))
+        return out
+
+    def view(self, execution_id: str) -> dict[str, Any]:
+        """A run's record with its logged events merged in: `events` extended, `changes` the newest copy."""
+        record = self.read(execution_id)
+        logged = self.events(execution_id)
+        if logged:
+            record["events"] = [*(record.get("events") or []), *(_shown(e) for e in logged)]
+            newest = next((e["changes"] for e in reversed(logged) if e.get("changes")), None)
+            if newest is not None:
+                record["changes"] = newest
+        return record
+
+    def verify(self, *, grace: float = 120.0, default_timeout: float = 300.0) -> VerifyReport:
+        """Check every record and event against the chains and this host's head (`audit verify`)."""
+        from scoperun.audit.chain import verify_records
+        from scoperun.audit.index import read_json_file
+
+        stems = sorted(p.name[:-5] for p in self.directory.glob("*.json") if not p.name.startswith("."))
+        loaded = [(stem, read_json_file(self.directory / f"{stem}.json")) for stem in stems]
+        head = self.chain.head() if self.chain is not None else None
+        return verify_records(loaded, events=self.event_files(), heads=[head] if head else [], grace=grace,
+                              default_timeout=default_timeout)
 
     def write_output(self, execution_id: str, stream: str, data: bytes | Iterable[bytes]) -> Path:
         """Keep a run's full `stream` output (bytes or chunks) beside its record, atomically; raise AuditError."""
@@ -118,12 +204,6 @@ class AuditLog:
             raise AuditError(f"cannot read {path} ({exc.strerror})") from None
         with os.fdopen(fd, "rb") as fh:
             return fh.read() if limit is None else fh.read(limit)
-
-    def _write_file(self, record: dict[str, Any]) -> Path:
-        target = self.path_for(record["execution_id"])
-        data = json.dumps(record, indent=2, ensure_ascii=False, default=str).encode("utf-8")
-        self._atomic(target, data)
-        return target
 
     def _atomic(self, target: Path, data: bytes | Iterable[bytes]) -> None:
         tmp = self.directory / f".{target.name}.{secrets.token_hex(4)}.tmp"
@@ -173,6 +253,11 @@ class AuditLog:
             raise AuditError(f"no audit record for {execution_id} in {self.directory}") from None
         except (OSError, ValueError) as exc:
             raise AuditError(f"audit record {path} cannot be read: {exc}") from None
+
+
+def _shown(entry: dict[str, Any]) -> dict[str, Any]:
+    """An event as a record's `events` list shows it: without the bookkeeping the log keeps."""
+    return {k: v for k, v in entry.items() if k not in ("execution_id", "changes", "chain")}
 
 
 def keep_full_output(audit: AuditLog, execution_id: str, stream: str, buffer: BoundedBuffer,

@@ -29,7 +29,17 @@ from scoperun.changes.journal import (
 )
 from scoperun.changes.overlay import StagingArea
 from scoperun.changes.safefs import CaseRoot
-from scoperun.changes.store import StagingState, case_lock, change_lock, load_state, now, record_event, save_state
+from scoperun.changes.store import (
+    AuditTrail,
+    StagingState,
+    case_lock,
+    change_lock,
+    load_state,
+    now,
+    record_event,
+    save_state,
+    workspace_trail,
+)
 from scoperun.changeset import Change, ChangeAction, ChangeSet, ChangeSetStatus, decode_name
 from scoperun.config import Settings
 from scoperun.errors import ChangesError, ScopeRunError
@@ -130,9 +140,13 @@ def _apply_one(case: CaseRoot, upper: Path, c: Change, by_path: dict[str, Change
     return None  # fifos, sockets, devices: recorded, never created in a case
 
 
-def apply_staged(settings: Settings, area: StagingArea, state: StagingState, *, force: bool = False,
-                 by: str | None = None, audit: bool = True) -> tuple[ChangeSet, list[dict[str, Any]]]:
-    """Apply a loaded staged change set (caller holds the lock); return it and the events made."""
+def apply_staged(settings: Settings, area: StagingArea, state: StagingState, *, trail: AuditTrail | None,
+                 force: bool = False, by: str | None = None) -> tuple[ChangeSet, list[dict[str, Any]]]:
+    """Apply a loaded staged change set (caller holds the lock); return it and the events made.
+
+    The events go to `trail`; with None (a run applying its own changes before its record is
+    finished) they are only returned, for the record.
+    """
     cs = state.change_set
     if cs is None:
         raise ChangesError(f"run {state.execution_id} has no change set yet", execution_id=state.execution_id)
@@ -147,8 +161,8 @@ def apply_staged(settings: Settings, area: StagingArea, state: StagingState, *, 
     events: list[dict[str, Any]] = []
 
     def event(name: str, detail: str, **data: object) -> None:
-        if audit:
-            events.append(record_event(settings, ws.root, state.execution_id, name, change_set=cs, detail=detail,
+        if trail is not None:
+            events.append(record_event(trail, settings, state.execution_id, name, change_set=cs, detail=detail,
                                        by=by, **data))
         else:
             events.append({"at": now().isoformat(), "event": name, "by": by or "scoperun", "detail": detail, **data})
@@ -244,22 +258,28 @@ def _load_pending(settings: Settings, execution_id: str) -> tuple[StagingArea, S
     return area, state, cs
 
 
-def apply_changes(settings: Settings, execution_id: str, *, force: bool = False, by: str | None = None) -> ChangeSet:
-    """Apply a run's staged changes; a conflict is returned (status `conflict`), not raised."""
+def apply_changes(settings: Settings, execution_id: str, *, force: bool = False, by: str | None = None,
+                  trail: AuditTrail | None = None) -> ChangeSet:
+    """Apply a run's staged changes; a conflict is returned (status `conflict`), not raised.
+
+    Events go to `trail` (default: the workspace's audit log).
+    """
     with change_lock(settings, execution_id):
         area, state, _ = _load_pending(settings, execution_id)
-        return apply_staged(settings, area, state, force=force, by=by)[0]
+        trail = trail or workspace_trail(settings, Path(state.workspace))
+        return apply_staged(settings, area, state, trail=trail, force=force, by=by)[0]
 
 
-def discard_changes(settings: Settings, execution_id: str, *, by: str | None = None) -> ChangeSet:
+def discard_changes(settings: Settings, execution_id: str, *, by: str | None = None,
+                    trail: AuditTrail | None = None) -> ChangeSet:
     """Mark a run's staged changes discarded (the case is untouched; gc removes the files later)."""
     with change_lock(settings, execution_id):
         area, state, cs = _load_pending(settings, execution_id)
         cs.status, cs.note = ChangeSetStatus.DISCARDED, "discarded; the case was never changed"
         state.phase = cs.status.value
         save_state(area, state)
-        record_event(settings, Path(state.workspace), execution_id, "discarded", change_set=cs, detail=cs.summary,
-                     by=by)
+        record_event(trail or workspace_trail(settings, Path(state.workspace)), settings, execution_id, "discarded",
+                     change_set=cs, detail=cs.summary, by=by)
         return cs
 
 

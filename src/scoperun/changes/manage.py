@@ -13,7 +13,7 @@ from scoperun.changes.journal import load_manifest, restore_all, write_manifest
 from scoperun.changes.overlay import StagingArea
 from scoperun.changes.safefs import CaseRoot
 from scoperun.changes.store import (
-    audit_log,
+    AuditTrail,
     case_lock,
     change_lock,
     load_state,
@@ -21,6 +21,7 @@ from scoperun.changes.store import (
     record_event,
     save_state,
     staging_root,
+    workspace_trail,
 )
 from scoperun.changeset import Change, ChangeAction, ChangeSet, ChangeSetStatus
 from scoperun.config import Settings
@@ -33,7 +34,8 @@ _FINISHED = {s.value for s in (ChangeSetStatus.APPLIED, ChangeSetStatus.DISCARDE
                                ChangeSetStatus.EMPTY, ChangeSetStatus.RECORDED)}
 
 
-def rollback_changes(settings: Settings, execution_id: str, *, force: bool = False, by: str | None = None) -> ChangeSet:
+def rollback_changes(settings: Settings, execution_id: str, *, force: bool = False, by: str | None = None,
+                     trail: AuditTrail | None = None) -> ChangeSet:
     """Restore every pre-image of an applied run and remove what it added, byte for byte.
 
     Raises ChangedSinceError (naming the paths) when the case changed since the apply and
@@ -63,12 +65,13 @@ def rollback_changes(settings: Settings, execution_id: str, *, force: bool = Fal
             area, state = loaded
             state.phase, state.change_set = cs.status.value, cs
             save_state(area, state)
-        record_event(settings, ws.root, execution_id, "rolled_back", change_set=cs, detail=cs.note, by=by,
-                     forced=force, displaced=displaced)
+        record_event(trail or workspace_trail(settings, ws.root), settings, execution_id, "rolled_back",
+                     change_set=cs, detail=cs.note, by=by, forced=force, displaced=displaced)
         return cs
 
 
-def load_change_set(settings: Settings, execution_id: str) -> tuple[ChangeSet, str]:
+def load_change_set(settings: Settings, execution_id: str, *,
+                    trail: AuditTrail | None = None) -> tuple[ChangeSet, str]:
     """A run's change set and where it came from: `staging`, `journal` or `audit` (capped)."""
     loaded = load_state(settings, execution_id)
     if loaded is not None and loaded[1].change_set is not None:
@@ -78,7 +81,7 @@ def load_change_set(settings: Settings, execution_id: str) -> tuple[ChangeSet, s
     if manifest is not None:
         return manifest.change_set, "journal"
     try:
-        record = audit_log(settings, ws.root).read(execution_id)
+        record = (trail or workspace_trail(settings, ws.root)).view(execution_id)
     except AuditError as exc:
         raise ChangesError(str(exc), execution_id=execution_id) from None
     if not record.get("changes"):

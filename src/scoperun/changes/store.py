@@ -1,9 +1,10 @@
-"""Where change sets live between commands, and the run's audit record as their event log.
+"""Where change sets live between commands, and how what happens to them reaches the audit trail.
 
 A staged change set lives with its staged files in `<staging_dir>/<id>/state.json` (local disk:
 lost with the VM, like the staged files themselves). Once applied, the journal in the workspace
-holds it (`Database/journal/<id>/manifest.json`). The audit record keeps a capped copy and an
-`events` list (apply, discard, rollback, conflict), rewritten atomically under a lock.
+holds it (`Database/journal/<id>/manifest.json`). Apply, discard, rollback and conflicts are
+appended, with a capped copy of the change set, to the audit trail the caller hands down (an
+`AuditTrail`: the workspace's `AuditLog`); the run's finished record is never rewritten.
 """
 
 from __future__ import annotations
@@ -16,18 +17,38 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ValidationError
 
-from scoperun.audit.log import AuditLog
 from scoperun.changes.overlay import StagingArea
 from scoperun.changeset import ChangeSet
 from scoperun.config import Settings
-from scoperun.errors import AuditError, ChangesError
+from scoperun.errors import ChangesError
 
-__all__ = ["StagingState", "audit_log", "change_lock", "load_state", "now", "record_event", "save_state",
-           "staging_root", "write_json_atomic"]
+__all__ = ["AuditTrail", "StagingState", "change_lock", "load_state", "now", "record_event", "save_state",
+           "staging_root", "workspace_trail", "write_json_atomic"]
+
+
+class AuditTrail(Protocol):
+    """The audit trail changes/ reports to (the workspace's `AuditLog`), handed down by the caller."""
+
+    def append_event(self, execution_id: str, event: str, *, by: str, detail: str = "",
+                     changes: dict[str, Any] | None = None, **data: Any) -> dict[str, Any]:
+        """Append one event about a finished run; return it as the record's `events` list shows it."""
+        ...
+
+    def view(self, execution_id: str) -> dict[str, Any]:
+        """The run's record with its events merged in (raise AuditError when there is none)."""
+        ...
+
+
+def workspace_trail(settings: Settings, workspace_root: Path) -> AuditTrail:
+    """The workspace's audit trail as the executor writes it (chained, indexed): the default for callers
+    that hand none down."""
+    from scoperun.audit.log import AuditLog
+
+    return AuditLog.from_settings(settings, workspace_root)
 
 
 def now() -> datetime:
@@ -121,27 +142,12 @@ def case_lock(settings: Settings, case_dir: Path) -> AbstractContextManager[None
     return change_lock(settings, "case-" + hashlib.sha256(str(case_dir).encode()).hexdigest()[:24])
 
 
-def audit_log(settings: Settings, workspace_root: Path) -> AuditLog:
-    """The audit log of the workspace."""
-    return AuditLog(workspace_root / settings.audit_dir)
-
-
-def record_event(settings: Settings, workspace_root: Path, execution_id: str, event: str, *,
+def record_event(trail: AuditTrail, settings: Settings, execution_id: str, event: str, *,
                  change_set: ChangeSet | None = None, detail: str = "", by: str | None = None,
                  **data: Any) -> dict[str, Any]:
-    """Append an event to the run's audit record (and refresh its change set copy), atomically."""
-    entry = {"at": now().isoformat(), "event": event, "by": by or _who(), "detail": detail, **data}
-    log = audit_log(settings, workspace_root)
-    with change_lock(settings, f"{execution_id}.record"):
-        try:
-            record = log.read(execution_id)
-        except AuditError:
-            return entry  # a run without a record (deleted by hand): the journal still has it all
-        record.setdefault("events", []).append(entry)
-        if change_set is not None:
-            record["changes"] = change_set.capped(settings.changes_record_cap).model_dump(mode="json")
-        log.write(record)
-    return entry
+    """Append an event (with the change set as it now stands, capped) to the run's audit trail."""
+    changes = change_set.capped(settings.changes_record_cap).model_dump(mode="json") if change_set else None
+    return trail.append_event(execution_id, event, by=by or _who(), detail=detail, changes=changes, **data)
 
 
 def _who() -> str:

@@ -165,8 +165,9 @@ class _Staged:
                 from scoperun.changes.apply import apply_staged
 
                 with change_lock(self.settings, self.execution_id):
-                    cs, events = apply_staged(self.settings, self.area, self.state, by=self.requested_by or "scoperun",
-                                              audit=False)
+                    # No trail: the events go into the run's own record, finished right after this.
+                    cs, events = apply_staged(self.settings, self.area, self.state, trail=None,
+                                              by=self.requested_by or "scoperun")
                 self.events.extend(events)
             except (OSError, ScopeRunError) as exc:
                 cs.note = f"not applied: {exc}"

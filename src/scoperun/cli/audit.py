@@ -90,7 +90,7 @@ def audit_show(
     settings = settings_of(ctx)
     audit = _audit(settings)
     try:
-        record = audit.read(execution_id)
+        record = audit.view(execution_id)
         outputs = {s: audit.read_output(execution_id, s, limit=max_bytes) for s in ("stdout", "stderr")}
     except ScopeRunError as exc:
         raise fail(f"{exc}. List runs with `scoperun audit list`.") from None
@@ -140,21 +140,17 @@ def audit_reindex(
 @audit_app.command("verify")
 def audit_verify(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Check the hash chains: modified, deleted, re-ordered records and runs never finished (exit 1 if any)."""
-    from scoperun.audit.chain import FAILING_KINDS, HostChain, verify_records
-    from scoperun.audit.index import read_json_file
+    from scoperun.audit.chain import FAILING_KINDS, HostChain
     from scoperun.audit.state import state_dir
 
     settings = settings_of(ctx)
     audit = _audit(settings)
-    stems = sorted(p.name[:-5] for p in audit.directory.glob("*.json") if not p.name.startswith("."))
-    loaded = [(stem, read_json_file(audit.directory / f"{stem}.json")) for stem in stems]
-    chain = HostChain(state_dir(settings), audit.directory)
+    # This host's head, even when the settings leave new records unchained.
+    audit.chain = HostChain(state_dir(settings), audit.directory)
     try:
-        head = chain.head()
+        report = audit.verify(grace=settings.gc_grace, default_timeout=settings.timeout)
     except ScopeRunError as exc:
         raise fail(str(exc), EXIT_PROBLEM) from None
-    report = verify_records(loaded, heads=[head] if head else [], grace=settings.gc_grace,
-                            default_timeout=settings.timeout)
     if as_json:
         sys.stdout.write(report.model_dump_json(indent=2) + "\n")
     else:
@@ -163,7 +159,8 @@ def audit_verify(ctx: typer.Context, as_json: JsonOpt = False) -> None:
             where = f" #{f.seq}" if f.seq is not None else ""
             out.print(f"[{style}]{f.kind:<10}[/] {escape(f.execution_id or '-')}{where}: {escape(f.detail)}")
         verdict = "[green]ok[/]" if report.ok else "[bold red]PROBLEMS FOUND[/]"
-        out.print(f"{verdict}: {report.records} records, {report.chained} chained in {len(report.chains)} chain(s)")
+        events = f" and {report.events} events" if report.events else ""
+        out.print(f"{verdict}: {report.records} records{events}, {report.chained} chained in {len(report.chains)} chain(s)")
     raise typer.Exit(0 if report.ok else EXIT_PROBLEM)
 
 

@@ -18,7 +18,9 @@ from scoperun.cli.common import fail, out, settings_of
 from scoperun.errors import ChangedSinceError, ScopeRunError
 
 if TYPE_CHECKING:
+    from scoperun.audit.log import AuditLog
     from scoperun.changeset import ChangeSet
+    from scoperun.config import Settings
 
 IdArg = Annotated[str, typer.Argument(help="Execution id (exec_...), as printed by `scoperun run`.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the change set as JSON.")]
@@ -60,6 +62,14 @@ def print_change_set(cs: ChangeSet, *, as_json: bool, source: str = "", diffs: l
         out.print(escape(d), highlight=False, markup=False)
 
 
+def _trail(settings: Settings) -> AuditLog:
+    """The workspace's audit log, handed down to changes/ for the events it records."""
+    from scoperun.audit.log import AuditLog
+    from scoperun.scope import Workspace
+
+    return AuditLog.from_settings(settings, Workspace.from_settings(settings).root)
+
+
 def changes(
     ctx: typer.Context,
     execution_id: Annotated[str, typer.Argument(help="Execution id, or `gc` to remove finished staging folders.")],
@@ -81,7 +91,7 @@ def changes(
             else:
                 out.print(f"removed {len(removed)} staging folder(s) older than {days:g} day(s)")
             return
-        cs, source = load_change_set(settings, execution_id)
+        cs, source = load_change_set(settings, execution_id, trail=_trail(settings))
         diffs = text_diffs(settings, cs) if diff and not as_json else []
     except ScopeRunError as exc:
         raise fail(str(exc)) from None
@@ -98,7 +108,8 @@ def apply(
     from scoperun.changes import apply_changes
 
     try:
-        cs = apply_changes(settings_of(ctx), execution_id, force=force, by=by)
+        settings = settings_of(ctx)
+        cs = apply_changes(settings, execution_id, force=force, by=by, trail=_trail(settings))
     except ScopeRunError as exc:
         raise fail(str(exc)) from None
     print_change_set(cs, as_json=as_json)
@@ -110,7 +121,8 @@ def discard(ctx: typer.Context, execution_id: IdArg, by: ByOpt = None, as_json: 
     from scoperun.changes import discard_changes
 
     try:
-        cs = discard_changes(settings_of(ctx), execution_id, by=by)
+        settings = settings_of(ctx)
+        cs = discard_changes(settings, execution_id, by=by, trail=_trail(settings))
     except ScopeRunError as exc:
         raise fail(str(exc)) from None
     print_change_set(cs, as_json=as_json)
@@ -126,7 +138,8 @@ def rollback(
     from scoperun.changes import rollback_changes
 
     try:
-        cs = rollback_changes(settings_of(ctx), execution_id, force=force, by=by)
+        settings = settings_of(ctx)
+        cs = rollback_changes(settings, execution_id, force=force, by=by, trail=_trail(settings))
     except ChangedSinceError as exc:
         if as_json:
             sys.stdout.write(json.dumps({"refused": str(exc), "paths": exc.paths}) + "\n")
