@@ -15,8 +15,10 @@ from scoperun.errors import FileAccessError
 from scoperun.executor import Executor
 from scoperun.files import CaseFiles, read_access_events
 from scoperun.sample import DEFAULT_CASE_NAME, create_sample_workspace
+from tests.integration import test_bucket_workspace as bucket_tests
 from tests.integration.conftest import IMAGE, assert_no_containers_left, read_record
-from tests.integration.test_bucket_workspace import _wait_for_objects, bucket_mount  # noqa: F401 - a fixture
+
+bucket = bucket_tests.bucket_mount  # the FUSE-mounted emulated GCS bucket fixture, under a name of this module
 
 CASE = DEFAULT_CASE_NAME
 
@@ -77,7 +79,8 @@ def test_search_finds_a_phrase_inside_a_pdf(local) -> None:
 def test_a_hostile_document_is_refused_not_parsed_on_the_host(local) -> None:
     """A broken 'PDF' fails inside the container and is refused with its reason; the host only hashed it."""
     files, ws = local
-    (ws / "projects" / CASE / "evil.pdf").write_bytes(b"%PDF-1.7\n" + b"\xff" * 5000 + b"\n1 0 obj << /Length 99999999 >>")
+    hostile = b"%PDF-1.7\n" + b"\xff" * 5000 + b"\n1 0 obj << /Length 99999999 >>"
+    (ws / "projects" / CASE / "evil.pdf").write_bytes(hostile)
     with pytest.raises(FileAccessError) as info:
         files.read_document(CASE, "evil.pdf")
     assert info.value.rule == "unreadable-document"
@@ -85,10 +88,10 @@ def test_a_hostile_document_is_refused_not_parsed_on_the_host(local) -> None:
     assert refused[-1]["reason"] == "unreadable-document"
 
 
-def test_bucket_workspace_list_read_documents_write_rollback_download(bucket_mount, tmp_path: Path,
+def test_bucket_workspace_list_read_documents_write_rollback_download(bucket, tmp_path: Path,
                                                                       docker_client) -> None:
     """On a FUSE-mounted bucket: list, read, read a PDF in a container, search, upload then rollback, download."""
-    mount, bucket = bucket_mount
+    mount, gcs = bucket
     sample = tmp_path / "sample"
     create_sample_workspace(sample, owner=None)
     shutil.copytree(sample / "projects", mount / "projects")
@@ -108,7 +111,7 @@ def test_bucket_workspace_list_read_documents_write_rollback_download(bucket_mou
         src.write_bytes(b"rewritten on the bucket\n")
         up = files.upload(CASE, "client_intake.txt", src)
         assert up.change_set.status.value == "applied"
-        _wait_for_objects(bucket, {f"projects/{CASE}/client_intake.txt"})
+        bucket_tests._wait_for_objects(gcs, {f"projects/{CASE}/client_intake.txt"})
         assert (mount / "projects" / CASE / "client_intake.txt").read_bytes() == b"rewritten on the bucket\n"
         rollback_changes(files.settings, up.execution_id)
         assert (mount / "projects" / CASE / "client_intake.txt").read_bytes() == before

@@ -147,7 +147,7 @@ FILE_TOOLS = ["list_cases", "list_files", "read_file", "read_document", "search_
 
 
 def test_file_tools_are_offered_by_both_adapters(ex: Executor) -> None:
-    """make_tools and the MCP server offer the case/file tools with every argument described; MCP marks reads read-only."""
+    """make_tools and MCP offer the case/file tools, every argument described; MCP marks reads read-only."""
     from mcp import Client
 
     from scoperun.tools.langchain import make_tools
@@ -182,7 +182,8 @@ def test_file_tools_record_the_langchain_thread(ex: Executor, workspace: Path) -
     from scoperun.tools.langchain import make_tools
 
     tools = {t.name: t for t in make_tools(ex, requested_by="paralegal")}
-    reply = tools["list_files"].invoke({"case_name": CASE, "path": "notes"}, config={"configurable": {"thread_id": "9"}})
+    reply = tools["list_files"].invoke({"case_name": CASE, "path": "notes"},
+                                       config={"configurable": {"thread_id": "9"}})
     assert "notes/intake.txt" in reply
     event = read_access_events(ex.settings, ex.workspace.root)[-1]
     assert event["event"] == "files.list" and event["by"] == "paralegal/thread-9"

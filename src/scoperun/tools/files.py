@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from scoperun.files import CaseFiles
 from scoperun.tools.core import ToolReply, _guard
-from scoperun.tools.render import change_status_line, fence, redactor_for
 from scoperun.tools.render import _inline as inline
+from scoperun.tools.render import change_status_line, fence, redactor_for
 
 if TYPE_CHECKING:
     from scoperun.executor import Executor
@@ -51,8 +51,9 @@ def list_cases(executor: Executor, prefix: str | None = None, *, requested_by: s
         lines = [f"**Cases:** {listed.total:,}" + (f" starting with {inline(prefix, r)!r}" if prefix else ""), "",
                  "| case | files | size | last modified | last run |", "| --- | --- | --- | --- | --- |"]
         for c in listed.cases:
-            run = f"{c.last_run_status} ({c.last_run_at:%Y-%m-%d %H:%M})" if c.last_run_status and c.last_run_at \
-                else "never"
+            run = "never"
+            if c.last_run_status and c.last_run_at:
+                run = f"{c.last_run_status} ({c.last_run_at:%Y-%m-%d %H:%M})"
             files = "?" if c.files is None else f"{c.files:,}{'+' if c.count_capped else ''}"
             modified = f"{c.last_modified:%Y-%m-%d}" if c.last_modified else "?"
             lines.append(f"| {inline(c.name, r).replace('|', '¦')} | {files} | {_size(c.bytes)} | {modified} | {run} |")
@@ -70,8 +71,9 @@ def list_files(executor: Executor, case_name: str, path: str = ".", pattern: str
         listing = _files(executor).list_files(case_name, path, pattern=pattern, recursive=recursive, offset=offset,
                                               limit=200, requested_by=requested_by or DEFAULT_REQUESTED_BY)
         r = redactor_for(executor.settings)
-        lines = [f"**Files in {inline(case_name, r)}/{inline(listing.path, r)}**"
-                 + (" (recursive)" if recursive else "") + (f" matching {inline(pattern, r)!r}" if pattern else ""), ""]
+        head = (f"**Files in {inline(case_name, r)}/{inline(listing.path, r)}**" + (" (recursive)" if recursive else "")
+                + (f" matching {inline(pattern, r)!r}" if pattern else ""))
+        lines = [head, ""]
         for e in listing.entries:
             if e.type == "dir":
                 lines.append(f"- {inline(e.path, r)}/")
@@ -135,9 +137,10 @@ def search_files(executor: Executor, case_name: str, query: str, glob: str | Non
         found = _files(executor).search(case_name, query, glob=glob, limit=50,
                                         requested_by=requested_by or DEFAULT_REQUESTED_BY)
         r = redactor_for(executor.settings)
-        lines = [f"**Search for {inline(query, r)!r} in {inline(case_name, r)}**: {len(found.hits)} match"
-                 f"{'es' if len(found.hits) != 1 else ''} ({found.files_searched} text files and "
-                 f"{found.documents_searched} documents searched)", ""]
+        head = (f"**Search for {inline(query, r)!r} in {inline(case_name, r)}**: {len(found.hits)} match"
+                f"{'es' if len(found.hits) != 1 else ''} ({found.files_searched} text files and "
+                f"{found.documents_searched} documents searched)")
+        lines = [head, ""]
         for h in found.hits:
             where = f"page {h.page}, " if h.page is not None else ""
             lines.append(f"- {inline(h.path, r)} ({where}line {h.line}): {inline(h.snippet, r)}")
@@ -165,9 +168,13 @@ def write_file(executor: Executor, case_name: str, path: str, content: str, *,
     return _guard(executor, "write the file", produce)
 
 
-async def _threaded(func: Any, *args: Any, **kwargs: Any) -> ToolReply:
-    return await asyncio.to_thread(func, *args, **kwargs)
-
-
 # Async twins by tool name: the file I/O (and a document's container run) happens on a worker thread.
-ASYNC = {name: (lambda f: lambda *a, **k: _threaded(f, *a, **k))(globals()[name]) for name in FILE_TOOLS}
+def _async_twin(func: Any) -> Any:
+    async def twin(*args: Any, **kwargs: Any) -> ToolReply:
+        return await asyncio.to_thread(func, *args, **kwargs)
+
+    twin.__doc__ = f"Async `{func.__name__}`: the work happens on a worker thread."
+    return twin
+
+
+ASYNC: dict[str, Any] = {name: _async_twin(globals()[name]) for name in FILE_TOOLS}

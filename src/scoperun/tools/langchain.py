@@ -22,8 +22,8 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from scoperun.tools import core
 from scoperun.tools import files as file_tools
-from scoperun.tools.render import render_error
 from scoperun.tools.files import FILE_TOOLS
+from scoperun.tools.render import render_error
 from scoperun.tools.schemas import (
     DESCRIPTIONS,
     FILE_ARGS,

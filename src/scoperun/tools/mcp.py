@@ -101,7 +101,7 @@ def build_server(executor: Executor, *, requested_by: str = "mcp") -> MCPServer:
 
 def _add_file_tools(server: MCPServer, executor: Executor, requested_by: str) -> None:
     """list_cases, list_files, read_file, read_document, search_files (read-only) and write_file."""
-    A = FILE_ARGS  # noqa: N806 - a short alias keeps the signatures readable
+    A = FILE_ARGS
     run = file_tools.ASYNC
 
     async def list_cases(

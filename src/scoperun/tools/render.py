@@ -198,7 +198,8 @@ def _change_lines(result: ExecutionResult, redactor: Redactor) -> list[str]:
         return []
     if cs.status is ChangeSetStatus.EMPTY:
         return ["**Changes to the case:** none (the run changed no file).", ""]
-    lines = [f"**Changes to the case:** {_inline(cs.summary, redactor)} — {_inline(change_status_line(cs), redactor)}"]
+    status = _inline(change_status_line(cs), redactor)
+    lines = [f"**Changes to the case:** {_inline(cs.summary, redactor)} — {status}"]
     for c in cs.entries[:_FIRST_PATHS]:
         what = c.action.value.replace("_", " ")
         extra = f" (renamed from {_inline(c.renamed_from, redactor)})" if c.renamed_from else ""
