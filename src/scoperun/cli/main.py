@@ -322,6 +322,10 @@ from scoperun.cli.mcp import register as _register_mcp
 
 _register_mcp(app)  # mcp (stdio, or streamable HTTP with a bearer token)
 
+from scoperun.cli.service import register as _register_service
+
+_register_service(app)  # serve, token create|list|revoke
+
 
 def main() -> None:
     """Entry point of the `scoperun` command."""
