@@ -232,10 +232,13 @@ def _measure_verify(m: Measurements, settings: Settings, index: AuditIndex) -> N
     except Exception as exc:  # a verify that cannot run is a failing verify
         m.verify_ok, m.verify_detail = False, f"cannot verify ({exc})"
         return
+    # Unchained records are expected only when chaining is off (as `audit verify --allow-unchained`).
+    allow_unchained = not settings.audit_chain
     report = verify_records(loaded, heads=[head] if head else [], grace=settings.gc_grace,
-                            default_timeout=settings.timeout, now=m.at)
-    failing = [f for f in report.findings if f.kind in FAILING_KINDS]
-    m.verify_ok = not failing
+                            default_timeout=settings.timeout, now=m.at, allow_unchained=allow_unchained)
+    kinds_failing = FAILING_KINDS - ({"unchained"} if allow_unchained else set())
+    failing = [f for f in report.findings if f.kind in kinds_failing]
+    m.verify_ok = report.ok and not failing
     if failing:
         kinds = sorted({f.kind for f in failing})
         m.verify_detail = (f"{len(failing)} problem(s) ({', '.join(kinds)}), first: {failing[0].execution_id}: "

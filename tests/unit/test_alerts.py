@@ -175,7 +175,7 @@ def test_metrics_export_what_the_prometheus_rules_read(tmp_path: Path) -> None:
     from scoperun.alerts import HealthCollector
     from scoperun.audit.metrics import make_registry
 
-    settings = make_settings(tmp_path, docker_host="unix:///nonexistent.sock", alert_verify=True)
+    settings = make_settings(tmp_path, docker_host="unix:///nonexistent.sock", alert_verify=True, audit_chain=False)
     write_runs(settings, ["succeeded", "failed"], duration=3, start=0.4)
     text = prometheus_client.generate_latest(make_registry(settings, extra=[HealthCollector(settings)])).decode()
     for series in ('scoperun_runs_total{status="succeeded"} 1.0', 'scoperun_container_start_seconds_bucket{le="0.5"} 2.0',
@@ -202,3 +202,12 @@ def test_cli_check_and_list(tmp_path: Path, receiver: Receiver) -> None:
         "ScoperunEngineDown", "ScoperunSuccessRateLow"]
     listed = CliRunner().invoke(app, ["alerts", "list", "--json"], env=env)
     assert set(json.loads(listed.output)["active"]) == {"ScoperunEngineDown", "ScoperunSuccessRateLow"}
+
+
+def test_unchained_records_fail_verify_when_chaining_is_on(tmp_path: Path) -> None:
+    """With audit_chain on, a finished record without a chain link makes ScoperunAuditVerifyFailing fire."""
+    settings = make_settings(tmp_path, alert_verify=True)
+    write_runs(settings, ["succeeded"])
+    report = evaluate_alerts(settings, engine=False)
+    assert [a.name for a in report.active] == ["ScoperunAuditVerifyFailing"]
+    assert "unchained" in report.active[0].description
