@@ -85,8 +85,8 @@ def test_status_words_are_never_doubled() -> None:
     """The summary says a status once, whatever the message starts with."""
     assert status_line("rejected", "rejected (network): no") == "rejected (network): no"
     assert status_line("succeeded", "succeeded") == "succeeded"
-    assert status_line("succeeded", "succeeded; the run left hazards") == "succeeded: the run left hazards"
-    assert status_line("timed_out", "timed out after 2 s") == "timed_out: after 2 s"
+    assert status_line("succeeded", "succeeded; the run left hazards") == "succeeded; the run left hazards"
+    assert status_line("timed_out", "timed out after 2 s") == "timed out after 2 s"
     assert status_line("failed", "the script exited with code 7") == "failed: the script exited with code 7"
 
 

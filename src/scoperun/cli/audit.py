@@ -27,7 +27,7 @@ from scoperun.cli.common import (
     print_table,
     safe,
     settings_of,
-    status_line,
+    status_parts,
 )
 from scoperun.errors import ScopeRunError
 from scoperun.models import Status
@@ -115,9 +115,8 @@ def _record_summary(record: dict[str, Any], root: Path) -> list[str]:
     """A run's record as a few readable lines (every field stays in `audit show --json`)."""
     status = str(record.get("status") or "?")
     colour = _STATUS_STYLE.get(status, "red")
-    head = status_line(status, str(record.get("message") or ""))
-    word, _, rest = head.partition(" ")
-    lines = [f"[bold]{safe(record.get('execution_id'))}[/]  [bold {colour}]{safe(word)}[/] {safe(rest)}".rstrip()]
+    word, rest = status_parts(status, str(record.get("message") or ""))
+    lines = [f"[bold]{safe(record.get('execution_id'))}[/]  [bold {colour}]{safe(word)}[/]{safe(rest)}"]
 
     def row(label: str, value: str) -> None:
         lines.append(f"  [bold]{label:<10}[/] {value}")

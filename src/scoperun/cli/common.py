@@ -110,16 +110,25 @@ def safe(text: object) -> str:
     return escape(plain(text))
 
 
-def status_line(status: str, message: str) -> str:
-    """`status: message` without saying the status twice (messages often start with it)."""
+def status_parts(status: str, message: str) -> tuple[str, str]:
+    """The status as shown and the rest of the message, without saying the status twice.
+
+    Messages often start with their status ("rejected (network): ...", "timed out after 2 s"):
+    then the message is shown as it is, its first words styled as the status.
+    """
     words = status.replace("_", " ")
-    rest = message.strip()
+    text = message.strip()
     for prefix in (status, words):
-        if rest.lower().startswith(prefix):
-            rest = rest[len(prefix):].lstrip(" :;,.")
-    if not rest:
-        return status
-    return f"{status} {rest}" if rest.startswith("(") else f"{status}: {rest}"
+        if text.lower().startswith(prefix):
+            rest = text[len(prefix):]
+            return text[:len(prefix)], "" if not rest.strip(" :;,.") else rest
+    return status, f": {text}" if text else ""
+
+
+def status_line(status: str, message: str) -> str:
+    """`status_parts` joined: e.g. `failed: the script exited with code 7`."""
+    head, rest = status_parts(status, message)
+    return head + rest
 
 
 # -- tables that never cut an id ----------------------------------------------------------------

@@ -40,7 +40,7 @@ from scoperun.cli.common import (
     out,
     safe,
     settings_of,
-    status_line,
+    status_parts,
 )
 from scoperun.config import Settings
 from scoperun.errors import EngineError, ScopeRunError
@@ -196,9 +196,8 @@ def _print_result(result: ExecutionResult, as_json: bool, root: Path, *, quiet: 
         return
     colour = {"succeeded": "green", "failed": "red", "rejected": "yellow", "cancelled": "yellow"}.get(
         result.status.value, "red")
-    head = status_line(result.status.value, result.message)
-    status, _, rest = head.partition(" ")
-    parts = [f"[bold {colour}]{safe(status)}[/] {safe(rest)}".rstrip()]
+    status, rest = status_parts(result.status.value, result.message)
+    parts = [f"[bold {colour}]{safe(status)}[/]{safe(rest)}"]
     d = result.durations
     if result.status.value == "rejected":
         parts.append("nothing ran")
