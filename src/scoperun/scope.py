@@ -66,7 +66,9 @@ def check_relative_path(value: str, *, what: str) -> PurePosixPath:
     if path.is_absolute():
         raise _reject("absolute-path", f"the {what} {value!r} is absolute; give it relative to the workspace", value)
     if ".." in path.parts:
-        raise _reject("path-traversal", f"the {what} {value!r} contains '..'; name the file directly", value)
+        remedy = ("give a folder inside the case, e.g. notes/2024" if "folder" in what
+                  else "name the file directly, relative to the workspace")
+        raise _reject("path-traversal", f"the {what} {value!r} contains '..'; {remedy}", value)
     parts = [p for p in path.parts if p != "."]
     if not parts:
         raise _reject("empty-path", f"the {what} {value!r} names no file", value)
