@@ -46,7 +46,7 @@ def build(root: Path, n: int, documents: bool) -> Path:
             folder.mkdir(parents=True)
         words = " ".join(WORDS[(i * 7 + k) % len(WORDS)] for k in range(60))
         (folder / f"note_{i:06d}.txt").write_text(f"note {i}\n{words}\n{words}\n")
-    (case / "folder_0300" / "note_needle.txt").write_text("line one\nthe unusual phrase kilimanjaro appears here\n")
+    (case / f"folder_{(n // 100) // 2:04d}" / "note_needle.txt").write_text("line one\nthe unusual phrase kilimanjaro appears here\n")
     if documents:
         sample = root / "projects" / DEFAULT_CASE_NAME
         for pdf in sample.rglob("*.pdf"):

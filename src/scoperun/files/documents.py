@@ -159,8 +159,20 @@ def read_document(files: CaseFiles, case: str, path: str, *, requested_by: str |
         return doc
 
 
+_DOCUMENT_SUFFIXES_B = tuple(s.encode() for s in DOCUMENT_SUFFIXES)
+
+
 def _is_document(name: bytes) -> bool:
-    return name.lower().endswith(tuple(s.encode() for s in DOCUMENT_SUFFIXES))
+    return name.lower().endswith(_DOCUMENT_SUFFIXES_B)
+
+
+def _read_all(fd: int, size: int) -> bytes:
+    """The file's bytes, asking for its size (a read of the 20 MB cap would allocate it every time)."""
+    chunks, want = [], min(size, MAX_TEXT_FILE) + 1
+    while want > 0 and (chunk := os.read(fd, want)):
+        chunks.append(chunk)
+        want -= len(chunk)
+    return b"".join(chunks)[:MAX_TEXT_FILE]
 
 
 def _find(text: str, needle: str, path: str, hits: list[SearchHit], limit: int, *, document: bool,
@@ -236,7 +248,7 @@ def search(files: CaseFiles, case: str, query: str, *, glob: str | None = None, 
                             _find(record.get("text") or "", needle, shown, hits, limit, document=True,
                                   redact=files.redactor.redact)
                             continue
-                        data = os.read(fd, MAX_TEXT_FILE)
+                        data = _read_all(fd, st.st_size)
                     finally:
                         os.close(fd)
                     if sniff_kind(data[:8192], shown) is not None:
