@@ -1,0 +1,1 @@
+"""scoperun as a service: the ASGI app (HTTP API, SSE, page, alerts)."""
