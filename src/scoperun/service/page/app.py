@@ -10,7 +10,9 @@ as the CLI, which audit it.
 from __future__ import annotations
 
 import hmac
+import logging
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +26,8 @@ __all__ = ["PageContext", "create_page_app"]
 ACTIONS = {"apply": "Apply the staged changes to the case", "discard": "Discard the staged changes",
            "rollback": "Roll back the applied changes (restore the case)", "stop": "Stop the running run"}
 OUTPUT_SHOWN = 256 * 1024
+CATCH_UP_EVERY = 10.0  # seconds between catch-ups of the index with other hosts' records
+log = logging.getLogger(__name__)
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\x80-\x9f]")
 _HEADERS = {
     "Content-Security-Policy": "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
@@ -83,6 +87,24 @@ def create_page_app(ctx: PageContext) -> Any:
                       autoescape=select_autoescape(default=True, default_for_string=True))
     env.globals.update(when=data.when, quote=quote, ACTIONS=ACTIONS)
     env.filters["clean"] = _clean
+    catching_up = threading.Lock()
+
+    def catch_up() -> None:
+        # This host's runs are indexed as they are written; other hosts' records are caught up in the
+        # background (listing 100,000 files takes seconds: never on a request's path).
+        if not catching_up.acquire(blocking=False):
+            return
+
+        def work() -> None:
+            try:
+                index.reindex_if_stale(CATCH_UP_EVERY)
+            except Exception:
+                log.warning("page: audit index catch-up failed", exc_info=True)
+            finally:
+                index.close()
+                catching_up.release()
+
+        threading.Thread(target=work, name="scoperun-page-reindex", daemon=True).start()
 
     def secured(response: Response) -> Response:
         for k, v in _HEADERS.items():
@@ -147,7 +169,7 @@ def create_page_app(ctx: PageContext) -> Any:
     def overview_values(request: Request) -> dict[str, Any]:
         from scoperun.alerts import load_alert_state
 
-        index.reindex_if_stale(2.0)
+        catch_up()
         ov = data.overview(index, settings, window=request.query_params.get("window", "24h"))
         state = load_alert_state(settings)
         status = ctx.status() if ctx.status else {}
@@ -161,7 +183,7 @@ def create_page_app(ctx: PageContext) -> Any:
                                                                      key=lambda kv: -kv[1]), colour="#2f7f6f")}
 
     def runs_values(request: Request) -> dict[str, Any]:
-        index.reindex_if_stale(2.0)
+        catch_up()
         filters = data.RunFilters.from_query(request.query_params)
         result = data.runs_page(index, filters)
         return {"f": filters, "result": result, "statuses": data.STATUSES, "_status": 400 if result.error else 200}
@@ -206,7 +228,7 @@ def create_page_app(ctx: PageContext) -> Any:
                 "done": request.query_params.get("done", "")}
 
     def cases_values(request: Request) -> dict[str, Any]:
-        index.reindex_if_stale(2.0)
+        catch_up()
         return {"cases": data.cases(index)}
 
     def alerts_values(request: Request) -> dict[str, Any]:
