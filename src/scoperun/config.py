@@ -96,6 +96,18 @@ class Settings(BaseSettings):
     mcp_token: SecretStr | None = Field(
         None, description="Bearer token `scoperun mcp --http` requires of every request (SCOPERUN_MCP_TOKEN)."
     )
+    tokens_file: Path | None = Field(
+        None, description="Bearer tokens `scoperun serve` accepts, stored hashed (`scoperun token create`); "
+        "None = <state_dir>/tokens.json.")
+    max_queue: int = Field(100, ge=0, le=100_000, description="Runs `scoperun serve` holds waiting for a container "
+                           "slot; past it a new run gets 429 with Retry-After.")
+    allowed_hosts: list[str] = Field(
+        default_factory=list, description="Host names `scoperun serve` answers to besides loopback names and the "
+        "address it listens on (Host header check against DNS rebinding).")
+    url: str | None = Field(None, description="A `scoperun serve` to send runs to (SCOPERUN_URL); the CLI then "
+                            "streams output live and Ctrl-C cancels the run. None = run in this process.")
+    token: SecretStr | None = Field(None, description="Bearer token the CLI and `scoperun.Client` send to "
+                                    "`url` (SCOPERUN_TOKEN).")
     output_cap: int = Field(64 * 1024, ge=1024, description="Bytes of stdout and of stderr kept in a result, each.")
     max_concurrent: int = Field(4, ge=1, le=256, description="Containers running at once; the rest wait.")
     safety_policy: Literal["off", "warn", "block"] = Field(
