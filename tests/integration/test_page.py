@@ -21,7 +21,6 @@ from tests.integration.conftest import unavailable
 
 CHROMIUM = "/usr/bin/chromium"
 SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
-ADMIN, READ = "admin-token-for-the-page-test", "read-token-for-the-page-test"
 SCRIPT = """
 import time, pathlib
 print("starting <b>not bold</b> & done?")
@@ -33,22 +32,25 @@ print("wrote 2 files")
 
 
 class PageServer:
-    """The page app on uvicorn in a thread, on a free loopback port."""
+    """`scoperun serve`'s app (API and page) on uvicorn in a thread, on a free loopback port, with a
+    read and an admin token in its token file."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, executor: Executor) -> None:
         import uvicorn
 
-        from scoperun.service.page.app import PageContext, create_page_app
-        from scoperun.service.page.session import StaticTokens
+        from scoperun.service.app import create_app
+        from scoperun.service.tokens import TokenStore
 
-        tokens = StaticTokens({ADMIN: ("alice", "admin"), READ: ("rita", "read")})
-        app = create_page_app(PageContext(settings=settings, lookup=tokens.by_hash))
+        store = TokenStore.from_settings(settings)
+        self.admin = store.create("alice", "admin")
+        self.read = store.create("rita", "read")
+        app = create_app(settings, executor, mount_mcp=False)
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
         deadline = time.monotonic() + 30
         while not self.server.started:
-            assert time.monotonic() < deadline, "the page server did not start"
+            assert time.monotonic() < deadline, "the server did not start"
             time.sleep(0.05)
         port = self.server.servers[0].sockets[0].getsockname()[1]
         self.url = f"http://127.0.0.1:{port}"
@@ -59,8 +61,8 @@ class PageServer:
 
 
 @pytest.fixture
-def page_server(settings: Settings) -> Iterator[PageServer]:
-    server = PageServer(settings)
+def page_server(settings: Settings, executor: Executor) -> Iterator[PageServer]:
+    server = PageServer(settings, executor)
     yield server
     server.close()
 
@@ -109,7 +111,7 @@ def test_admin_sees_a_run_live_reads_it_and_rolls_it_back(settings: Settings, ex
     with the button, and find the case restored on disk; the page asks nothing of another host."""
     case_dir = workspace / "projects" / CASE
     before = (case_dir / "notes" / "intake.txt").read_bytes()
-    context, page, requested = open_page(browser, page_server, ADMIN)
+    context, page, requested = open_page(browser, page_server, page_server.admin)
     try:
         results: list[Any] = []
         worker = threading.Thread(target=lambda: results.append(
@@ -171,7 +173,7 @@ def test_phone_and_login_screens(settings: Settings, executor: Executor, page_se
     page.goto(page_server.url + "/login")
     shot(page, "login")
     context.close()
-    context, page, _ = open_page(browser, page_server, READ, phone=True)
+    context, page, _ = open_page(browser, page_server, page_server.read, phone=True)
     try:
         for path, name in (("/", "overview-phone"), ("/runs", "runs-phone")):
             page.goto(page_server.url + path)
@@ -189,7 +191,7 @@ def test_read_token_sees_no_buttons_and_is_refused(settings: Settings, executor:
     result = executor.run_code("open('notes/intake.txt', 'a').write('more\\n')\n", case=CASE)
     assert result.changes is not None and result.changes.status.value == "applied"
     intake = (workspace / "projects" / CASE / "notes" / "intake.txt").read_bytes()
-    context, page, _ = open_page(browser, page_server, READ)
+    context, page, _ = open_page(browser, page_server, page_server.read)
     try:
         page.goto(f"{page_server.url}/runs/{result.execution_id}")
         assert page.locator("#cs-status").inner_text() == "applied"
@@ -203,7 +205,7 @@ def test_read_token_sees_no_buttons_and_is_refused(settings: Settings, executor:
         context.close()
     # The same refusal to a plain HTTP client holding a read session.
     with httpx.Client(base_url=page_server.url) as client:
-        client.post("/login", data={"token": READ, "next": "/"})
+        client.post("/login", data={"token": page_server.read, "next": "/"})
         assert client.post(f"/runs/{result.execution_id}/rollback", data={"confirm": "yes"}).status_code == 403
     assert (workspace / "projects" / CASE / "notes" / "intake.txt").read_bytes() == intake
 
@@ -214,7 +216,7 @@ def test_admin_post_without_csrf_or_from_another_origin_is_refused(settings: Set
     result = executor.run_code("open('notes/intake.txt', 'a').write('x\\n')\n", case=CASE)
     with httpx.Client(base_url=page_server.url) as client:
         assert client.post("/login", data={"token": "wrong"}).status_code == 401
-        client.post("/login", data={"token": ADMIN, "next": "/"})
+        client.post("/login", data={"token": page_server.admin, "next": "/"})
         url = f"/runs/{result.execution_id}/rollback"
         assert client.post(url, data={"confirm": "yes", "csrf": "nope"}).status_code == 403
         page = client.get(f"/runs/{result.execution_id}").text
@@ -228,3 +230,21 @@ def test_admin_post_without_csrf_or_from_another_origin_is_refused(settings: Set
 def test_screenshots_dir_is_checked_in() -> None:
     """docs/screenshots exists in the repository (the browser tests refresh its images)."""
     assert SHOTS.is_dir() or shutil.which("git") is None
+
+
+def test_page_lives_beside_the_api_and_revoking_a_token_ends_its_session(settings: Settings,
+                                                                         page_server: PageServer) -> None:
+    """The API keeps its problem documents and bearer auth next to the page; a revoked token's cookie stops working."""
+    from scoperun.service.tokens import TokenStore
+
+    with httpx.Client(base_url=page_server.url) as client:
+        assert client.get("/v1/nothing-here").json()["code"] == "not-found"
+        who = client.get("/v1/whoami", headers={"Authorization": f"Bearer {page_server.read}"}).json()
+        assert who["name"] == "rita"
+        assert client.get("/", follow_redirects=False).status_code == 303
+        assert client.post("/login", data={"token": page_server.read, "next": "/runs"}).status_code == 303
+        assert client.get("/runs", follow_redirects=False).status_code == 200
+        assert client.get("/static/page.js").headers["content-security-policy"].startswith("default-src 'self'")
+        TokenStore.from_settings(settings).revoke("rita")
+        gone = client.get("/runs", follow_redirects=False)
+        assert gone.status_code == 303 and gone.headers["location"].startswith("/login?next=")

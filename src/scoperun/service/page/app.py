@@ -21,7 +21,7 @@ from urllib.parse import quote, urlsplit
 
 from scoperun.config import Settings
 
-__all__ = ["PageContext", "create_page_app"]
+__all__ = ["PageContext", "create_page_app", "page_routes"]
 
 ACTIONS = {"apply": "Apply the staged changes to the case", "discard": "Discard the staged changes",
            "rollback": "Roll back the applied changes (restore the case)", "stop": "Stop the running run"}
@@ -46,6 +46,8 @@ class PageContext:
     lookup: Callable[[str], Any]  # token hash -> Principal | None (the service's token store)
     status: Callable[[], dict[str, Any]] | None = None  # {"queue": n, "pool": {...}} from the service
     live_output: Callable[[str], tuple[str, str] | None] | None = None  # id -> (stdout, stderr) while running
+    stop: Callable[[str, str], bool] | None = None  # (id, by) -> True when the server stopped its own run
+    open_access: Callable[[], bool] | None = None  # True: no token exists, loopback server: anonymous admin
     secure_cookies: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -63,9 +65,15 @@ def _safe_next(target: str | None) -> str:
 
 
 def create_page_app(ctx: PageContext) -> Any:
-    """A Starlette app serving the page; mount it at `/` after the API routes."""
-    from jinja2 import Environment, PackageLoader, select_autoescape
+    """A Starlette app serving only the page (tests, benchmarks); `scoperun serve` adds `page_routes` to its app."""
     from starlette.applications import Starlette
+
+    return _SecurityHeaders(Starlette(routes=page_routes(ctx)))
+
+
+def page_routes(ctx: PageContext) -> list[Any]:
+    """The page's routes, to add to an app after its API routes (unknown paths stay the app's 404s)."""
+    from jinja2 import Environment, PackageLoader, select_autoescape
     from starlette.concurrency import run_in_threadpool
     from starlette.requests import Request
     from starlette.responses import HTMLResponse, RedirectResponse, Response
@@ -75,7 +83,7 @@ def create_page_app(ctx: PageContext) -> Any:
     from scoperun.audit.log import AuditLog
     from scoperun.audit.state import state_dir
     from scoperun.service.page import charts, data
-    from scoperun.service.page.session import COOKIE, Sessions
+    from scoperun.service.page.session import COOKIE, Principal, Sessions
 
     settings = ctx.settings
     root = Path(settings.workspace).expanduser().resolve()
@@ -115,8 +123,14 @@ def create_page_app(ctx: PageContext) -> Any:
         html = env.get_template(name).render(request=request, path=request.url.path, **values)
         return secured(HTMLResponse(html, status_code=status))
 
+    open_csrf = hmac.new(sessions.key, b"open-access-csrf", "sha256").hexdigest()
+
     def session(request: Request) -> tuple[Any, str] | None:
-        return sessions.read(request.cookies.get(COOKIE))
+        found = sessions.read(request.cookies.get(COOKIE))
+        if found is None and ctx.open_access is not None and ctx.open_access():
+            # A loopback server with no token made yet is open to its own host (the API is too).
+            return Principal("anonymous", "admin", ""), open_csrf
+        return found
 
     def to_login(request: Request) -> Response:
         if request.query_params.get("fragment"):
@@ -272,8 +286,11 @@ def create_page_app(ctx: PageContext) -> Any:
                           message="The form's CSRF token does not match your session; reload the page and try again.")
         if form.get("confirm") != "yes":
             return render(request, "confirm.html", user=principal, csrf=csrf, execution_id=execution_id, action=action)
+        by = f"page:{principal.name}"
         try:
-            await run_in_threadpool(_perform, settings, execution_id, action, f"page:{principal.name}")
+            # The server's own run is cancelled on its loop (queue and event log stay consistent).
+            if not (action == "stop" and ctx.stop is not None and ctx.stop(execution_id, by)):
+                await run_in_threadpool(_perform, settings, execution_id, action, by)
         except Exception as exc:  # the CLI's messages say what to do next; show them
             from scoperun.errors import ScopeRunError
 
@@ -295,9 +312,9 @@ def create_page_app(ctx: PageContext) -> Any:
         Route("/runs/{execution_id}/{action}", act, methods=["POST"]),
         Route("/cases", page(cases_values, "cases.html")),
         Route("/alerts", page(alerts_values, "alerts.html")),
-        Mount("/static", app=StaticFiles(directory=static), name="static"),
+        Mount("/static", app=_SecurityHeaders(StaticFiles(directory=static)), name="static"),
     ]
-    return _SecurityHeaders(Starlette(routes=routes))
+    return routes
 
 
 class _SecurityHeaders:

@@ -81,7 +81,8 @@ class Sessions:
 
         self.lookup = lookup
         self.secure = secure
-        self._signer = URLSafeTimedSerializer(_secret(secret_path), salt="scoperun-page-session")
+        self.key = _secret(secret_path)
+        self._signer = URLSafeTimedSerializer(self.key, salt="scoperun-page-session")
 
     def login(self, token: str) -> tuple[Principal, str, str] | None:
         """(principal, cookie value, csrf) for a valid token, else None."""
