@@ -121,7 +121,7 @@ def _screen(socket: str, workspace: Path, width: int, command: str) -> str:
         # The typed line holds "__done_""TOKEN__"; only the echo prints __done_TOKEN__ in one piece.
         typed = f"{sys.executable} -m scoperun {command}"
         _tmux(socket, "send-keys", "-t", f"w{width}", f'{typed}; echo "__done_""{token}__"', "Enter")
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180  # a loaded machine starts Python slowly
         while time.monotonic() < deadline:
             screen = _tmux(socket, "capture-pane", "-p", "-J", "-S", "-", "-t", f"w{width}")
             if f"__done_{token}__" in screen:
