@@ -31,8 +31,8 @@ from scoperun.files import CaseFiles
 from scoperun.sample import DEFAULT_CASE_NAME, create_sample_workspace
 
 CASE = "Big-Case-MVA-2024"
-WORDS = ("deposition exhibit invoice treatment physician billing correspondence settlement insurer "
-         "statement witness medical record imaging report follow-up therapy appointment").split()
+WORDS = ["deposition", "exhibit", "invoice", "treatment", "physician", "billing", "correspondence", "settlement",
+         "insurer", "statement", "witness", "medical", "record", "imaging", "report", "follow-up", "therapy"]
 
 
 def build(root: Path, n: int, documents: bool) -> Path:
@@ -103,9 +103,9 @@ def main() -> None:
             rows["naive os.walk"].append(timed(lambda: naive_walk(case)))
             rows["list pattern (1 match of 60k)"].append(
                 timed(lambda: files.list_files(CASE, recursive=True, pattern="*needle*")))
-            found = []
-            rows["search (1 text + PDFs)"].append(timed(lambda: found.append(files.search(CASE, "kilimanjaro"))))
-            hits = len(found[0].hits)
+            t = time.perf_counter()
+            hits = len(files.search(CASE, "kilimanjaro").hits)
+            rows["search (1 text + PDFs)"].append(time.perf_counter() - t)
             rows["naive grep"].append(timed(lambda: naive_grep(case, "kilimanjaro")))
         med = {k: statistics.median(v) for k, v in rows.items()}
 
