@@ -24,6 +24,7 @@ EXIT_REJECTED = 2
 EXIT_TIMED_OUT = 124
 EXIT_ENGINE = 125
 EXIT_OOM = 137
+EXIT_CANCELLED = 130
 
 
 def exit_code_for(result: ExecutionResult) -> int:
@@ -33,7 +34,7 @@ def exit_code_for(result: ExecutionResult) -> int:
     if result.status is Status.FAILED:
         return result.exit_code if result.exit_code and 0 < result.exit_code < 256 else 1
     return {Status.TIMED_OUT: EXIT_TIMED_OUT, Status.OOM_KILLED: EXIT_OOM,
-            Status.REJECTED: EXIT_REJECTED}.get(result.status, EXIT_ENGINE)
+            Status.REJECTED: EXIT_REJECTED, Status.CANCELLED: EXIT_CANCELLED}.get(result.status, EXIT_ENGINE)
 
 
 def fail(message: str, code: int = EXIT_REJECTED) -> typer.Exit:

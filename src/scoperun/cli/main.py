@@ -71,9 +71,21 @@ def _parse_env(pairs: list[str] | None) -> dict[str, str]:
 
 
 def _execute(settings: Settings, as_json: bool, call: Any) -> None:
-    """Run `call(executor)` with a spinner on a terminal; print and exit with the mapped code."""
+    """Run `call(executor)` with a spinner on a terminal; print and exit with the mapped code.
+
+    With SCOPERUN_URL set, `call` gets a client of that server instead: output streams live and
+    Ctrl-C cancels the run there.
+    """
     from scoperun.executor import Executor
 
+    if settings.url:
+        from scoperun.cli.service import execute_remote
+
+        result = execute_remote(settings, as_json, call)
+        _print_result(result.model_copy(update={"stdout": result.stdout.model_copy(update={"text": ""}),
+                                                "stderr": result.stderr.model_copy(update={"text": ""})})
+                      if not as_json else result, as_json, Path(settings.workspace).expanduser().resolve())
+        raise typer.Exit(exit_code_for(result))
     executor = Executor(settings)
     try:
         if not as_json and err.is_terminal:
