@@ -367,7 +367,8 @@ def _log_of(service: Service, execution_id: str) -> EventLog:
 
 
 @router.get("/v1/runs/{execution_id}/events", summary="Server-sent events of a run (resume with Last-Event-ID)",
-            response_class=PlainTextResponse, responses={200: {"content": {"text/event-stream": {}}}})
+            response_class=SSEResponse, response_model=None, status_code=200,
+            responses={200: {"content": {"text/event-stream": {}}}})
 async def run_events(
     execution_id: str, service: ServiceDep, _: Reader,
     after: Annotated[int | None, Query(ge=0, description="Send only events after this id.")] = None,
