@@ -4,6 +4,8 @@
     from scoperun import ExecutionRequest
     result = Executor().run(ExecutionRequest(script="Tools/create_file_inventory.py", case="Doe-MVA-2024"))
 
+    CaseFiles().read_document("Doe-MVA-2024", "MRI_report.pdf")   # cases and files, scoped and audited
+
 Importing scoperun never contacts a container engine; the engine client is made on first run.
 """
 
@@ -14,6 +16,7 @@ from scoperun.errors import (
     AuditError,
     ConfigError,
     EngineError,
+    FileAccessError,
     ImageError,
     SafetyError,
     ScopeError,
@@ -23,6 +26,7 @@ from scoperun.errors import (
     WorkspaceError,
 )
 from scoperun.executor import Executor
+from scoperun.files import CaseFiles
 from scoperun.models import Durations, ExecutionRequest, ExecutionResult, Limits, OutputCapture, RunEvent, Status
 
 __version__ = "0.1.0"
@@ -38,6 +42,7 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "AuditError",
+    "CaseFiles",
     "Client",
     "ConfigError",
     "Durations",
@@ -45,6 +50,7 @@ __all__ = [
     "ExecutionRequest",
     "ExecutionResult",
     "Executor",
+    "FileAccessError",
     "ImageError",
     "Limits",
     "OutputCapture",

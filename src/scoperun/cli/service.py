@@ -125,7 +125,7 @@ class _LiveClient:
 def execute_remote(settings: object, as_json: bool, call: object) -> object:
     """Run `call(client)` against the server at `settings.url`; Ctrl-C cancels the run there."""
     from scoperun.client import Client
-    from scoperun.cli.common import EXIT_CANCELLED, EXIT_ENGINE
+    from scoperun.cli.common import EXIT_INTERRUPTED, EXIT_ENGINE
     from scoperun.errors import ScopeRunError
 
     token = settings.token.get_secret_value() if settings.token else None  # type: ignore[attr-defined]
@@ -153,7 +153,7 @@ def execute_remote(settings: object, as_json: bool, call: object) -> object:
                 err.print(f"cancelled run {submitted[-1]} (its container is killed; the record says cancelled)")
             except ScopeRunError as exc:
                 err.print(f"could not cancel run {submitted[-1]}: {escape(str(exc))}")
-        raise typer.Exit(EXIT_CANCELLED) from None
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     except ScopeRunError as exc:
         raise fail(str(exc), EXIT_ENGINE) from None
     finally:
