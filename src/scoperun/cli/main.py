@@ -44,7 +44,7 @@ from scoperun.cli.common import (
 )
 from scoperun.config import Settings
 from scoperun.errors import EngineError, ScopeRunError
-from scoperun.models import ExecutionRequest, ExecutionResult, Limits
+from scoperun.models import ExecutionRequest, ExecutionResult, Limits, OutputCapture
 
 
 class ScriptCommand(TyperCommand):
@@ -114,9 +114,9 @@ def _execute(settings: Settings, as_json: bool, call: Any, *, quiet: bool = Fals
         from scoperun.cli.service import execute_remote
 
         result = execute_remote(settings, as_json, call)
-        _print_result(result.model_copy(update={"stdout": result.stdout.model_copy(update={"text": ""}),
-                                                "stderr": result.stderr.model_copy(update={"text": ""})})
-                      if not as_json else result, as_json, Path(settings.workspace).expanduser().resolve())
+        # The output was printed live as it came: only the summary is left to print.
+        shown = result if as_json else result.model_copy(update={"stdout": OutputCapture(), "stderr": OutputCapture()})
+        _print_result(shown, as_json, Path(settings.workspace).expanduser().resolve())
         raise typer.Exit(exit_code_for(result))
     executor = Executor(settings)
     try:
