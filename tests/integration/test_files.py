@@ -124,3 +124,22 @@ def test_bucket_workspace_list_read_documents_write_rollback_download(bucket, tm
     finally:
         ex.close()
         assert_no_containers_left(docker_client, mount)
+
+
+def test_documents_and_search_over_http(local) -> None:
+    """Through a real server: /document returns a PDF's text parsed in a container, /search finds a phrase in it."""
+    import httpx
+
+    from scoperun.service.app import create_app
+    from tests.service_helpers import serving
+
+    files, _ = local
+    with serving(create_app(files.settings, files.executor, mount_mcp=False)) as url:
+        doc = httpx.get(f"{url}/v1/cases/{CASE}/document", params={"path": "Police Report/police_report_2025-01-15.pdf"},
+                        timeout=120)
+        assert doc.status_code == 200, doc.text
+        assert doc.json()["kind"] == "pdf" and "--- page 1 ---" in doc.json()["text"]
+        found = httpx.get(f"{url}/v1/cases/{CASE}/search", params={"q": "cord compression"}, timeout=120).json()
+        assert [(h["path"], h["page"]) for h in found["hits"]] == [("MRI_report.pdf", 1)]
+        binary = httpx.get(f"{url}/v1/cases/{CASE}/text", params={"path": "MRI_report.pdf"})
+        assert binary.status_code == 422 and binary.json()["rule"] == "binary-file"

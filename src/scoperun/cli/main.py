@@ -463,6 +463,10 @@ from scoperun.cli.alerts import app as _alerts_app
 
 app.add_typer(_alerts_app, name="alerts")  # alerts check|list
 
+from scoperun.cli.files import register as _register_files
+
+_register_files(app)  # cases, files ls|cat|read|find|put|get
+
 from scoperun.cli.mcp import register as _register_mcp
 
 _register_mcp(app)  # mcp (stdio, or streamable HTTP with a bearer token)

@@ -156,8 +156,14 @@ def _include_changes(app: FastAPI, service: Service) -> None:
     changes.install(app, service)
 
 
+def _include_files(app: FastAPI, service: Service) -> None:
+    from scoperun.service import files
+
+    files.install(app, service)
+
+
 # Each entry adds a router (and its state) to the app; keep them independent of each other.
-_ROUTERS: list[Callable[[FastAPI, Service], None]] = [_include_runs, _include_changes]
+_ROUTERS: list[Callable[[FastAPI, Service], None]] = [_include_runs, _include_changes, _include_files]
 
 
 def _add_core_routes(app: FastAPI) -> None:
