@@ -4,6 +4,8 @@
     from scoperun import ExecutionRequest
     result = Executor().run(ExecutionRequest(script="Tools/create_file_inventory.py", case="Doe-MVA-2024"))
 
+    CaseFiles().read_document("Doe-MVA-2024", "MRI_report.pdf")   # cases and files, scoped and audited
+
 Importing scoperun never contacts a container engine; the engine client is made on first run.
 """
 
@@ -15,37 +17,55 @@ from scoperun.errors import (
     ChangesError,
     ConfigError,
     EngineError,
+    FileAccessError,
     FirewallError,
     ImageError,
     SafetyError,
     ScopeError,
     ScopeRunError,
+    ServiceError,
     UnsupportedScriptError,
     WorkspaceError,
 )
 from scoperun.executor import Executor
-from scoperun.models import Durations, ExecutionRequest, ExecutionResult, Limits, OutputCapture, Status
+from scoperun.files import CaseFiles
+from scoperun.models import Durations, ExecutionRequest, ExecutionResult, Limits, OutputCapture, RunEvent, Status
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    # `Client` needs httpx: load it only when asked for, so `import scoperun` stays light.
+    if name == "Client":
+        from scoperun.client import Client
+
+        return Client
+    raise AttributeError(f"module 'scoperun' has no attribute {name!r}")
+
 
 __all__ = [
     "AuditError",
     "BrowserActionError",
+    "CaseFiles",
     "ChangedSinceError",
     "ChangesError",
+    "Client",
     "ConfigError",
     "Durations",
     "EngineError",
     "ExecutionRequest",
     "ExecutionResult",
     "Executor",
+    "FileAccessError",
     "FirewallError",
     "ImageError",
     "Limits",
     "OutputCapture",
+    "RunEvent",
     "SafetyError",
     "ScopeError",
     "ScopeRunError",
+    "ServiceError",
     "Settings",
     "Status",
     "UnsupportedScriptError",

@@ -4,6 +4,7 @@
     ├── ConfigError               settings are invalid or contradict each other
     ├── WorkspaceError            the workspace is missing or not usable
     ├── ScopeError                a path or case name leaves the scope it must stay in
+    │   └── FileAccessError       a case file cannot be read or written as asked (binary, special, too big)
     ├── SafetyError               the script scanner's policy refused a script
     ├── AuditError                an audit record could not be written (nothing runs then)
     ├── FirewallError             the host firewall (iptables) could not be read or changed
@@ -11,8 +12,9 @@
     │   └── ImageError            an image is missing or could not be built
     ├── UnsupportedScriptError    the script's kind cannot be run (not .py or .sh)
     ├── BrowserActionError        a browser request (URL or action list) is invalid; nothing ran
-    └── ChangesError              a change set cannot be staged, applied, discarded or rolled back
-        └── ChangedSinceError     rollback refused: files changed since the apply (`paths`)
+    ├── ChangesError              a change set cannot be staged, applied, discarded or rolled back
+    │   └── ChangedSinceError     rollback refused: files changed since the apply (`paths`)
+    └── ServiceError              a `scoperun serve` refused or failed a request (`status`, `code`)
 
 A script's non-zero exit is data in the result, never an exception. Every message says what
 to do next.
@@ -29,11 +31,13 @@ __all__ = [
     "ChangesError",
     "ConfigError",
     "EngineError",
+    "FileAccessError",
     "FirewallError",
     "ImageError",
     "SafetyError",
     "ScopeError",
     "ScopeRunError",
+    "ServiceError",
     "UnsupportedScriptError",
     "WorkspaceError",
 ]
@@ -62,6 +66,10 @@ class ScopeError(ScopeRunError):
         super().__init__(message)
         self.rule = rule
         self.value = value
+
+
+class FileAccessError(ScopeError):
+    """A file in a case cannot be read or written as asked (binary, special file, too big); `rule` says why."""
 
 
 class SafetyError(ScopeRunError):
@@ -114,3 +122,14 @@ class ChangedSinceError(ChangesError):
     def __init__(self, message: str, *, execution_id: str | None = None, paths: list[str] | None = None) -> None:
         super().__init__(message, execution_id=execution_id)
         self.paths = paths or []
+
+
+class ServiceError(ScopeRunError):
+    """A `scoperun serve` answered with a problem (or could not be reached); `code` is its stable code."""
+
+    def __init__(self, message: str, *, status: int | None = None, code: str = "unreachable",
+                 problem: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.problem = problem or {}

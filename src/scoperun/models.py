@@ -16,6 +16,8 @@ __all__ = [
     "ExecutionResult",
     "Limits",
     "OutputCapture",
+    "ResolvedLimits",
+    "RunEvent",
     "Status",
 ]
 
@@ -35,6 +37,7 @@ class Status(StrEnum):
     REJECTED = "rejected"
     ERROR = "error"
     ABANDONED = "abandoned"  # the scoperun process died mid-run; set by `scoperun gc`
+    CANCELLED = "cancelled"  # a caller or an operator (`scoperun stop`) stopped it; the container was killed
 
 
 class Limits(BaseModel):
@@ -55,6 +58,17 @@ class Limits(BaseModel):
 
             parse_memory(value)
         return value
+
+
+class ResolvedLimits(BaseModel):
+    """The limits a run got: the request's, else its program's, else the configured defaults."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    timeout: float = Field(description="Seconds before the run is killed.")
+    memory: str = Field(description="Memory limit as given, e.g. 1g (swap equal).")
+    cpus: float = Field(description="CPU quota in cores.")
+    pids_limit: int = Field(description="Maximum processes in the container.")
 
 
 class ExecutionRequest(BaseModel):
@@ -143,7 +157,7 @@ class ExecutionResult(BaseModel):
     durations: Durations = Field(default_factory=Durations)
     image: str = ""
     image_id: str | None = None
-    limits: dict[str, Any] = Field(default_factory=dict)
+    limits: ResolvedLimits | None = Field(None, description="The limits the run got; None only in hand-made results.")
     network: str = ""
     read_only: bool = False
     write_mode: str = ""
@@ -159,3 +173,17 @@ class ExecutionResult(BaseModel):
     def success(self) -> bool:
         """True when the script ran and exited 0."""
         return self.status is Status.SUCCEEDED
+
+
+class RunEvent(BaseModel):
+    """One event of a run as it happens: output text, a change of state, or the final result.
+
+    `Executor.stream` and `Client.stream` yield these; `type` is one of queued, started, stdout,
+    stderr, cancelling, changes, finished (the last one, with `result`).
+    """
+
+    type: str
+    id: int | None = Field(None, description="The server's event number (resume after it); None in-process.")
+    text: str = Field("", description="Output text (stdout and stderr events), redacted.")
+    data: dict[str, Any] = Field(default_factory=dict, description="Other fields of the event (e.g. position).")
+    result: ExecutionResult | None = Field(None, description="The run's result (finished events).")

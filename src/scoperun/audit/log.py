@@ -174,7 +174,8 @@ class AuditLog:
                 record["changes"] = newest
         return record
 
-    def verify(self, *, grace: float = 120.0, default_timeout: float = 300.0) -> VerifyReport:
+    def verify(self, *, grace: float = 120.0, default_timeout: float = 300.0,
+               allow_unchained: bool = False) -> VerifyReport:
         """Check every record and event against the chains and this host's head (`audit verify`)."""
         from scoperun.audit.chain import verify_records
         from scoperun.audit.index import read_json_file
@@ -183,7 +184,7 @@ class AuditLog:
         loaded = [(stem, read_json_file(self.directory / f"{stem}.json")) for stem in stems]
         head = self.chain.head() if self.chain is not None else None
         return verify_records(loaded, events=self.event_files(), heads=[head] if head else [], grace=grace,
-                              default_timeout=default_timeout)
+                              default_timeout=default_timeout, allow_unchained=allow_unchained)
 
     def write_output(self, execution_id: str, stream: str, data: bytes | Iterable[bytes]) -> Path:
         """Keep a run's full `stream` output (bytes or chunks) beside its record, atomically; raise AuditError."""
@@ -343,7 +344,7 @@ def record_from_result(result: ExecutionResult, *, script_sha256: str | None, en
         "requested_by": result.requested_by,
         "image": result.image,
         "image_id": result.image_id,
-        "limits": result.limits,
+        "limits": result.limits.model_dump() if result.limits else {},
         "network": result.network,
         "read_only": result.read_only,
         "write_mode": result.write_mode,
