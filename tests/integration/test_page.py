@@ -142,10 +142,10 @@ def test_admin_sees_a_run_live_reads_it_and_rolls_it_back(settings: Settings, ex
         assert "+a new summary" in page.locator("main").inner_text()
         shot(page, "run-detail")
 
-        page.get_by_role("button", name="Roll back the applied changes (restore the case)").click()
-        page.get_by_role("button", name="Yes, rollback").wait_for()
+        page.get_by_role("button", name="Roll back changes").click()
+        page.get_by_role("button", name="Yes, roll back changes").wait_for()
         shot(page, "confirm")
-        page.get_by_role("button", name="Yes, rollback").click()
+        page.get_by_role("button", name="Yes, roll back changes").click()
         page.wait_for_url(f"{page_server.url}/runs/{execution_id}?done=rollback")
         assert page.locator("#cs-status").inner_text() == "rolled_back"
         assert (case_dir / "notes" / "intake.txt").read_bytes() == before
@@ -195,7 +195,7 @@ def test_read_token_sees_no_buttons_and_is_refused(settings: Settings, executor:
     try:
         page.goto(f"{page_server.url}/runs/{result.execution_id}")
         assert page.locator("#cs-status").inner_text() == "applied"
-        assert page.get_by_role("button", name="Roll back the applied changes (restore the case)").count() == 0
+        assert page.get_by_role("button", name="Roll back changes").count() == 0
         assert page.locator("form[action$='/rollback'], form[action$='/apply']").count() == 0
         for action in ("rollback", "apply", "discard"):
             answer = page.request.post(f"{page_server.url}/runs/{result.execution_id}/{action}",

@@ -23,8 +23,11 @@ from scoperun.config import Settings
 
 __all__ = ["PageContext", "create_page_app", "page_routes"]
 
-ACTIONS = {"apply": "Apply the staged changes to the case", "discard": "Discard the staged changes",
-           "rollback": "Roll back the applied changes (restore the case)", "stop": "Stop the running run"}
+# action -> (button text, what it does): the button's visible text is its accessible name.
+ACTIONS = {"apply": ("Apply changes", "Apply the staged changes to the case"),
+           "discard": ("Discard changes", "Discard the staged changes; the case stays as it is"),
+           "rollback": ("Roll back changes", "Restore the case as it was before the run's changes were applied"),
+           "stop": ("Stop run", "Kill the run's container; the run ends cancelled")}
 OUTPUT_SHOWN = 256 * 1024
 CATCH_UP_EVERY = 10.0  # seconds between catch-ups of the index with other hosts' records
 log = logging.getLogger(__name__)
