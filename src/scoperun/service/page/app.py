@@ -13,6 +13,7 @@ import hmac
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,7 @@ class PageContext:
     stop: Callable[[str, str], bool] | None = None  # (id, by) -> True when the server stopped its own run
     open_access: Callable[[], bool] | None = None  # True: no token exists, loopback server: anonymous admin
     secure_cookies: bool = False
+    overview_cache: bool = True  # False: compute every overview afresh (benchmarks)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -183,11 +185,26 @@ def page_routes(ctx: PageContext) -> list[Any]:
             return render(request, name, values.pop("_status", 200), user=principal, csrf=csrf, **values)
         return endpoint
 
+    overviews: dict[str, tuple[float, float, Any]] = {}
+
+    def cached_overview(window: str) -> Any:
+        # Every open overview polls; a window's figures are computed at most once per max(5 s, 5x their
+        # cost), so many viewers of a month of runs do not keep the host busy.
+        now = time.monotonic()
+        hit = overviews.get(window)
+        if ctx.overview_cache and hit is not None and now - hit[0] < max(5.0, 5 * hit[1]):
+            return hit[2]
+        ov = data.overview(index, settings, window=window)
+        overviews[window] = (now, time.monotonic() - now, ov)
+        if len(overviews) > 16:
+            overviews.pop(next(iter(overviews)))
+        return ov
+
     def overview_values(request: Request) -> dict[str, Any]:
         from scoperun.alerts import load_alert_state
 
         catch_up()
-        ov = data.overview(index, settings, window=request.query_params.get("window", "24h"))
+        ov = cached_overview(request.query_params.get("window", "24h"))
         state = load_alert_state(settings)
         status = ctx.status() if ctx.status else {}
         return {"ov": ov, "alerts": list(state.active.values()), "health": state.measurements,
