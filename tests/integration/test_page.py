@@ -17,7 +17,7 @@ import pytest
 from scoperun.config import Settings
 from scoperun.executor import Executor
 from tests.conftest import CASE
-from tests.integration.conftest import unavailable
+from tests.integration.conftest import read_record, unavailable
 
 CHROMIUM = "/usr/bin/chromium"
 SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
@@ -150,6 +150,9 @@ def test_admin_sees_a_run_live_reads_it_and_rolls_it_back(settings: Settings, ex
         assert page.locator("#cs-status").inner_text() == "rolled_back"
         assert (case_dir / "notes" / "intake.txt").read_bytes() == before
         assert not (case_dir / "notes" / "summary.txt").exists()
+        events = read_record(workspace, execution_id)["events"]
+        assert events[-1]["event"] == "rolled_back" and events[-1]["by"] == "page:alice"
+        assert "rolled_back by page:alice" in page.locator("ul.events").inner_text()
 
         for path, name in (("/", "overview"), ("/cases", "cases"), ("/alerts", "alerts")):
             page.goto(page_server.url + path)
