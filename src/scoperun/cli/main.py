@@ -44,7 +44,7 @@ from scoperun.cli.common import (
 )
 from scoperun.config import Settings
 from scoperun.errors import EngineError, ScopeRunError
-from scoperun.models import ExecutionRequest, ExecutionResult, Limits
+from scoperun.models import ExecutionRequest, ExecutionResult, Limits, OutputCapture
 
 
 class ScriptCommand(TyperCommand):
@@ -103,9 +103,21 @@ def _parse_env(pairs: list[str] | None) -> dict[str, str]:
 
 
 def _execute(settings: Settings, as_json: bool, call: Any, *, quiet: bool = False) -> None:
-    """Run `call(executor)` with a spinner on a terminal; print and exit with the mapped code."""
+    """Run `call(executor)` with a spinner on a terminal; print and exit with the mapped code.
+
+    With SCOPERUN_URL set, `call` gets a client of that server instead: output streams live and
+    Ctrl-C cancels the run there.
+    """
     from scoperun.executor import Executor
 
+    if settings.url:
+        from scoperun.cli.service import execute_remote
+
+        result = execute_remote(settings, as_json, call)
+        # The output was printed live as it came: only the summary is left to print.
+        shown = result if as_json else result.model_copy(update={"stdout": OutputCapture(), "stderr": OutputCapture()})
+        _print_result(shown, as_json, Path(settings.workspace).expanduser().resolve())
+        raise typer.Exit(exit_code_for(result))
     executor = Executor(settings)
     try:
         if not as_json and not quiet and err.is_terminal:
