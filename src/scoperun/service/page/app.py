@@ -230,7 +230,10 @@ def page_routes(ctx: PageContext) -> list[Any]:
         try:
             record = audit.read(execution_id)
         except AuditError as exc:
-            return {"_status": 404, "missing": str(exc), "record": None, "execution_id": execution_id}
+            if ctx.live_output is None or ctx.live_output(execution_id) is None:
+                return {"_status": 404, "missing": str(exc), "record": None, "execution_id": execution_id}
+            # The server accepted it; its record is written when it leaves the queue.
+            record = {"execution_id": execution_id, "status": "queued", "message": "waiting for a container"}
         outputs: dict[str, str] = {}
         cut: dict[str, bool] = {}
         for stream in ("stdout", "stderr"):
@@ -238,7 +241,7 @@ def page_routes(ctx: PageContext) -> list[Any]:
             if raw is not None:
                 cut[stream] = len(raw) > OUTPUT_SHOWN
                 outputs[stream] = raw[:OUTPUT_SHOWN].decode("utf-8", "replace")
-        running = record.get("status") == "running"
+        running = record.get("status") in ("running", "queued")
         if running and ctx.live_output is not None:
             live = ctx.live_output(execution_id)
             if live is not None:
