@@ -90,9 +90,14 @@ class Executor:
         """The engine backend, made on first use (so importing scoperun needs no engine)."""
         with self._backend_lock:
             if self._backend is None:
-                from scoperun.engine.docker import DockerBackend
+                if self.settings.backend == "swarm":
+                    from scoperun.engine.swarm import SwarmBackend
 
-                self._backend = DockerBackend(self.settings.docker_host)
+                    self._backend = SwarmBackend(self.settings.docker_host)
+                else:
+                    from scoperun.engine.docker import DockerBackend
+
+                    self._backend = DockerBackend(self.settings.docker_host)
             return self._backend
 
     @property
@@ -195,6 +200,7 @@ class _Run:
         self.image = fixed.image
         self.network = request.network or self.settings.network
         self.image_id: str | None = None
+        self.node: str | None = None
         self.working_dir_rel = ""
         self.case_dir: Path | None = None
         self.hazards: list[dict[str, Any]] = []
@@ -337,6 +343,7 @@ class _Run:
 
     def _finish(self, outcome: RunOutcome, queue_wait: float) -> ExecutionResult:
         self.image_id = outcome.image_id
+        self.node = outcome.node
         timeout = self.limits["timeout"]
         if outcome.error:
             status, message = Status.ERROR, outcome.error
@@ -411,6 +418,7 @@ class _Run:
             durations=durations,
             image=self.image,
             image_id=self.image_id,
+            node=self.node,
             limits=self.limits,
             network=self.network,
             read_only=self.write_mode == "read-only",

@@ -143,6 +143,7 @@ class ExecutionResult(BaseModel):
     durations: Durations = Field(default_factory=Durations)
     image: str = ""
     image_id: str | None = None
+    node: str | None = Field(None, description="Swarm node id that ran the script (swarm backend only).")
     limits: dict[str, Any] = Field(default_factory=dict)
     network: str = ""
     read_only: bool = False
