@@ -352,11 +352,11 @@ def _unmount_overlays(merged: dict[str, Path]) -> None:
 # -- operations ---------------------------------------------------------------------------------
 
 
-def stop_service(client: Any, execution_id: str) -> bool:
+def stop_service(api: Any, execution_id: str) -> bool:
     """Kill a run's task (scale its service to zero); the executor that owns it records the end."""
-    services = client.api.services(filters={"label": f"org.scoperun.execution-id={execution_id}"})
+    services = api.services(filters={"label": f"org.scoperun.execution-id={execution_id}"})
     for svc in services:
-        _scale_to_zero(client.api, svc["ID"])
+        _scale_to_zero(api, svc["ID"])
     return bool(services)
 
 
