@@ -197,3 +197,32 @@ def test_chain_failure_keeps_the_record_unchained(settings: Settings, workspace:
     [execution_id] = run_many(settings, 1)
     record = json.loads((audit_dir(workspace) / f"{execution_id}.json").read_text())
     assert record["status"] == "succeeded" and "chain" not in record
+
+
+def test_forged_record_without_chain_link_fails_verify(settings: Settings, workspace: Path) -> None:
+    """A finished record dropped into the folder with no chain link fails verify unless unchained ones are allowed."""
+    run_many(settings, 2)
+    forged = dict(by_seq(workspace)[0], execution_id="exec_20260101_000000_deadbeef", script_path="Tools/x.py")
+    forged.pop("chain")
+    rewrite(workspace, forged)
+    report = verify(settings, workspace)
+    assert not report.ok and report.count("unchained") == 1
+    loaded = [(p.stem, read_json_file(p)) for p in sorted(audit_dir(workspace).glob("*.json"))]
+    assert verify_records(loaded, allow_unchained=True).ok
+
+
+@pytest.mark.parametrize("how", ["emptied", "moved"])
+def test_empty_or_moved_audit_folder_fails_verify_against_the_host_head(settings: Settings, workspace: Path,
+                                                                        tmp_path: Path, how: str) -> None:
+    """The host's chain head says N records exist: an emptied or moved-away audit folder is reported deleted."""
+    run_many(settings, 3)
+    folder = audit_dir(workspace)
+    if how == "emptied":
+        for p in folder.glob("*.json"):
+            p.unlink()
+    else:
+        folder.rename(tmp_path / "moved-away")
+        folder.mkdir()
+    report = verify(settings, workspace)
+    assert not report.ok and report.records == 0
+    assert [f.kind for f in report.findings] == ["deleted"] and "3 record(s)" in report.findings[0].detail

@@ -35,9 +35,10 @@ __all__ = ["GENESIS", "ChainFinding", "HostChain", "VerifyReport", "record_diges
 
 GENESIS = "0" * 64
 FindingKind = Literal["modified", "deleted", "reordered", "unfinished", "abandoned", "unchained"]
-# Kinds that make `verify` fail. `abandoned` (never finished, already accounted for by gc) and
-# `unchained` (plan-era or chain-disabled records) are reported but only inform.
-FAILING_KINDS = frozenset({"modified", "deleted", "reordered", "unfinished"})
+# Kinds that make `verify` fail. `abandoned` (never finished, already accounted for by gc) only
+# informs. A finished record without a chain link fails: anyone can drop a forged record in the
+# folder without one (`--allow-unchained` accepts records written before chaining existed).
+FAILING_KINDS = frozenset({"modified", "deleted", "reordered", "unfinished", "unchained"})
 _THREAD_LOCKS: dict[str, threading.Lock] = {}
 _THREAD_LOCKS_GUARD = threading.Lock()
 
@@ -164,8 +165,12 @@ def verify_records(
     now: float | None = None,
     grace: float = 120.0,
     default_timeout: float = 300.0,
+    allow_unchained: bool = False,
 ) -> VerifyReport:
-    """Check `(file stem, parsed record or None if unreadable)` pairs against their chains and `heads`."""
+    """Check `(file stem, parsed record or None if unreadable)` pairs against their chains and `heads`.
+
+    `allow_unchained` reports finished records without a chain link but does not fail on them.
+    """
     now = time.time() if now is None else now
     findings: list[ChainFinding] = []
     chains: dict[str, list[tuple[dict[str, Any], str]]] = {}
@@ -187,13 +192,24 @@ def verify_records(
         if isinstance(chain, dict) and chain.get("id"):
             chains.setdefault(str(chain["id"]), []).append((record, record_digest(record)))
         elif record.get("status") != "running":
-            findings.append(ChainFinding(kind="unchained", execution_id=stem,
-                                         detail="finished record without a chain link (plan-era or chain disabled)"))
+            findings.append(ChainFinding(kind="unchained", execution_id=stem, detail=(
+                "finished record without a chain link: forged, or written before chaining or with the chain "
+                "disabled; if you know it is genuine, re-run with --allow-unchained")))
     heads_by_id = {h.get("id"): h for h in heads or []}
     for chain_id, members in chains.items():
         findings.extend(_verify_chain(chain_id, members, heads_by_id.get(chain_id)))
+    for chain_id, head in heads_by_id.items():
+        if chain_id not in chains and int(head.get("seq") or 0) > 0:
+            # The folder is empty, replaced or moved: the host knows records were written to it.
+            where = head.get("audit_dir") or "this audit folder"
+            findings.append(ChainFinding(kind="deleted", chain_id=chain_id, seq=int(head["seq"]),
+                                         execution_id=head.get("execution_id"), detail=(
+                f"this host's chain head says {head['seq']} record(s) were written to {where} (newest "
+                f"{head.get('execution_id')}); none of them is here. Restore the audit folder from a backup, "
+                f"or point --workspace at where it moved")))
     chained = sum(len(m) for m in chains.values())
-    ok = not any(f.kind in FAILING_KINDS for f in findings)
+    failing = FAILING_KINDS - ({"unchained"} if allow_unchained else set())
+    ok = not any(f.kind in failing for f in findings)
     return VerifyReport(ok=ok, records=len(loaded), chained=chained,
                         chains={k: len(v) for k, v in chains.items()}, findings=findings)
 

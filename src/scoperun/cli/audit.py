@@ -138,7 +138,13 @@ def audit_reindex(
 
 
 @audit_app.command("verify")
-def audit_verify(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+def audit_verify(
+    ctx: typer.Context,
+    allow_unchained: Annotated[bool, typer.Option("--allow-unchained", help="Accept finished records without a "
+                                                  "chain link (written before chaining, or with audit_chain off).")]
+    = False,
+    as_json: JsonOpt = False,
+) -> None:
     """Check the hash chains: modified, deleted, re-ordered records and runs never finished (exit 1 if any)."""
     from scoperun.audit.chain import FAILING_KINDS, HostChain, verify_records
     from scoperun.audit.index import read_json_file
@@ -154,12 +160,13 @@ def audit_verify(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     except ScopeRunError as exc:
         raise fail(str(exc), EXIT_PROBLEM) from None
     report = verify_records(loaded, heads=[head] if head else [], grace=settings.gc_grace,
-                            default_timeout=settings.timeout)
+                            default_timeout=settings.timeout, allow_unchained=allow_unchained)
+    failing = FAILING_KINDS - ({"unchained"} if allow_unchained else set())
     if as_json:
         sys.stdout.write(report.model_dump_json(indent=2) + "\n")
     else:
         for f in report.findings:
-            style = "red" if f.kind in FAILING_KINDS else "yellow"
+            style = "red" if f.kind in failing else "yellow"
             where = f" #{f.seq}" if f.seq is not None else ""
             out.print(f"[{style}]{f.kind:<10}[/] {escape(f.execution_id or '-')}{where}: {escape(f.detail)}")
         verdict = "[green]ok[/]" if report.ok else "[bold red]PROBLEMS FOUND[/]"
