@@ -29,13 +29,15 @@ $(VENV)/.installed: pyproject.toml
 engine: ## install (Debian docker.io) and start the Docker engine when none answers (root only)
 	bash scripts/ensure-engine.sh
 
-tools: ## systemd-analyze (checks deploy/'s units), rclone + fuse3 (a bucket mounted as a workspace in the tests), promtool (deploy/alerts.yml), chromium (the page's browser tests)
+tools: ## systemd-analyze (checks deploy/'s units), rclone + fuse3 (a bucket mounted as a workspace in the tests), iproute2 + nsenter (the tests' two-node swarm), promtool (deploy/alerts.yml), chromium (the page's browser tests)
 	@missing=""; \
 	command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
 	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	command -v rclone >/dev/null 2>&1 || missing="$$missing rclone"; \
 	command -v fusermount3 >/dev/null 2>&1 || missing="$$missing fuse3"; \
+	command -v ip >/dev/null 2>&1 || missing="$$missing iproute2"; \
+	command -v nsenter >/dev/null 2>&1 || missing="$$missing util-linux"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = "0" ]; then DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \

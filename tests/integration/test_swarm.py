@@ -244,6 +244,28 @@ def test_oom_and_failure_and_operator_stop_on_the_swarm(swarm, swarm_settings) -
     _assert_nothing_left(swarm)
 
 
+def test_doctor_finds_a_node_without_the_image_and_push_nodes_fixes_it(swarm, swarm_settings) -> None:
+    """doctor --backend swarm probes every labelled node; after `image push-nodes` the worker has the image."""
+    from scoperun.doctor import run_checks
+    from scoperun.engine.swarm import push_image
+
+    tag = "scoperun-runner:push-nodes-test"
+    swarm.manager.docker("tag", IMAGE, tag)  # only on the manager: the worker lacks it
+    try:
+        settings = swarm_settings.model_copy(update={"image": tag})
+        before = {c.name: c for c in run_checks(settings)}
+        worker = before[f"node {swarm.worker.node_id[:12]}"]
+        assert before["swarm"].ok and before["nodes"].ok and before[f"node {swarm.manager.node_id[:12]}"].ok
+        assert not worker.ok and "push-nodes" in worker.fix, worker
+        assert push_image(tag, [swarm.worker.host], source_host=swarm.manager.host) == [swarm.worker.host]
+        after = {c.name: c for c in run_checks(settings)}
+        assert after[f"node {swarm.worker.node_id[:12]}"].ok, after[f"node {swarm.worker.node_id[:12]}"]
+    finally:
+        for node in swarm.nodes:
+            node.docker("rmi", tag, check=False)
+    _assert_nothing_left(swarm)
+
+
 def test_worker_engine_stopped_mid_run_ends_the_run_with_an_error_naming_the_node(swarm, swarm_settings) -> None:
     """Stopping the worker's engine mid-run: a terminal error record naming the node, no service left;
     once the worker is back, no task container is left there either."""

@@ -33,7 +33,7 @@ from scoperun.errors import EngineError, ImageError
 if TYPE_CHECKING:
     import docker
 
-__all__ = ["NODE_LABEL", "STAGING_LABEL", "SwarmBackend", "push_image", "remove_leftover_services", "stop_service"]
+__all__ = ["NODE_LABEL", "STAGING_LABEL", "SwarmBackend", "check_swarm", "push_image", "remove_leftover_services", "stop_service"]
 
 NODE_LABEL = "scoperun.workspace"  # =true on nodes that mount the workspace at the same path
 STAGING_LABEL = "scoperun.staging"  # =true on nodes that share scoperun's host staging_dir (see deploy/SWARM.md)
@@ -381,6 +381,64 @@ def remove_leftover_services(client: Any, *, now: float, dry_run: bool, workspac
                 client.api.remove_network(net["Id"])
                 removed.append(f"network {net['Name']}")
     return removed
+
+
+def check_swarm(client: Any, *, image: str, workspace: Path, projects_dir: str, tools_dir: str,
+                node_label: str = NODE_LABEL) -> list[tuple[str, bool, str, str]]:
+    """Doctor's swarm checks as (name, ok, detail, fix): manager, labelled nodes, and per node a probe
+    task that proves the image is there and the workspace is mounted at the same path."""
+    info = client.info().get("Swarm", {})
+    if info.get("LocalNodeState") != "active" or not info.get("ControlAvailable"):
+        return [("swarm", False, f"the engine at docker_host is not a swarm manager (state "
+                 f"{info.get('LocalNodeState', '?')})", "docker swarm init --advertise-addr ADDR   # on the manager")]
+    checks = [("swarm", True, f"swarm manager, {info.get('Nodes', '?')} node(s)", "")]
+    nodes = [n for n in client.api.nodes() if (n["Spec"].get("Labels") or {}).get(node_label) == "true"]
+    ready = [n for n in nodes if n["Status"]["State"] == "ready" and n["Spec"].get("Availability") == "active"]
+    if not ready:
+        return [*checks, ("nodes", False, f"no ready node labelled {node_label}=true",
+                          f"docker node update --label-add {node_label}=true NODE   # a node that mounts the workspace")]
+    staging = [n for n in ready if (n["Spec"].get("Labels") or {}).get(STAGING_LABEL) == "true"]
+    checks.append(("nodes", True, f"{len(ready)} ready node(s) labelled {node_label}=true "
+                   f"({len(staging)} also {STAGING_LABEL}=true for staged runs)", ""))
+    probe = f"test -d /workspace/{projects_dir} && test -d /workspace/{tools_dir} && echo ok"
+    for node in ready:
+        name = f"{node['Description']['Hostname']} ({node['ID'][:12]})"
+        ok, detail = _probe_node(client, node["ID"], image, workspace, probe)
+        checks.append((f"node {node['ID'][:12]}", ok, f"{name}: {detail}",
+                       "" if ok else f"scoperun image push-nodes --to <that node's engine>; mount the workspace at "
+                       f"{workspace} on it"))
+    return checks
+
+
+def _probe_node(client: Any, node_id: str, image: str, workspace: Path, probe: str) -> tuple[bool, str]:
+    from docker.types import ContainerSpec, Mount, Placement, RestartPolicy, ServiceMode, TaskTemplate
+
+    spec = ContainerSpec(image=image, command=["sh", "-c", probe], user="1000:1000", read_only=True, cap_drop=["ALL"],
+                         mounts=[Mount("/workspace", str(workspace), type="bind", read_only=True)],
+                         labels={MANAGED_LABEL: "1"})
+    template = TaskTemplate(spec, restart_policy=RestartPolicy(condition="none", max_attempts=0),
+                            placement=Placement(constraints=[f"node.id=={node_id}"]))
+    sid = client.api.create_service(template, name=f"scoperun-doctor-{secrets.token_hex(4)}",
+                                    labels={MANAGED_LABEL: "1"}, mode=ServiceMode("replicated", replicas=1))["ID"]
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            task = _task(client.api, sid)
+            status = (task or {}).get("Status", {})
+            if status.get("State") in _TERMINAL:
+                break
+            time.sleep(0.2)
+        else:
+            return False, "the probe task did not finish within 60 s"
+        if status.get("State") == "complete":
+            return True, f"image {image} present, workspace {workspace} mounted"
+        err = status.get("Err") or status.get("State")
+        if "non-zero exit" in (err or ""):
+            return False, f"workspace {workspace} (with its projects and Tools folders) is not on this node"
+        return False, f"cannot run {image} here: {err}"
+    finally:
+        with contextlib.suppress(Exception):
+            client.api.remove_service(sid)
 
 
 def push_image(image: str, hosts: list[str], *, source_host: str | None = None) -> list[str]:
