@@ -75,7 +75,7 @@ class SwarmNode:
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
                 raise RuntimeError(f"dockerd of {self.name} exited: {self.log_tail()}")
-            if subprocess.run(["docker", "-H", self.host, "info"], capture_output=True, timeout=20).returncode == 0:
+            if subprocess.run(["docker", "-H", self.host, "info"], capture_output=True, timeout=20, check=False).returncode == 0:
                 return
             time.sleep(0.3)
         raise RuntimeError(f"dockerd of {self.name} did not answer within {timeout:g} s: {self.log_tail()}")

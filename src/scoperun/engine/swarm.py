@@ -96,9 +96,11 @@ class SwarmBackend:
     def node_name(self, node_id: str) -> str:
         """`hostname (id)` of a node, for messages."""
         if node_id not in self._nodes:
+            from docker.errors import DockerException
+
             try:
                 self._nodes[node_id] = self.client.api.inspect_node(node_id)["Description"]["Hostname"]
-            except Exception:
+            except (DockerException, KeyError):
                 return node_id
         return f"{self._nodes[node_id]} ({node_id[:12]})"
 
@@ -389,8 +391,9 @@ def check_swarm(client: Any, *, image: str, workspace: Path, projects_dir: str, 
     task that proves the image is there and the workspace is mounted at the same path."""
     info = client.info().get("Swarm", {})
     if info.get("LocalNodeState") != "active" or not info.get("ControlAvailable"):
-        return [("swarm", False, f"the engine at docker_host is not a swarm manager (state "
-                 f"{info.get('LocalNodeState', '?')})", "docker swarm init --advertise-addr ADDR   # on the manager")]
+        state = info.get("LocalNodeState", "?")
+        return [("swarm", False, f"the engine at docker_host is not a swarm manager (state {state})",
+                 "docker swarm init --advertise-addr ADDR   # on the manager")]
     checks = [("swarm", True, f"swarm manager, {info.get('Nodes', '?')} node(s)", "")]
     nodes = [n for n in client.api.nodes() if (n["Spec"].get("Labels") or {}).get(node_label) == "true"]
     ready = [n for n in nodes if n["Status"]["State"] == "ready" and n["Spec"].get("Availability") == "active"]
@@ -398,8 +401,9 @@ def check_swarm(client: Any, *, image: str, workspace: Path, projects_dir: str, 
         return [*checks, ("nodes", False, f"no ready node labelled {node_label}=true",
                           f"docker node update --label-add {node_label}=true NODE   # a node that mounts the workspace")]
     staging = [n for n in ready if (n["Spec"].get("Labels") or {}).get(STAGING_LABEL) == "true"]
-    checks.append(("nodes", True, f"{len(ready)} ready node(s) labelled {node_label}=true "
-                   f"({len(staging)} also {STAGING_LABEL}=true for staged runs)", ""))
+    detail = (f"{len(ready)} ready node(s) labelled {node_label}=true "
+              f"({len(staging)} also {STAGING_LABEL}=true for staged runs)")
+    checks.append(("nodes", True, detail, ""))
     probe = f"test -d /workspace/{projects_dir} && test -d /workspace/{tools_dir} && echo ok"
     for node in ready:
         name = f"{node['Description']['Hostname']} ({node['ID'][:12]})"
