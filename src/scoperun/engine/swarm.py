@@ -106,8 +106,8 @@ class SwarmBackend:
 
     # -- the contract -------------------------------------------------------------------------
 
-    def run(self, spec: RunSpec) -> RunOutcome:
-        """Create the run's service, follow its task to the end (or deadline), read logs, remove it."""
+    def start(self, spec: RunSpec) -> _SwarmRun:
+        """Create the run's service (its task then starts on a node); EngineError if nothing was created."""
         from docker.errors import DockerException, ImageNotFound
         from requests.exceptions import ConnectionError as RequestsConnectionError
 
@@ -130,26 +130,25 @@ class SwarmBackend:
         staged = [m for m in spec.mounts if isinstance(m, OverlayMount)]
         merged = _mount_overlays(staged)  # on this host: staged runs go to nodes sharing its staging_dir
         network = None
-        service_id = None
         try:
             network = self._network(spec)
             service_id = self._create(spec, token, merged, network)
-            self._follow(service_id, spec, outcome, t0)
-            if outcome.error is None:
-                self._read_logs(service_id, outcome, token)
         except (DockerException, RequestsConnectionError) as exc:
-            if service_id is None:
-                raise EngineError(f"the swarm manager refused the run's service: {_short(exc)}") from None
-            outcome.error = (f"lost the swarm manager during the run ({_short(exc)}); the script may not have finished. "
-                             f"Check the swarm with `scoperun doctor --backend swarm` and run it again.")
-        finally:
-            # Ctrl-C or a bug included: the service (and with it the task container) must go.
-            if service_id is not None:
-                self._remove_service(service_id)
-            _unmount_overlays(merged)
-            if network is not None and network != spec.network:
-                self._reaper.submit(self._remove_network, network)
-        return outcome
+            self._release(spec, merged, network)
+            raise EngineError(f"the swarm manager refused the run's service: {_short(exc)}") from None
+        except BaseException:
+            self._release(spec, merged, network)
+            raise
+        return _SwarmRun(self, spec, outcome, service_id, token, merged, network, t0)
+
+    def run(self, spec: RunSpec) -> RunOutcome:
+        """`start(spec).wait()`: the task to its end (or deadline), its logs, then nothing left."""
+        return self.start(spec).wait()
+
+    def _release(self, spec: RunSpec, merged: dict[str, Path], network: str | None) -> None:
+        _unmount_overlays(merged)
+        if network is not None and network != spec.network:
+            self._reaper.submit(self._remove_network, network)
 
     def close(self) -> None:
         """Finish background removals and drop the client."""
@@ -206,8 +205,9 @@ class SwarmBackend:
         return self.client.api.create_service(template, name=service_name(spec.execution_id), labels=labels,
                                               mode=ServiceMode("replicated", replicas=1))["ID"]
 
-    def _follow(self, service_id: str, spec: RunSpec, outcome: RunOutcome, t0: float) -> None:
-        """Poll the task until it ends; enforce the deadline; notice a node going down."""
+    def _follow(self, service_id: str, spec: RunSpec, outcome: RunOutcome, t0: float,
+                cancelled: threading.Event) -> None:
+        """Poll the task until it ends; enforce the deadline; notice a node going down or a kill."""
         api = self.client.api
         started: float | None = None
         killed_at: float | None = None
@@ -234,6 +234,10 @@ class SwarmBackend:
                 outcome.timed_out = True
                 killed_at = now
                 _scale_to_zero(api, service_id)
+            if cancelled.is_set() and killed_at is None:
+                killed_at = now  # `kill()` scaled the service to zero
+                if started is None:
+                    break  # never started: nothing to wait for
             if killed_at is not None and now - killed_at > 30:
                 break  # the node never confirmed the kill; the service removal below ends it
             if node_id and now >= next_node_check:
@@ -257,7 +261,7 @@ class SwarmBackend:
             outcome.error = f"swarm node {self.node_name(node_id or '?')} lost the run's task; run it again."
             return
         code = status.get("ContainerStatus", {}).get("ExitCode")
-        outcome.exit_code = 137 if outcome.timed_out and not code else code
+        outcome.exit_code = 137 if killed_at is not None and not code else code
 
     def _read_logs(self, service_id: str, outcome: RunOutcome, token: str) -> None:
         api = self.client.api
@@ -297,6 +301,44 @@ class SwarmBackend:
                 return
             except DockerException:
                 time.sleep(0.5)
+
+
+class _SwarmRun:
+    """A created run service: `wait` follows its task to the end and removes it; `kill` ends it early."""
+
+    def __init__(self, backend: SwarmBackend, spec: RunSpec, outcome: RunOutcome, service_id: str, token: str,
+                 merged: dict[str, Path], network: str, t0: float) -> None:
+        self.backend, self.spec, self.outcome = backend, spec, outcome
+        self.service_id, self.token, self.merged, self.network, self.t0 = service_id, token, merged, network, t0
+        self.cancelled = threading.Event()
+        self.done = False
+
+    def wait(self) -> RunOutcome:
+        """Follow the task (deadline, node failure, kill), read its logs, remove service and leftovers."""
+        from docker.errors import DockerException
+        from requests.exceptions import ConnectionError as RequestsConnectionError
+
+        if self.done:
+            return self.outcome
+        self.done = True
+        backend, outcome = self.backend, self.outcome
+        try:
+            backend._follow(self.service_id, self.spec, outcome, self.t0, self.cancelled)
+            if outcome.error is None:
+                backend._read_logs(self.service_id, outcome, self.token)
+        except (DockerException, RequestsConnectionError) as exc:
+            outcome.error = (f"lost the swarm manager during the run ({_short(exc)}); the script may not have finished. "
+                             f"Check the swarm with `scoperun doctor --backend swarm` and run it again.")
+        finally:
+            # Ctrl-C or a bug included: the service (and with it the task container) must go.
+            backend._remove_service(self.service_id)
+            backend._release(self.spec, self.merged, self.network)
+        return outcome
+
+    def kill(self) -> None:
+        """Kill the task now (service scaled to zero, SIGKILL); `wait` then returns (exit code 137)."""
+        self.cancelled.set()
+        _scale_to_zero(self.backend.client.api, self.service_id)
 
 
 def _task(api: Any, service_id: str) -> dict[str, Any] | None:
