@@ -164,7 +164,7 @@ def _check_swarm(settings: Settings, client: object | None) -> list[Check]:
     """The swarm backend: docker_host is a manager, labelled nodes, image and workspace on each node."""
     if client is None:
         return [Check("swarm", False, "not checked: no engine at docker_host", fix="set docker_host to a swarm manager")]
-    from scoperun.engine.swarm import check_swarm
+    from scoperun.engine.swarmops import check_swarm
     from scoperun.errors import EngineError
 
     try:

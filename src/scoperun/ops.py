@@ -219,7 +219,7 @@ def _stop_one(api: Any, settings: Settings, container: dict[str, Any], *, reason
             detail = f"stop marker not written ({exc.strerror}); the record will not say why it ended. "
     try:
         if container.get("Service"):
-            from scoperun.engine.swarm import stop_service
+            from scoperun.engine.swarmops import stop_service
 
             stop_service(api, execution_id)
         else:
@@ -408,7 +408,7 @@ def collect_garbage(settings: Settings, *, any_workspace: bool = False, dry_run:
         if settings.backend == "swarm":
             # docker_host is a manager: leftover run services (their task containers are removed by
             # each node's agent, or by `scoperun gc` run against that node's engine).
-            from scoperun.engine.swarm import remove_leftover_services
+            from scoperun.engine.swarmops import remove_leftover_services
 
             report.hooks["swarm"] = remove_leftover_services(
                 client or _client(settings), now=now - settings.gc_grace, dry_run=dry_run,

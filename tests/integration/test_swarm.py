@@ -246,10 +246,38 @@ def test_oom_and_failure_and_operator_stop_on_the_swarm(swarm, swarm_settings) -
     _assert_nothing_left(swarm)
 
 
+def test_kill_through_the_run_handle_ends_the_task_and_keeps_its_output(swarm, swarm_settings) -> None:
+    """`start(spec)` then `kill()` from another thread: `wait` returns exit 137 with the output so far."""
+    from scoperun.engine.base import BindMount, RunSpec
+
+    backend = SwarmBackend(swarm.manager.host, node_label=WORKER_LABEL)
+    case = swarm_settings.workspace / "projects" / CASE
+    spec = RunSpec(execution_id=f"exec_kill_{os.getpid()}", image=IMAGE,
+                   command=("python3", "-c", "import time; print('up', flush=True); time.sleep(600)"),
+                   working_dir="/workspace/case", mounts=(BindMount(case, "/workspace/case", read_only=True),),
+                   env={}, user="1000:1000", timeout=300, memory_bytes=256 * 1024**2, cpus=0.5, pids_limit=64,
+                   nofile=256, tmp_size_bytes=16 * 1024**2, network="none", output_cap=4096)
+    try:
+        handle = backend.start(spec)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and "up" not in swarm.manager.docker(
+                "service", "logs", "--raw", f"scoperun-exec-kill-{os.getpid()}", check=False):
+            time.sleep(0.5)
+        t0 = time.monotonic()
+        threading.Timer(0.1, handle.kill).start()
+        outcome = handle.wait()
+        assert time.monotonic() - t0 < 60
+    finally:
+        backend.close()
+    assert outcome.error is None and not outcome.timed_out and outcome.exit_code == 137
+    assert outcome.stdout.capture().text == "up\n" and outcome.node == swarm.worker.node_id
+    _assert_nothing_left(swarm)
+
+
 def test_doctor_finds_a_node_without_the_image_and_push_nodes_fixes_it(swarm, swarm_settings) -> None:
     """doctor --backend swarm probes every labelled node; after `image push-nodes` the worker has the image."""
     from scoperun.doctor import run_checks
-    from scoperun.engine.swarm import push_image
+    from scoperun.engine.swarmops import push_image
 
     tag = "scoperun-runner:push-nodes-test"
     swarm.manager.docker("tag", IMAGE, tag)  # only on the manager: the worker lacks it

@@ -400,7 +400,7 @@ def image_push_nodes(
     image: Annotated[list[str] | None, typer.Option("--image", help="Image to copy (repeatable; default: the runner image).")] = None,
 ) -> None:
     """Copy images to swarm nodes without a registry: `docker save | docker -H NODE load` per node."""
-    from scoperun.engine.swarm import push_image
+    from scoperun.engine.swarmops import push_image
     from scoperun.errors import ScopeRunError
 
     settings = settings_of(ctx)

@@ -17,7 +17,6 @@ read apart), kept by the engine in a size-capped json-file log.
 from __future__ import annotations
 
 import contextlib
-import os
 import secrets
 import subprocess
 import threading
@@ -33,7 +32,7 @@ from scoperun.errors import EngineError, ImageError
 if TYPE_CHECKING:
     import docker
 
-__all__ = ["NODE_LABEL", "STAGING_LABEL", "SwarmBackend", "check_swarm", "push_image", "remove_leftover_services", "stop_service"]
+__all__ = ["NODE_LABEL", "STAGING_LABEL", "SwarmBackend", "service_name"]
 
 NODE_LABEL = "scoperun.workspace"  # =true on nodes that mount the workspace at the same path
 STAGING_LABEL = "scoperun.staging"  # =true on nodes that share scoperun's host staging_dir (see deploy/SWARM.md)
@@ -82,6 +81,9 @@ class SwarmBackend:
         self._lock = threading.Lock()
         self._reaper = ThreadPoolExecutor(max_workers=2, thread_name_prefix="scoperun-swarm-reaper")
         self._nodes: dict[str, str] = {}  # node id -> hostname
+        # Isolated networks (network none) whose last run has ended: reused one run at a time, since
+        # creating an overlay network costs more than the run itself.
+        self._idle_networks: list[str] = []
 
     @property
     def client(self) -> docker.DockerClient:
@@ -108,7 +110,7 @@ class SwarmBackend:
 
     def start(self, spec: RunSpec) -> _SwarmRun:
         """Create the run's service (its task then starts on a node); EngineError if nothing was created."""
-        from docker.errors import DockerException, ImageNotFound
+        from docker.errors import DockerException, ImageNotFound, NotFound
         from requests.exceptions import ConnectionError as RequestsConnectionError
 
         if spec.runtime:
@@ -132,7 +134,13 @@ class SwarmBackend:
         network = None
         try:
             network = self._network(spec)
-            service_id = self._create(spec, token, merged, network)
+            try:
+                service_id = self._create(spec, token, merged, network)
+            except NotFound:
+                if network == spec.network:
+                    raise
+                network = self._network(spec, pooled=False)  # a pooled network removed meanwhile (gc)
+                service_id = self._create(spec, token, merged, network)
         except (DockerException, RequestsConnectionError) as exc:
             self._release(spec, merged, network)
             raise EngineError(f"the swarm manager refused the run's service: {_short(exc)}") from None
@@ -145,13 +153,21 @@ class SwarmBackend:
         """`start(spec).wait()`: the task to its end (or deadline), its logs, then nothing left."""
         return self.start(spec).wait()
 
-    def _release(self, spec: RunSpec, merged: dict[str, Path], network: str | None) -> None:
+    def _release(self, spec: RunSpec, merged: dict[str, Path], network: str | None, *, reuse: bool = False) -> None:
         _unmount_overlays(merged)
         if network is not None and network != spec.network:
-            self._reaper.submit(self._remove_network, network)
+            if reuse:
+                with self._lock:
+                    self._idle_networks.append(network)
+            else:
+                self._reaper.submit(self._remove_network, network)
 
     def close(self) -> None:
-        """Finish background removals and drop the client."""
+        """Finish background removals (idle isolated networks included) and drop the client."""
+        with self._lock:
+            idle, self._idle_networks = self._idle_networks, []
+        for name in idle:
+            self._reaper.submit(self._remove_network, name)
         self._reaper.shutdown(wait=True)
         self._reaper = ThreadPoolExecutor(max_workers=2, thread_name_prefix="scoperun-swarm-reaper")
         with self._lock:
@@ -161,13 +177,16 @@ class SwarmBackend:
 
     # -- steps --------------------------------------------------------------------------------
 
-    def _network(self, spec: RunSpec) -> str:
+    def _network(self, spec: RunSpec, *, pooled: bool = True) -> str:
+        """The run's network: `none` is an isolated network that no other live task is attached to."""
         if spec.network != "none":
             return spec.network  # bridge (each node's own) or a named swarm overlay network
-        name = f"scoperun-none-{spec.execution_id.replace('_', '-').lower()}"
-        # Internal, attachable by nothing else: the task's only interface leads nowhere.
-        self.client.api.create_network(name, driver="overlay", internal=True, labels={
-            MANAGED_LABEL: "1", "org.scoperun.execution-id": spec.execution_id})
+        with self._lock:
+            if pooled and self._idle_networks:
+                return self._idle_networks.pop()
+        name = f"scoperun-none-{secrets.token_hex(6)}"
+        # Internal (no gateway, no route out) and given to one run at a time: its only interface leads nowhere.
+        self.client.api.create_network(name, driver="overlay", internal=True, labels={MANAGED_LABEL: "1"})
         return name
 
     def _create(self, spec: RunSpec, token: str, merged: dict[str, Path], network: str) -> str:
@@ -206,9 +225,12 @@ class SwarmBackend:
                                               mode=ServiceMode("replicated", replicas=1))["ID"]
 
     def _follow(self, service_id: str, spec: RunSpec, outcome: RunOutcome, t0: float,
-                cancelled: threading.Event) -> None:
-        """Poll the task until it ends; enforce the deadline; notice a node going down or a kill."""
+                cancelled: threading.Event) -> bool:
+        """Poll the task until it ends; enforce the deadline; notice a node going down or a kill.
+
+        True when the task's end was seen (nothing of it runs any more)."""
         api = self.client.api
+        ended = False
         started: float | None = None
         killed_at: float | None = None
         next_node_check = 0.0
@@ -224,12 +246,13 @@ class SwarmBackend:
                 started = now
                 outcome.container_start = started - t0
             if state in _TERMINAL:
+                ended = True
                 break
             if started is None and state not in ("running", "complete") and now - t0 > _SCHEDULE_PATIENCE:
                 outcome.error = (f"no swarm node took the run within {_SCHEDULE_PATIENCE:g} s "
                                  f"({status.get('Err') or status.get('Message') or state}). Label a node that mounts "
                                  f"the workspace: `docker node update --label-add {self._node_label}=true NODE`.")
-                return
+                return False
             if started is not None and killed_at is None and now - started >= spec.timeout:
                 outcome.timed_out = True
                 killed_at = now
@@ -245,7 +268,7 @@ class SwarmBackend:
                 if api.inspect_node(node_id)["Status"]["State"] == "down":
                     outcome.error = (f"swarm node {self.node_name(node_id)} went down during the run; the script may "
                                      f"not have finished. Check the node (`docker node ls`) and run it again.")
-                    return
+                    return False
             time.sleep(_POLL)
         ended = time.monotonic()
         if started is None:  # ended between two polls: it ran, but its start was not seen
@@ -256,12 +279,14 @@ class SwarmBackend:
             err = status.get("Err") or state
             hint = " Copy the image to every node: `scoperun image push-nodes`." if "image" in err.lower() else ""
             outcome.error = f"swarm node {self.node_name(node_id or '?')} could not start the run: {err}.{hint}"
-            return
+            return ended
         if state == "orphaned":
             outcome.error = f"swarm node {self.node_name(node_id or '?')} lost the run's task; run it again."
-            return
+            return False
         code = status.get("ContainerStatus", {}).get("ExitCode")
-        outcome.exit_code = 137 if killed_at is not None and not code else code
+        # `shutdown`: killed by us (deadline, kill) or an operator's stop, never a clean end.
+        outcome.exit_code = 137 if (killed_at is not None or state == "shutdown") and not code else code
+        return ended
 
     def _read_logs(self, service_id: str, outcome: RunOutcome, token: str) -> None:
         api = self.client.api
@@ -278,17 +303,19 @@ class SwarmBackend:
                 outcome.oom_killed = not outcome.timed_out
             buf.write(held)
 
-    def _remove_service(self, service_id: str) -> None:
+    def _remove_service(self, service_id: str) -> bool:
         from docker.errors import DockerException, NotFound
+        from requests.exceptions import ConnectionError as RequestsConnectionError
 
         for _ in range(20):
             try:
                 self.client.api.remove_service(service_id)
-                return
+                return True
             except NotFound:
-                return
-            except DockerException:
+                return True
+            except (DockerException, RequestsConnectionError):
                 time.sleep(0.5)
+        return False
 
     def _remove_network(self, name: str) -> None:
         from docker.errors import DockerException, NotFound
@@ -322,8 +349,9 @@ class _SwarmRun:
             return self.outcome
         self.done = True
         backend, outcome = self.backend, self.outcome
+        ended = False
         try:
-            backend._follow(self.service_id, self.spec, outcome, self.t0, self.cancelled)
+            ended = backend._follow(self.service_id, self.spec, outcome, self.t0, self.cancelled)
             if outcome.error is None:
                 backend._read_logs(self.service_id, outcome, self.token)
         except (DockerException, RequestsConnectionError) as exc:
@@ -331,8 +359,9 @@ class _SwarmRun:
                              f"Check the swarm with `scoperun doctor --backend swarm` and run it again.")
         finally:
             # Ctrl-C or a bug included: the service (and with it the task container) must go.
-            backend._remove_service(self.service_id)
-            backend._release(self.spec, self.merged, self.network)
+            removed = backend._remove_service(self.service_id)
+            # The network goes back to the pool only once its task is surely over and gone.
+            backend._release(self.spec, self.merged, self.network, reuse=ended and removed)
         return outcome
 
     def kill(self) -> None:
@@ -391,118 +420,6 @@ def _unmount_overlays(merged: dict[str, Path]) -> None:
             subprocess.run(["umount", "-l", str(point)], capture_output=True, check=False)
         with contextlib.suppress(OSError):
             point.rmdir()
-
-
-# -- operations ---------------------------------------------------------------------------------
-
-
-def stop_service(api: Any, execution_id: str) -> bool:
-    """Kill a run's task (scale its service to zero); the executor that owns it records the end."""
-    services = api.services(filters={"label": f"org.scoperun.execution-id={execution_id}"})
-    for svc in services:
-        _scale_to_zero(api, svc["ID"])
-    return bool(services)
-
-
-def remove_leftover_services(client: Any, *, now: float, dry_run: bool, workspace: str | None = None) -> list[str]:
-    """Remove scoperun services past their deadline label, and their per-run networks (gc)."""
-    from docker.errors import DockerException
-
-    removed: list[str] = []
-    for svc in client.api.services(filters={"label": MANAGED_LABEL}):
-        labels = svc["Spec"].get("Labels") or {}
-        if workspace is not None and labels.get("org.scoperun.workspace") != workspace:
-            continue
-        if int(labels.get("org.scoperun.deadline", "0")) > now:
-            continue
-        removed.append(f"service {svc['Spec']['Name']}")
-        if not dry_run:
-            with contextlib.suppress(DockerException):
-                client.api.remove_service(svc["ID"])
-    for net in client.api.networks(filters={"label": MANAGED_LABEL}):
-        if net["Name"].startswith("scoperun-none-") and not dry_run:
-            with contextlib.suppress(DockerException):
-                client.api.remove_network(net["Id"])
-                removed.append(f"network {net['Name']}")
-    return removed
-
-
-def check_swarm(client: Any, *, image: str, workspace: Path, projects_dir: str, tools_dir: str,
-                node_label: str = NODE_LABEL) -> list[tuple[str, bool, str, str]]:
-    """Doctor's swarm checks as (name, ok, detail, fix): manager, labelled nodes, and per node a probe
-    task that proves the image is there and the workspace is mounted at the same path."""
-    info = client.info().get("Swarm", {})
-    if info.get("LocalNodeState") != "active" or not info.get("ControlAvailable"):
-        state = info.get("LocalNodeState", "?")
-        return [("swarm", False, f"the engine at docker_host is not a swarm manager (state {state})",
-                 "docker swarm init --advertise-addr ADDR   # on the manager")]
-    checks = [("swarm", True, f"swarm manager, {info.get('Nodes', '?')} node(s)", "")]
-    nodes = [n for n in client.api.nodes() if (n["Spec"].get("Labels") or {}).get(node_label) == "true"]
-    ready = [n for n in nodes if n["Status"]["State"] == "ready" and n["Spec"].get("Availability") == "active"]
-    if not ready:
-        return [*checks, ("nodes", False, f"no ready node labelled {node_label}=true",
-                          f"docker node update --label-add {node_label}=true NODE   # a node that mounts the workspace")]
-    staging = [n for n in ready if (n["Spec"].get("Labels") or {}).get(STAGING_LABEL) == "true"]
-    detail = (f"{len(ready)} ready node(s) labelled {node_label}=true "
-              f"({len(staging)} also {STAGING_LABEL}=true for staged runs)")
-    checks.append(("nodes", True, detail, ""))
-    probe = f"test -d /workspace/{projects_dir} && test -d /workspace/{tools_dir} && echo ok"
-    for node in ready:
-        name = f"{node['Description']['Hostname']} ({node['ID'][:12]})"
-        ok, detail = _probe_node(client, node["ID"], image, workspace, probe)
-        checks.append((f"node {node['ID'][:12]}", ok, f"{name}: {detail}",
-                       "" if ok else f"scoperun image push-nodes --to <that node's engine>; mount the workspace at "
-                       f"{workspace} on it"))
-    return checks
-
-
-def _probe_node(client: Any, node_id: str, image: str, workspace: Path, probe: str) -> tuple[bool, str]:
-    from docker.types import ContainerSpec, Mount, Placement, RestartPolicy, ServiceMode, TaskTemplate
-
-    spec = ContainerSpec(image=image, command=["sh", "-c", probe], user="1000:1000", read_only=True, cap_drop=["ALL"],
-                         mounts=[Mount("/workspace", str(workspace), type="bind", read_only=True)],
-                         labels={MANAGED_LABEL: "1"})
-    template = TaskTemplate(spec, restart_policy=RestartPolicy(condition="none", max_attempts=0),
-                            placement=Placement(constraints=[f"node.id=={node_id}"]))
-    sid = client.api.create_service(template, name=f"scoperun-doctor-{secrets.token_hex(4)}",
-                                    labels={MANAGED_LABEL: "1"}, mode=ServiceMode("replicated", replicas=1))["ID"]
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            task = _task(client.api, sid)
-            status = (task or {}).get("Status", {})
-            if status.get("State") in _TERMINAL:
-                break
-            time.sleep(0.2)
-        else:
-            return False, "the probe task did not finish within 60 s"
-        if status.get("State") == "complete":
-            return True, f"image {image} present, workspace {workspace} mounted"
-        err = status.get("Err") or status.get("State")
-        if "non-zero exit" in (err or ""):
-            return False, f"workspace {workspace} (with its projects and Tools folders) is not on this node"
-        return False, f"cannot run {image} here: {err}"
-    finally:
-        with contextlib.suppress(Exception):
-            client.api.remove_service(sid)
-
-
-def push_image(image: str, hosts: list[str], *, source_host: str | None = None) -> list[str]:
-    """Copy `image` to each engine in `hosts` with `docker save | docker load` (no registry)."""
-    done: list[str] = []
-    for host in hosts:
-        save_cmd = ["docker", *(["-H", source_host] if source_host else []), "save", image]
-        env = dict(os.environ)
-        with subprocess.Popen(save_cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env) as save:
-            load = subprocess.run(["docker", "-H", host, "load"], stdin=save.stdout, capture_output=True, check=False)
-            save.wait()
-            save_err = save.stderr.read().decode(errors="replace") if save.stderr else ""
-        if save.returncode != 0:
-            raise ImageError(f"`docker save {image}` failed: {save_err.strip()}. Build it first: `scoperun image build`.")
-        if load.returncode != 0:
-            raise EngineError(f"`docker -H {host} load` failed: {load.stderr.decode(errors='replace').strip()}")
-        done.append(host)
-    return done
 
 
 def _short(exc: BaseException) -> str:
