@@ -39,26 +39,87 @@ def check_rel(rel: bytes) -> list[bytes]:
     return parts
 
 
+_ZEROS = bytes(CHUNK)
+
+
+def _segments(fd: int) -> Iterator[tuple[int, int, bool]]:
+    """(offset, length, is_data) runs of `fd` from its current offset to its end; holes come as not data.
+
+    Uses SEEK_DATA/SEEK_HOLE, so a sparse file's holes are neither read nor written as real data;
+    a filesystem without them reports the whole file as data.
+    """
+    pos = os.lseek(fd, 0, os.SEEK_CUR)
+    end = os.fstat(fd).st_size
+    while pos < end:
+        try:
+            data = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # only a hole is left
+                yield pos, end - pos, False
+                return
+            yield pos, end - pos, True  # no SEEK_DATA here: everything is data
+            return
+        if data > pos:
+            yield pos, data - pos, False
+        try:
+            hole = min(os.lseek(fd, data, os.SEEK_HOLE), end)
+        except OSError:
+            hole = end
+        yield data, hole - data, True
+        pos = hole
+
+
+def _read_range(fd: int, offset: int, length: int) -> Iterator[bytes]:
+    while length > 0:
+        chunk = os.pread(fd, min(CHUNK, length), offset)
+        if not chunk:
+            return
+        offset += len(chunk)
+        length -= len(chunk)
+        yield chunk
+
+
+def _zeros(length: int) -> Iterator[memoryview]:
+    view = memoryview(_ZEROS)
+    while length > 0:
+        n = min(CHUNK, length)
+        length -= n
+        yield view[:n]
+
+
 def hash_fd(fd: int) -> tuple[str, int]:
-    """sha256 and size of what is left to read on `fd`."""
+    """sha256 and size of what is left to read on `fd` (holes of a sparse file are not read)."""
     h = hashlib.sha256()
     size = 0
-    while chunk := os.read(fd, CHUNK):
-        h.update(chunk)
-        size += len(chunk)
+    for offset, length, is_data in _segments(fd):
+        for chunk in (_read_range(fd, offset, length) if is_data else _zeros(length)):
+            h.update(chunk)
+            size += len(chunk)
+    os.lseek(fd, 0, os.SEEK_END)
     return h.hexdigest(), size
 
 
 def copy_fd(src: int, dst: int) -> tuple[str, int]:
-    """Copy `src` to `dst`, hashing on the way; return (sha256, size)."""
+    """Copy `src` to `dst`, hashing on the way; holes stay holes (sparse files stay sparse). Return (sha256, size)."""
     h = hashlib.sha256()
     size = 0
-    while chunk := os.read(src, CHUNK):
-        h.update(chunk)
-        view = memoryview(chunk)
-        while view:
-            view = view[os.write(dst, view):]
-        size += len(chunk)
+    for offset, length, is_data in _segments(src):
+        if not is_data:
+            for chunk in _zeros(length):
+                h.update(chunk)
+            size += length
+            continue
+        for chunk in _read_range(src, offset, length):
+            h.update(chunk)
+            view = memoryview(chunk)
+            pos = offset
+            while view:
+                n = os.pwrite(dst, view, pos)
+                view, pos = view[n:], pos + n
+            offset += len(chunk)
+            size += len(chunk)
+    os.ftruncate(dst, size)  # a trailing hole: the size without writing zeros
+    os.lseek(src, 0, os.SEEK_END)
     return h.hexdigest(), size
 
 
