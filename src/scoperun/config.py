@@ -96,6 +96,18 @@ class Settings(BaseSettings):
     mcp_token: SecretStr | None = Field(
         None, description="Bearer token `scoperun mcp --http` requires of every request (SCOPERUN_MCP_TOKEN)."
     )
+    tokens_file: Path | None = Field(
+        None, description="Bearer tokens `scoperun serve` accepts, stored hashed (`scoperun token create`); "
+        "None = <state_dir>/tokens.json.")
+    max_queue: int = Field(100, ge=0, le=100_000, description="Runs `scoperun serve` holds waiting for a container "
+                           "slot; past it a new run gets 429 with Retry-After.")
+    allowed_hosts: list[str] = Field(
+        default_factory=list, description="Host names `scoperun serve` answers to besides loopback names and the "
+        "address it listens on (Host header check against DNS rebinding).")
+    url: str | None = Field(None, description="A `scoperun serve` to send runs to (SCOPERUN_URL); the CLI then "
+                            "streams output live and Ctrl-C cancels the run. None = run in this process.")
+    token: SecretStr | None = Field(None, description="Bearer token the CLI and `scoperun.Client` send to "
+                                    "`url` (SCOPERUN_TOKEN).")
     output_cap: int = Field(64 * 1024, ge=1024, description="Bytes of stdout and of stderr kept in a result, each.")
     max_concurrent: int = Field(4, ge=1, le=256, description="Containers running at once; the rest wait.")
     safety_policy: Literal["off", "warn", "block"] = Field(
@@ -131,6 +143,26 @@ class Settings(BaseSettings):
         120.0, gt=0, description="Seconds of host work after a run (change set, apply, hazard scan); past it the "
         "change set is kept for review and the run says so.")
     staging_retention_days: float = Field(7.0, ge=0, description="Age after which gc removes finished staging.")
+
+    # Alerts (scoperun.alerts): rules over the audit index and the engine, checked by the server every
+    # `alert_interval` seconds and by `scoperun alerts check`; each fires once and resolves once.
+    alert_webhook_url: str | None = Field(
+        None, description="Where firing and resolved alerts are POSTed (JSON, Alertmanager-like, with a Slack "
+        "`text` field); None = alerts are only shown and kept in the state folder.")
+    alert_interval: float = Field(60.0, ge=1, description="Seconds between two alert evaluations in `scoperun serve`.")
+    alert_window: float = Field(3600.0, ge=60, description="Seconds of recent runs the rate and duration rules look at.")
+    alert_min_runs: int = Field(5, ge=1, description="Runs in the window before the success-rate and duration rules "
+                                "judge (one failure among two runs is not an outage).")
+    alert_success_rate: float = Field(0.95, ge=0, le=1, description="Fire when the window's success rate is below this.")
+    alert_mean_duration: float = Field(60.0, gt=0, description="Fire when the window's mean run duration (s) is above this.")
+    alert_p95_duration: float = Field(240.0, gt=0, description="Fire when the window's p95 run duration (s) is above this.")
+    alert_container_start: float = Field(5.0, gt=0, description="Fire when the window's p95 container start (s) is above this.")
+    alert_abandoned: int = Field(0, ge=0, description="Fire when more runs than this were abandoned in the window.")
+    alert_hazards: int = Field(0, ge=0, description="Fire when more runs than this left hazards in their case in the window.")
+    alert_disk_free: float = Field(0.10, ge=0, le=1, description="Fire when the workspace's or state folder's disk has "
+                                   "less than this fraction free.")
+    alert_verify: bool = Field(True, description="Fire when `scoperun audit verify` finds a failing problem (reads every record).")
+    alert_webhook_retries: int = Field(5, ge=1, le=20, description="Delivery attempts per alert (backoff 1, 2, 4 ... s).")
 
     # Browser runs (scoperun.browser): their own image and roomier defaults, since Chromium
     # needs far more memory, threads and shared memory than a script.

@@ -16,6 +16,7 @@ __all__ = [
     "ExecutionResult",
     "Limits",
     "OutputCapture",
+    "ResolvedLimits",
     "Status",
 ]
 
@@ -55,6 +56,17 @@ class Limits(BaseModel):
 
             parse_memory(value)
         return value
+
+
+class ResolvedLimits(BaseModel):
+    """The limits a run got: the request's, else its program's, else the configured defaults."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    timeout: float = Field(description="Seconds before the run is killed.")
+    memory: str = Field(description="Memory limit as given, e.g. 1g (swap equal).")
+    cpus: float = Field(description="CPU quota in cores.")
+    pids_limit: int = Field(description="Maximum processes in the container.")
 
 
 class ExecutionRequest(BaseModel):
@@ -143,7 +155,7 @@ class ExecutionResult(BaseModel):
     durations: Durations = Field(default_factory=Durations)
     image: str = ""
     image_id: str | None = None
-    limits: dict[str, Any] = Field(default_factory=dict)
+    limits: ResolvedLimits | None = Field(None, description="The limits the run got; None only in hand-made results.")
     network: str = ""
     read_only: bool = False
     write_mode: str = ""

@@ -16,7 +16,7 @@ from typing import Any
 from scoperun.engine.base import BindMount, OverlayMount, RunOutcome, RunSpec
 from scoperun.engine.capture import BoundedBuffer
 
-__all__ = ["FakeBackend", "FakeRun", "fake_records"]
+__all__ = ["FakeBackend", "FakeHandle", "FakeRun", "fake_records"]
 
 
 @dataclass
@@ -45,34 +45,68 @@ class FakeBackend:
     closed: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def run(self, spec: RunSpec) -> RunOutcome:
-        """Record `spec`, track concurrency and return the scripted outcome."""
+    def start(self, spec: RunSpec) -> FakeHandle:
+        """Record `spec`, count it as running and decide its scripted outcome."""
         with self._lock:
             self.specs.append(spec)
             self.running += 1
             self.max_running = max(self.max_running, self.running)
         try:
             planned = self.script(spec)
+        except BaseException:
+            self._ended()
+            raise
+        return FakeHandle(self, spec, planned)
+
+    def run(self, spec: RunSpec) -> RunOutcome:
+        """`start(spec).wait()`."""
+        return self.start(spec).wait()
+
+    def _ended(self) -> None:
+        with self._lock:
+            self.running -= 1
+
+    def close(self) -> None:
+        """Mark the backend closed."""
+        self.closed = True
+
+
+class FakeHandle:
+    """A fake started run: `wait` plays the scripted outcome; `kill` cuts its sleep short (exit 137)."""
+
+    def __init__(self, backend: FakeBackend, spec: RunSpec, planned: FakeRun) -> None:
+        self.backend = backend
+        self.spec = spec
+        self.planned = planned
+        self.killed = threading.Event()
+        self._done = False
+
+    def wait(self) -> RunOutcome:
+        """Write the scripted files, sleep (unless killed) and return the scripted outcome."""
+        spec, planned = self.spec, self.planned
+        if self._done:
+            raise RuntimeError("FakeHandle.wait() called twice")
+        self._done = True
+        try:
             _write_case(spec, planned.writes)
             if planned.sleep:
-                time.sleep(planned.sleep)
+                self.killed.wait(planned.sleep)
             outcome = RunOutcome(stdout=BoundedBuffer(spec.output_cap, spill_limit=spec.spill_limit),
                                  stderr=BoundedBuffer(spec.output_cap, spill_limit=spec.spill_limit))
             outcome.stdout.write(planned.stdout)
             outcome.stderr.write(planned.stderr)
-            outcome.exit_code = planned.exit_code
+            outcome.exit_code = 137 if self.killed.is_set() else planned.exit_code
             outcome.timed_out = planned.timed_out
             outcome.oom_killed = planned.oom_killed
             outcome.error = planned.error
             outcome.image_id = "sha256:fake"
             return outcome
         finally:
-            with self._lock:
-                self.running -= 1
+            self.backend._ended()
 
-    def close(self) -> None:
-        """Mark the backend closed."""
-        self.closed = True
+    def kill(self) -> None:
+        """End the fake run now."""
+        self.killed.set()
 
 
 _FAKE_STATUSES = ("succeeded",) * 90 + ("failed",) * 5 + ("timed_out", "oom_killed", "error", "rejected", "running")

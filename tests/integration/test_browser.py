@@ -175,7 +175,7 @@ def test_form_is_filled_submitted_extracted_and_saved(browser_executor: Executor
 
     record = read_record(workspace, ex.execution_id)
     assert record["status"] == "succeeded" and record["case_name"] == CASE
-    assert ex.image == BROWSER_IMAGE and ex.limits["memory"] == "2g"
+    assert ex.image == BROWSER_IMAGE and ex.limits is not None and ex.limits.memory == "2g"
     spec = json.loads((workspace / ex.script.removeprefix("browser:")).read_text())
     assert spec["actions"][1]["value"] == NASTY  # the actions were data, kept for the audit
 

@@ -21,7 +21,8 @@ def copy_units(tmp_path: Path, *, exec_start: str | None = None) -> list[Path]:
     """The units as shipped, with ExecStart pointed at this environment's scoperun (the install path differs)."""
     scoperun = exec_start or str(Path(sys.executable).with_name("scoperun"))
     paths = []
-    for name in ("scoperun-gc.service", "scoperun-gc.timer", "scoperun-metrics.service"):
+    for name in ("scoperun-gc.service", "scoperun-gc.timer", "scoperun-metrics.service",
+                 "scoperun-alerts.service", "scoperun-alerts.timer"):
         text = (DEPLOY / name).read_text().replace(INSTALLED, scoperun)
         (tmp_path / name).write_text(text)
         paths.append(tmp_path / name)
@@ -29,7 +30,7 @@ def copy_units(tmp_path: Path, *, exec_start: str | None = None) -> list[Path]:
 
 
 def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
-    """systemd-analyze verify accepts the gc service, its timer and the metrics service without a single warning."""
+    """systemd-analyze verify accepts the gc, metrics and alerts units without a single warning."""
     service = (DEPLOY / "scoperun-gc.service").read_text()
     assert f"ExecStart={INSTALLED} gc" in service
     assert not [line for line in service.splitlines() if "prune" in line and not line.startswith("#")]

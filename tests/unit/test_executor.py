@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from scoperun import AuditError, ExecutionRequest, Executor, Limits, Settings, Status
+from scoperun.models import ResolvedLimits
 from scoperun.testing import FakeBackend, FakeRun
 from tests.conftest import CASE
 
@@ -113,7 +114,7 @@ def test_per_run_limits_override_defaults(settings: Settings) -> None:
         script="Tools/hello.py", case=CASE, limits=Limits(timeout=5, memory="256m", cpus=1.5, pids_limit=64)))
     spec = backend.specs[0]
     assert (spec.timeout, spec.memory_bytes, spec.cpus, spec.pids_limit) == (5, 256 * 1024**2, 1.5, 64)
-    assert result.limits == {"timeout": 5, "memory": "256m", "cpus": 1.5, "pids_limit": 64}
+    assert result.limits == ResolvedLimits(timeout=5, memory="256m", cpus=1.5, pids_limit=64)
 
 
 def test_reserved_env_names_cannot_be_overridden() -> None:
@@ -160,3 +161,50 @@ def test_async_run_does_not_block_the_loop(settings: Settings) -> None:
     assert asyncio.run(main()) is Status.SUCCEEDED
     assert ticks == 5
     assert threading.active_count() >= 1
+
+
+def test_stages_run_in_order_with_typed_hand_offs(settings: Settings, workspace: Path) -> None:
+    """prepare -> begin -> start -> wait -> finish, called one by one, give the same result as `run`."""
+    from scoperun import pipeline
+
+    backend = FakeBackend(script=lambda spec: FakeRun(stdout=b"staged\n"))
+    ctx = pipeline.RunContext.open(settings, ExecutionRequest(script="Tools/hello.py", case=CASE))
+    prepared = pipeline.prepare(ctx)
+    assert isinstance(prepared, pipeline.Prepared) and prepared.spec.execution_id == ctx.execution_id
+    assert records(workspace) == []  # nothing is written before `begin`
+    pipeline.begin(ctx, prepared)
+    assert [r["status"] for r in records(workspace)] == ["running"]
+    outcome = pipeline.wait(pipeline.start(prepared, backend))
+    result = pipeline.finish(ctx, prepared, outcome, queue_wait=0.0)
+    assert result.status is Status.SUCCEEDED and result.stdout.text == "staged\n"
+    assert result.limits == ctx.limits and records(workspace)[0]["status"] == "succeeded"
+
+
+def test_refusal_keeps_what_prepare_learnt(settings: Settings, workspace: Path) -> None:
+    """A script refused by the scanner is recorded `rejected` with its hash and findings; no container starts."""
+    from scoperun import pipeline
+
+    (workspace / "Tools" / "bad.py").write_text("import os\nos.system('id')\n")
+    ctx = pipeline.RunContext.open(settings.model_copy(update={"safety_policy": "block"}),
+                                   ExecutionRequest(script="Tools/bad.py", case=CASE))
+    refused = pipeline.prepare(ctx)
+    assert isinstance(refused, pipeline.Refused) and refused.facts.findings
+    assert refused.facts.script_sha256 and refused.facts.working_dir == f"projects/{CASE}"
+    result = pipeline.refuse(ctx, refused)
+    record = records(workspace)[0]
+    assert result.status is Status.REJECTED and record["status"] == "rejected"
+    assert record["script_sha256"] == refused.facts.script_sha256 and record["findings"] == result.findings
+
+
+def test_a_started_run_can_be_killed_from_another_thread(settings: Settings) -> None:
+    """The backend's handle ends a long run at once when killed; `wait` then returns the outcome."""
+    backend = FakeBackend(script=lambda spec: FakeRun(sleep=30))
+    from scoperun import pipeline
+
+    ctx = pipeline.RunContext.open(settings, ExecutionRequest(script="Tools/hello.py", case=CASE))
+    prepared = pipeline.prepare(ctx)
+    assert isinstance(prepared, pipeline.Prepared)
+    handle = pipeline.start(prepared, backend)
+    threading.Timer(0.1, handle.kill).start()
+    outcome = pipeline.wait(handle)
+    assert outcome.exit_code == 137 and backend.running == 0

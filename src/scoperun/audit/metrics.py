@@ -7,7 +7,11 @@ scoperun process writing to the workspace, and restarts lose nothing.
     scoperun_runs_total{status=...}        runs by status (from the records; a counter as long as
                                            records are not deleted)
     scoperun_run_duration_seconds          histogram of finished runs' total durations
+    scoperun_container_start_seconds       histogram of finished runs' container start times
     scoperun_runs_in_progress              runs marked running within timeout + grace
+
+More collectors (engine, disk and audit-verify health: `scoperun.alerts.HealthCollector`) are
+added by the layer that owns them through `make_registry(..., extra=[...])`.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from scoperun.errors import ConfigError
 __all__ = ["BUCKETS", "AuditCollector", "make_registry", "serve_metrics"]
 
 BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+START_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 _TIMED = ("succeeded", "failed", "timed_out", "oom_killed", "error")
 
 
@@ -67,6 +72,10 @@ class AuditCollector:
             row = conn.execute(
                 f"SELECT COUNT(*), TOTAL(duration), {marks} FROM records WHERE duration IS NOT NULL "
                 f"AND status IN ({', '.join('?' * len(_TIMED))})", _TIMED).fetchone()
+            start_marks = ", ".join(f"SUM(container_start <= {b})" for b in START_BUCKETS)
+            start_row = conn.execute(
+                f"SELECT COUNT(*), TOTAL(container_start), {start_marks} FROM records WHERE container_start > 0 "
+                f"AND status IN ({', '.join('?' * len(_TIMED))})", _TIMED).fetchone()
             now = time.time()
             running = conn.execute("SELECT started, timeout FROM records WHERE status = 'running'").fetchall()
         runs = CounterMetricFamily("scoperun_runs", "Runs recorded in the audit trail, by status.", labels=["status"])
@@ -77,27 +86,33 @@ class AuditCollector:
         buckets = [(str(b), c or 0) for b, c in zip(BUCKETS, cumulative, strict=True)] + [("+Inf", count)]
         yield HistogramMetricFamily("scoperun_run_duration_seconds", "Total duration of finished runs.",
                                     buckets=buckets, sum_value=total or 0.0)
+        count, total, *cumulative = start_row
+        buckets = [(str(b), c or 0) for b, c in zip(START_BUCKETS, cumulative, strict=True)] + [("+Inf", count)]
+        yield HistogramMetricFamily("scoperun_container_start_seconds", "Container start time of finished runs.",
+                                    buckets=buckets, sum_value=total or 0.0)
         fresh = sum(1 for started, timeout in running
                     if started is None or started + (timeout or self.settings.timeout) + self.settings.gc_grace >= now)
         yield GaugeMetricFamily("scoperun_runs_in_progress", "Runs marked running within timeout + grace.",
                                 value=fresh)
 
 
-def make_registry(settings: Settings, *, refresh: float = 5.0) -> Any:
-    """A fresh CollectorRegistry holding only scoperun's audit collector."""
+def make_registry(settings: Settings, *, refresh: float = 5.0, extra: list[Any] | None = None) -> Any:
+    """A fresh CollectorRegistry holding scoperun's audit collector (and `extra` collectors)."""
     prometheus_client = _prometheus()
     registry = prometheus_client.CollectorRegistry(auto_describe=False)
     registry.register(AuditCollector(settings, refresh=refresh))
+    for collector in extra or []:
+        registry.register(collector)
     return registry
 
 
 def serve_metrics(settings: Settings, *, host: str = "127.0.0.1", port: int = 9464, refresh: float = 5.0,
-                  ready: Any = None) -> None:
+                  ready: Any = None, extra: list[Any] | None = None) -> None:
     """Serve /metrics over HTTP until interrupted; `ready(url)` is called once listening."""
     from wsgiref.simple_server import WSGIRequestHandler, make_server
 
     prometheus_client = _prometheus()
-    app = prometheus_client.make_wsgi_app(make_registry(settings, refresh=refresh))
+    app = prometheus_client.make_wsgi_app(make_registry(settings, refresh=refresh, extra=extra))
 
     class _Quiet(WSGIRequestHandler):
         def log_message(self, format: str, *args: Any) -> None:

@@ -318,9 +318,17 @@ from scoperun.cli.changes import register as _register_changes
 
 _register_changes(app)
 
+from scoperun.cli.alerts import app as _alerts_app
+
+app.add_typer(_alerts_app, name="alerts")  # alerts check|list
+
 from scoperun.cli.mcp import register as _register_mcp
 
 _register_mcp(app)  # mcp (stdio, or streamable HTTP with a bearer token)
+
+from scoperun.cli.service import register as _register_service
+
+_register_service(app)  # serve, token create|list|revoke
 
 
 def main() -> None:

@@ -120,7 +120,8 @@ def metrics(
     host: Annotated[str, typer.Option("--host", help="Address to listen on (loopback by default).")] = "127.0.0.1",
     refresh: Annotated[float, typer.Option("--refresh", min=0, help="Re-read new records at most every N seconds.")] = 5.0,
 ) -> None:
-    """Serve Prometheus metrics (runs by status, durations, runs in progress) at /metrics."""
+    """Serve Prometheus metrics (runs, durations, container start, engine, disk, audit verify) at /metrics."""
+    from scoperun.alerts import HealthCollector
     from scoperun.audit.metrics import serve_metrics
 
     settings = settings_of(ctx)
@@ -130,7 +131,8 @@ def metrics(
         sys.stderr.flush()
 
     try:
-        serve_metrics(settings, host=host, port=port, refresh=refresh, ready=ready)
+        serve_metrics(settings, host=host, port=port, refresh=refresh, ready=ready,
+                      extra=[HealthCollector(settings)])
     except KeyboardInterrupt:
         pass
     except ScopeRunError as exc:

@@ -1,4 +1,4 @@
-"""The one small contract every engine implements: run one fully described container."""
+"""The one small contract every engine implements: start one fully described container, then wait for it."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Protocol, runtime_checkable
 
 from scoperun.engine.capture import BoundedBuffer
 
-__all__ = ["MANAGED_LABEL", "Backend", "BindMount", "OverlayMount", "RunOutcome", "RunSpec"]
+__all__ = ["MANAGED_LABEL", "Backend", "BindMount", "OverlayMount", "RunHandle", "RunOutcome", "RunSpec"]
 
 # Every container scoperun makes carries this label; operations act on it and on nothing else.
 MANAGED_LABEL = "org.scoperun.managed"
@@ -81,13 +81,31 @@ class RunOutcome:
 
 
 @runtime_checkable
+class RunHandle(Protocol):
+    """One started container: `wait` for its end (exactly once), or `kill` it from any thread."""
+
+    def wait(self) -> RunOutcome:
+        """Collect output until the container ends or its timeout; the container is removed after."""
+        ...
+
+    def kill(self) -> None:
+        """End the run now (e.g. a cancellation); a pending `wait` then returns the outcome."""
+        ...
+
+
+@runtime_checkable
 class Backend(Protocol):
     """Runs one container per spec and removes it, whatever happens."""
 
     name: str
 
+    def start(self, spec: RunSpec) -> RunHandle:
+        """Create and start the container for `spec`. Raise EngineError only if nothing started;
+        a failure after that is the handle's outcome (`RunOutcome.error`)."""
+        ...
+
     def run(self, spec: RunSpec) -> RunOutcome:
-        """Run `spec` to the end (or its timeout). Raise EngineError only if nothing started."""
+        """`start(spec).wait()`: run `spec` to the end (or its timeout)."""
         ...
 
     def close(self) -> None:

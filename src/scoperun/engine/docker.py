@@ -74,11 +74,10 @@ class DockerBackend:
 
     # -- the contract -------------------------------------------------------------------------
 
-    def run(self, spec: RunSpec) -> RunOutcome:
-        """Create, start, wait (bounded by the timeout), inspect and remove one container."""
+    def start(self, spec: RunSpec) -> _DockerRun:
+        """Create one container, attach to its output, start it. Raise EngineError only if nothing started."""
         from docker.errors import APIError, DockerException, ImageNotFound, NotFound
         from requests.exceptions import ConnectionError as RequestsConnectionError
-        from requests.exceptions import ReadTimeout
 
         api = self.client.api
         outcome = RunOutcome(stdout=BoundedBuffer(spec.output_cap, spill_limit=spec.spill_limit),
@@ -94,7 +93,7 @@ class DockerBackend:
             raise EngineError(f"the Docker engine failed to inspect image {spec.image}: {exc}") from None
 
         t0 = time.monotonic()
-        volumes = self._create_volumes(spec)  # staged runs: one overlay volume each, removed below
+        volumes = self._create_volumes(spec)  # staged runs: one overlay volume each, removed after the run
         try:
             container_id = api.create_container(**self._create_kwargs(spec, volumes))["Id"]
         except NotFound as exc:
@@ -104,64 +103,38 @@ class DockerBackend:
             self._remove_volumes(volumes)
             raise EngineError(f"the Docker engine refused to create the container: {_short(exc)}") from None
 
-        reader: threading.Thread | None = None
-        removed_inline = False
+        run = _DockerRun(self, spec, container_id, volumes, outcome)
         try:
             stream = self.stream_client.api.attach(container_id, stdout=True, stderr=True, stream=True, demux=True)
-            reader = threading.Thread(target=_drain, args=(stream, outcome), daemon=True,
-                                      name=f"scoperun-out-{spec.execution_id}")
-            reader.start()
+            run.reader = threading.Thread(target=_drain, args=(stream, outcome), daemon=True,
+                                          name=f"scoperun-out-{spec.execution_id}")
+            run.reader.start()
             try:
                 api.start(container_id)
             except NotFound as exc:  # e.g. the named network does not exist
                 outcome.error = _explain_not_found(spec, exc)
-                return outcome
+                return run
             except APIError as exc:
                 if not volumes or "mount" not in str(exc).lower():
                     raise
                 outcome.error = (f"the engine could not mount the staging overlay ({_short(exc)}). Put staging_dir "
                                  f"on a local disk (ext4 or xfs), or run with write_mode direct.")
-                return outcome
-            started = time.monotonic()
-            outcome.container_start = started - t0
-            try:
-                outcome.exit_code = api.wait(container_id, timeout=spec.timeout)["StatusCode"]
-            except (ReadTimeout, RequestsConnectionError):
-                # Over the unix socket a read timeout surfaces as a ConnectionError; tell it from a
-                # lost engine by the clock.
-                if time.monotonic() - started < spec.timeout - 0.5:
-                    raise
-                outcome.timed_out = True
-                _kill(api, container_id)
-            outcome.run = time.monotonic() - started
-            reader.join(_READER_GRACE)
-            state = api.inspect_container(container_id)["State"]
-            if outcome.exit_code is None:
-                outcome.exit_code = state.get("ExitCode")
-            outcome.oom_killed = bool(state.get("OOMKilled")) and not outcome.timed_out
+                return run
+            run.started = time.monotonic()
+            outcome.container_start = run.started - t0
         except (APIError, RequestsConnectionError, DockerException) as exc:
-            outcome.error = (
-                f"lost the Docker engine during the run ({_short(exc)}); the script may not have "
-                f"finished. Check the engine with `scoperun doctor` and run it again."
-            )
+            outcome.error = _lost_engine(exc)
         except BaseException:
             # Ctrl-C or a bug in scoperun: the container must not outlive us.
             self._remove(container_id)
-            removed_inline = True
-            raise
-        finally:
-            if not removed_inline:
-                # A staged run's overlay must be unmounted before its changes are read: remove the
-                # container and then its volume now.
-                if self._remove_in_background and outcome.error is None and not volumes:
-                    self._pending.add(self._reaper.submit(self._remove, container_id))
-                elif not self._remove(container_id):
-                    # The engine is gone (e.g. restarted): remove the container once it answers again,
-                    # then its staging volume.
-                    self._pending.add(self._reaper.submit(self._remove_later, container_id, volumes))
-                    volumes = {}
             self._remove_volumes(volumes)
-        return outcome
+            run.done = True
+            raise
+        return run
+
+    def run(self, spec: RunSpec) -> RunOutcome:
+        """Create, start, wait (bounded by the timeout), inspect and remove one container."""
+        return self.start(spec).wait()
 
     def close(self) -> None:
         """Wait for background removals, then drop the client."""
@@ -273,8 +246,97 @@ class DockerBackend:
                 time.sleep(0.5)
 
 
+class _DockerRun:
+    """A started container: `wait` reads its end and removes it; `kill` ends it early."""
+
+    def __init__(self, backend: DockerBackend, spec: RunSpec, container_id: str, volumes: dict[str, str],
+                 outcome: RunOutcome) -> None:
+        self.backend = backend
+        self.spec = spec
+        self.container_id = container_id
+        self.volumes = volumes
+        self.outcome = outcome
+        self.reader: threading.Thread | None = None
+        self.started: float | None = None  # monotonic time the engine started it; None if it did not
+        self.done = False
+
+    def wait(self) -> RunOutcome:
+        """Wait for the end (bounded by the timeout), inspect and remove the container."""
+        from docker.errors import APIError, DockerException
+        from requests.exceptions import ConnectionError as RequestsConnectionError
+
+        if self.done:
+            return self.outcome
+        self.done = True
+        removed_inline = False
+        try:
+            if self.outcome.error is None:
+                self._wait_for_exit()
+        except (APIError, RequestsConnectionError, DockerException) as exc:
+            self.outcome.error = _lost_engine(exc)
+        except BaseException:
+            # Ctrl-C or a bug in scoperun: the container must not outlive us.
+            self.backend._remove(self.container_id)
+            removed_inline = True
+            raise
+        finally:
+            self._clean_up(removed_inline)
+        return self.outcome
+
+    def kill(self) -> None:
+        """SIGKILL the container now; `wait` then returns (exit code 137)."""
+        from docker.errors import DockerException
+        from requests.exceptions import ConnectionError as RequestsConnectionError
+
+        try:
+            self.backend.client.api.kill(self.container_id)
+        except (DockerException, RequestsConnectionError):
+            pass  # already gone: exactly what we wanted
+
+    def _wait_for_exit(self) -> None:
+        from requests.exceptions import ConnectionError as RequestsConnectionError
+        from requests.exceptions import ReadTimeout
+
+        api, spec, outcome = self.backend.client.api, self.spec, self.outcome
+        started = self.started if self.started is not None else time.monotonic()
+        deadline = started + spec.timeout
+        try:
+            outcome.exit_code = api.wait(self.container_id, timeout=max(0.05, deadline - time.monotonic()))["StatusCode"]
+        except (ReadTimeout, RequestsConnectionError):
+            # Over the unix socket a read timeout surfaces as a ConnectionError; tell it from a
+            # lost engine by the clock.
+            if time.monotonic() < deadline - 0.5:
+                raise
+            outcome.timed_out = True
+            _kill(api, self.container_id)
+        outcome.run = time.monotonic() - started
+        if self.reader is not None:
+            self.reader.join(_READER_GRACE)
+        state = api.inspect_container(self.container_id)["State"]
+        if outcome.exit_code is None:
+            outcome.exit_code = state.get("ExitCode")
+        outcome.oom_killed = bool(state.get("OOMKilled")) and not outcome.timed_out
+
+    def _clean_up(self, removed_inline: bool) -> None:
+        backend, volumes = self.backend, self.volumes
+        if not removed_inline:
+            # A staged run's overlay must be unmounted before its changes are read: remove the
+            # container and then its volume now.
+            if backend._remove_in_background and self.outcome.error is None and not volumes:
+                backend._pending.add(backend._reaper.submit(backend._remove, self.container_id))
+            elif not backend._remove(self.container_id):
+                # The engine is gone (e.g. restarted): remove the container once it answers again,
+                # then its staging volume.
+                backend._pending.add(backend._reaper.submit(backend._remove_later, self.container_id, volumes))
+                volumes = {}
+        backend._remove_volumes(volumes)
+
+
 def _drain(stream: Any, outcome: RunOutcome) -> None:
-    """Read the demultiplexed attach stream into the bounded buffers until it closes."""
+    """Read the demultiplexed attach stream into the bounded buffers until it closes.
+
+    Every chunk passes here first: the one place to hand live output to a listener.
+    """
     try:
         for out, err in stream:
             if out:
@@ -301,6 +363,11 @@ def _kill(api: Any, container_id: str) -> None:
         api.wait(container_id, timeout=30)
     except Exception:
         pass
+
+
+def _lost_engine(exc: BaseException) -> str:
+    return (f"lost the Docker engine during the run ({_short(exc)}); the script may not have "
+            f"finished. Check the engine with `scoperun doctor` and run it again.")
 
 
 def _short(exc: BaseException) -> str:

@@ -1,0 +1,271 @@
+"""The ASGI app of `scoperun serve`: one Executor, one queue, the HTTP API, /mcp and /metrics.
+
+    app = create_app(settings)                       # uvicorn.run(app) serves it
+    app.state.service.auth.require("run")            # the auth dependency, for other routers
+
+Adding a router: write `router = APIRouter()` in a module of this package whose endpoints take
+`service: Service = Depends(get_service)` and `principal = Depends(requires("read"))`, then list
+it in `_ROUTERS` below.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from scoperun import __version__
+from scoperun.config import Settings
+from scoperun.errors import ConfigError
+from scoperun.executor import Executor
+from scoperun.service.auth import Auth, HostOriginGuard, is_loopback
+from scoperun.service.idempotency import IdempotencyStore
+from scoperun.service.problems import Problem, install_problem_handlers
+from scoperun.service.queue import FairQueue
+from scoperun.service.tokens import Principal, TokenStore
+
+__all__ = ["Admin", "Reader", "Runner", "Service", "ServiceDep", "create_app", "get_service", "requires"]
+
+log = logging.getLogger(__name__)
+
+
+def service_dir(settings: Settings) -> Path:
+    """Host-local state of the server (event logs, idempotency keys): `<state_dir>/service`."""
+    from scoperun.audit.state import audit_dir_key, state_dir
+
+    audit_dir = Path(settings.workspace).expanduser().resolve() / settings.audit_dir
+    return state_dir(settings) / "service" / audit_dir_key(audit_dir)
+
+
+@dataclass
+class Service:
+    """What the app's handlers share: settings, the one executor, auth, the queue, the keys."""
+
+    settings: Settings
+    executor: Executor
+    auth: Auth
+    queue: FairQueue
+    idempotency: IdempotencyStore
+    state_dir: Path
+    bind_host: str
+    owns_executor: bool = False
+    ping_interval: float = 15.0
+    extras: dict[str, Any] = field(default_factory=dict)  # other routers' state (runs registry, page, ...)
+
+    def close(self) -> None:
+        """Release what the service made (the executor only when it made it)."""
+        self.idempotency.close()
+        if self.owns_executor:
+            self.executor.close()
+
+
+def get_service(request: Request) -> Service:
+    """FastAPI dependency: the app's Service."""
+    return request.app.state.service
+
+
+def requires(role: str) -> Callable[[Request], Principal]:
+    """FastAPI dependency: the caller, who must hold `role` or above (401 / 403 otherwise)."""
+
+    def dependency(request: Request) -> Principal:
+        service: Service = request.app.state.service
+        return service.auth.require(role)(request)
+
+    dependency.__name__ = f"requires_{role}"
+    return dependency
+
+
+# Annotated dependencies for handlers: `def h(service: ServiceDep, caller: Runner)`.
+ServiceDep = Annotated[Service, Depends(get_service)]
+Reader = Annotated[Principal, Depends(requires("read"))]
+Runner = Annotated[Principal, Depends(requires("run"))]
+Admin = Annotated[Principal, Depends(requires("admin"))]
+
+
+def create_app(settings: Settings, executor: Executor | None = None, *, host: str = "127.0.0.1",
+               mount_mcp: bool = True, ping_interval: float = 15.0) -> FastAPI:
+    """The app for `settings`, listening (as far as Host checks go) on `host`.
+
+    Raises ConfigError when `host` is beyond loopback and no token exists: the API would be open.
+    """
+    store = TokenStore.from_settings(settings)
+    loopback = is_loopback(host)
+    if not loopback and not store.active():
+        raise ConfigError(f"refusing to serve on {host} (beyond loopback) without tokens: make one with "
+                          f"`scoperun token create --role admin NAME` first, or listen on 127.0.0.1")
+    state = service_dir(settings)
+    service = Service(
+        settings=settings,
+        executor=executor or Executor(settings),
+        auth=Auth(store, open_access_allowed=loopback),
+        queue=FairQueue(settings.max_concurrent, settings.max_queue),
+        idempotency=IdempotencyStore(state / "idempotency.sqlite3"),
+        state_dir=state,
+        bind_host=host,
+        owns_executor=executor is None,
+        ping_interval=ping_interval,
+    )
+    mcp_app = _mcp_app(service) if mount_mcp else None
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        for hook in list(service.extras.get("startup", [])):
+            await hook(service)
+        if mcp_app is not None:
+            async with mcp_app.router.lifespan_context(mcp_app):
+                yield
+        else:
+            yield
+        for hook in list(service.extras.get("shutdown", [])):
+            await hook(service)
+        service.close()
+
+    app = FastAPI(title="scoperun", version=__version__, lifespan=lifespan,
+                  description="Run scripts on case files in fresh, hardened, scoped containers, with an audit "
+                              "trail. Errors are RFC 9457 problem documents with a stable `code`.")
+    app.state.service = service
+    install_problem_handlers(app)
+    _add_core_routes(app)
+    for include in _ROUTERS:
+        include(app, service)
+    if mcp_app is not None:
+        from starlette.routing import Route
+
+        # A route, not a mount: the SDK's app sees the path /mcp it expects, with no redirect to /mcp/.
+        app.router.routes.append(Route("/mcp", endpoint=_McpAuth(mcp_app, service), include_in_schema=False))
+    app.add_middleware(HostOriginGuard, bind_host=host, allowed_hosts=list(settings.allowed_hosts))
+    return app
+
+
+def _include_runs(app: FastAPI, service: Service) -> None:
+    try:
+        from scoperun.service import runs
+    except ImportError:  # not there yet on this branch
+        return
+    runs.install(app, service)
+
+
+# Each entry adds a router (and its state) to the app; keep them independent of each other.
+_ROUTERS: list[Callable[[FastAPI, Service], None]] = [_include_runs]
+
+
+def _add_core_routes(app: FastAPI) -> None:
+    @app.get("/healthz", tags=["service"], summary="The process answers")
+    async def healthz() -> dict[str, Any]:
+        return {"ok": True, "version": __version__}
+
+    @app.get("/readyz", tags=["service"], summary="The engine and the workspace are usable")
+    async def readyz(service: ServiceDep) -> JSONResponse:
+        checks = await asyncio.to_thread(_readiness, service)
+        ok = all(c["ok"] for c in checks)
+        return JSONResponse({"ok": ok, "checks": checks}, status_code=200 if ok else 503)
+
+    @app.get("/v1/whoami", tags=["service"], summary="The caller's token name and role")
+    async def whoami(principal: Reader) -> dict[str, Any]:
+        return {"name": principal.name, "role": principal.role, "anonymous": principal.anonymous}
+
+    @app.get("/v1/stats", tags=["service"], summary="Run statistics from the audit index")
+    async def stats(service: ServiceDep, _: Reader, since: str | None = None, case: str | None = None) -> dict[str, Any]:
+        from scoperun.audit.stats import stats_for_settings
+
+        try:
+            result = await asyncio.to_thread(stats_for_settings, service.settings, since=since, case=case)
+        except ValueError as exc:
+            raise Problem(422, "invalid-request", str(exc)) from None
+        body = result.model_dump(mode="json")
+        body["queue"] = {"running": service.queue.running, "waiting": service.queue.depth,
+                         "max_concurrent": service.queue.max_concurrent, "max_queue": service.queue.max_queue}
+        return body
+
+    @app.get("/metrics", tags=["service"], summary="Prometheus metrics", response_class=Response)
+    async def metrics(service: ServiceDep, _: Reader) -> Response:
+        registry = service.extras.get("registry")
+        if registry is None:
+            registry = service.extras["registry"] = _registry(service)
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        data = await asyncio.to_thread(generate_latest, registry)
+        return Response(data, media_type=CONTENT_TYPE_LATEST)
+
+
+def _readiness(service: Service) -> list[dict[str, Any]]:
+    checks: list[dict[str, Any]] = []
+    try:
+        _ = service.executor.workspace  # resolving it checks it
+        checks.append({"name": "workspace", "ok": True, "detail": str(service.settings.workspace)})
+    except Exception as exc:
+        checks.append({"name": "workspace", "ok": False, "detail": str(exc)})
+    try:
+        from scoperun.engine.docker import connect
+
+        client = connect(service.settings.docker_host, timeout=5)
+        try:
+            client.images.get(service.settings.image)
+            checks.append({"name": "engine", "ok": True, "detail": f"image {service.settings.image} present"})
+        except Exception:
+            checks.append({"name": "engine", "ok": False, "detail": f"image {service.settings.image} is missing; "
+                           "build it with `scoperun image build`"})
+        finally:
+            client.close()
+    except Exception as exc:
+        checks.append({"name": "engine", "ok": False, "detail": str(exc)})
+    return checks
+
+
+def _registry(service: Service) -> Any:
+    from prometheus_client.core import GaugeMetricFamily
+
+    from scoperun.audit.metrics import make_registry
+
+    registry = make_registry(service.settings)
+
+    class _ServiceCollector:
+        def describe(self) -> list[Any]:
+            return []
+
+        def collect(self) -> Any:
+            yield GaugeMetricFamily("scoperun_queue_depth", "Runs waiting for a slot.", value=service.queue.depth)
+            yield GaugeMetricFamily("scoperun_queue_running", "Runs holding a slot.", value=service.queue.running)
+            clients = service.extras.get("sse_clients", lambda: 0)()
+            yield GaugeMetricFamily("scoperun_sse_clients", "Open event streams.", value=clients)
+
+    registry.register(_ServiceCollector())
+    return registry
+
+
+def _mcp_app(service: Service) -> Any:
+    """The MCP server's streamable-HTTP app (the SDK brings Starlette), or None without the SDK."""
+    try:
+        from scoperun.tools import mcp as mcp_adapter
+    except Exception:  # the mcp extra is not installed: the API serves without /mcp
+        log.warning("the MCP SDK is not installed: /mcp is not served (pip install 'scoperun[mcp]')")
+        return None
+    server = mcp_adapter.build_server(service.executor, requested_by="mcp/serve")
+    return server.streamable_http_app(streamable_http_path="/mcp", host=service.bind_host)
+
+
+class _McpAuth:
+    """/mcp needs a token with the `run` role (its tools start runs), like the rest of the API."""
+
+    def __init__(self, app: Any, service: Service) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            from scoperun.service.problems import problem_response
+
+            request = Request(scope)
+            try:
+                self.service.auth.require("run")(request)
+            except Problem as problem:
+                await problem_response(problem, scope.get("path"))(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
