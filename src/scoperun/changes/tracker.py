@@ -7,6 +7,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from scoperun.changes.overlay import StagingArea, read_upper
@@ -39,6 +40,9 @@ def setid_hazards(cs: ChangeSet | None) -> list[dict[str, Any]]:
     return found
 
 
+Decide = Callable[[ChangeSet], None]
+
+
 class CaseTracker(Protocol):
     """Mounts the case for one run and reports what the run changed."""
 
@@ -52,8 +56,13 @@ class CaseTracker(Protocol):
         """Just before the container starts: note what the case holds."""
         ...
 
-    def finish(self, status: Status) -> ChangeSet | None:
-        """After the run: the change set (applied or kept by policy). Never raises."""
+    def finish(self, status: Status, decide: Decide | None = None) -> ChangeSet | None:
+        """After the run: the change set (applied or kept by policy).
+
+        `decide(change_set)` is called just before anything reaches the case and must make the
+        decision durable (the audit trail); if it raises, nothing is applied. OSError and
+        ScopeRunError end in a change set whose note says what happened.
+        """
         ...
 
 
@@ -76,7 +85,7 @@ class _ReadOnly:
     def start(self) -> None:
         pass
 
-    def finish(self, status: Status) -> None:
+    def finish(self, status: Status, decide: Decide | None = None) -> None:
         return None
 
 
@@ -105,7 +114,7 @@ class _Direct:
     def mount(self, target: str) -> BindMount:
         return BindMount(self.case_dir, target, read_only=False)
 
-    def finish(self, status: Status) -> ChangeSet:
+    def finish(self, status: Status, decide: Decide | None = None) -> ChangeSet:
         cs = ChangeSet(execution_id=self.execution_id, case=self.case, mode="direct", status=ChangeSetStatus.RECORDED,
                        note="written in place (direct mode): recorded, no undo")
         after_report = WalkReport()
@@ -154,7 +163,7 @@ class _Staged:
         return OverlayMount(lower=self.case_dir, upper=self.area.upper, work=self.area.work, target=target,
                             options=self.area.volume_options())
 
-    def finish(self, status: Status) -> ChangeSet:
+    def finish(self, status: Status, decide: Decide | None = None) -> ChangeSet:
         cs = ChangeSet(execution_id=self.execution_id, case=self.case, mode="staged", status=ChangeSetStatus.STAGED)
         deadline = time.monotonic() + self.settings.post_run_budget
         upper_report = WalkReport()
@@ -180,6 +189,12 @@ class _Staged:
         self.state.phase, self.state.change_set = cs.status.value, cs
         save_state(self.area, self.state)
         held = self._held(cs, upper_report, deadline)
+        if held is None and (self.policy == "always" or (self.policy == "on-success" and status is Status.SUCCEEDED)):
+            if decide is not None:
+                try:
+                    decide(cs)  # the decision to apply is in the audit trail before the case is touched
+                except Exception as exc:  # noqa: BLE001 - whatever failed, nothing may be applied unrecorded
+                    held = f"the audit trail could not record the decision to apply ({exc})"
         if held is None and (self.policy == "always" or (self.policy == "on-success" and status is Status.SUCCEEDED)):
             try:
                 from scoperun.changes.apply import apply_staged
@@ -262,6 +277,8 @@ def overlay_lower_problem(case_dir: Path) -> str | None:
     for path in probe:
         try:
             os.getxattr(path, "trusted.overlay.metacopy", follow_symlinks=False)
+        except FileNotFoundError:
+            continue  # removed since it was listed (a concurrent apply): says nothing about the filesystem
         except OSError as exc:
             if exc.errno not in _XATTR_FINE:
                 return (f"its filesystem fails extended-attribute reads ({errno.errorcode.get(exc.errno, exc.errno)} "
