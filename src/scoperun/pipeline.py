@@ -336,7 +336,7 @@ def finish(ctx: RunContext, prepared: Prepared, outcome: RunOutcome, queue_wait:
         return _finish(ctx, prepared, outcome, queue_wait)
     except AuditError:
         raise  # _write_final already turned a record failure into a result; this is from elsewhere
-    except Exception as exc:  # noqa: BLE001 - RecursionError, MemoryError in a walk, a bug: still a record
+    except Exception as exc:
         import logging
 
         logging.getLogger(__name__).exception("post-run work of %s failed", ctx.execution_id)
@@ -399,7 +399,7 @@ def _finish(ctx: RunContext, prepared: Prepared, outcome: RunOutcome, queue_wait
 
 def _hazard_words(hazards: list[dict[str, Any]]) -> str:
     """The message's words on hazards: what this run introduced, apart from what was there before."""
-    kinds = lambda items: ", ".join(sorted({h["kind"] for h in items}))  # noqa: E731
+    kinds = lambda items: ", ".join(sorted({h["kind"] for h in items}))
     real = [h for h in hazards if h["kind"] not in ("scan-summary", "unscanned", "scan-failed")]
     new = [h for h in real if h.get("introduced") is not False]
     old = [h for h in real if h.get("introduced") is False]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import errno
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any, Protocol
 
 from scoperun.changes.overlay import StagingArea, read_upper
@@ -189,13 +189,13 @@ class _Staged:
         self.state.phase, self.state.change_set = cs.status.value, cs
         save_state(self.area, self.state)
         held = self._held(cs, upper_report, deadline)
-        if held is None and (self.policy == "always" or (self.policy == "on-success" and status is Status.SUCCEEDED)):
-            if decide is not None:
-                try:
-                    decide(cs)  # the decision to apply is in the audit trail before the case is touched
-                except Exception as exc:  # noqa: BLE001 - whatever failed, nothing may be applied unrecorded
-                    held = f"the audit trail could not record the decision to apply ({exc})"
-        if held is None and (self.policy == "always" or (self.policy == "on-success" and status is Status.SUCCEEDED)):
+        wanted = self.policy == "always" or (self.policy == "on-success" and status is Status.SUCCEEDED)
+        if held is None and wanted and decide is not None:
+            try:
+                decide(cs)  # the decision to apply is in the audit trail before the case is touched
+            except Exception as exc:  # noqa: BLE001 - whatever failed, nothing may be applied unrecorded
+                held = f"the audit trail could not record the decision to apply ({exc})"
+        if held is None and wanted:
             try:
                 from scoperun.changes.apply import apply_staged
 

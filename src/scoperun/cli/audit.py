@@ -15,7 +15,7 @@ import typer
 from rich.markup import escape
 from rich.table import Column, Table
 
-from scoperun.cli.common import EXIT_PROBLEM, JsonOpt, fail, out, settings_of
+from scoperun.cli.common import EXIT_PROBLEM, JsonOpt, fail, out, plain, settings_of, shown
 from scoperun.errors import ScopeRunError
 
 if TYPE_CHECKING:
@@ -73,8 +73,8 @@ def audit_list(
     table.columns.insert(0, Column("execution id", no_wrap=True))
     for r in rows:
         style = _STATUS_STYLE.get(r["status"], "red")
-        table.add_row(r["execution_id"], _when(r["started"]), escape(r["case_name"] or ""),
-                      escape(r["script_path"] or ""), f"[{style}]{r['status']}[/]",
+        table.add_row(shown(r["execution_id"]), _when(r["started"]), shown(r["case_name"] or ""),
+                      shown(r["script_path"] or ""), f"[{style}]{shown(r['status'])}[/]",
                       "" if r["exit_code"] is None else str(r["exit_code"]), _secs(r["duration"]))
     out.print(table if rows else "no runs match")
 
@@ -102,8 +102,8 @@ def audit_show(
     for key, value in record.items():
         if value in (None, [], {}, ""):
             continue
-        shown = value if isinstance(value, str) else json.dumps(value, default=str)
-        table.add_row(f"[bold]{escape(key)}[/]", escape(shown))
+        text = value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
+        table.add_row(f"[bold]{shown(key)}[/]", shown(text))
     out.print(table)
     for stream, text in texts.items():
         length = record.get(f"{stream}_length")
@@ -113,6 +113,7 @@ def audit_show(
             continue
         out.print(f"\n[bold]{stream}[/] ({length} bytes; shown {min(len(outputs[stream] or b''), max_bytes)}):")
         sys.stdout.flush()
+        text = plain(text, lines=True)  # the run's output: ESC sequences shown, never obeyed
         out.file.write(text if text.endswith("\n") else text + "\n")
 
 
@@ -168,7 +169,7 @@ def audit_verify(
         for f in report.findings:
             style = "red" if f.kind in failing else "yellow"
             where = f" #{f.seq}" if f.seq is not None else ""
-            out.print(f"[{style}]{f.kind:<10}[/] {escape(f.execution_id or '-')}{where}: {escape(f.detail)}")
+            out.print(f"[{style}]{f.kind:<10}[/] {shown(f.execution_id or '-')}{where}: {shown(f.detail)}")
         verdict = "[green]ok[/]" if report.ok else "[bold red]PROBLEMS FOUND[/]"
         out.print(f"{verdict}: {report.records} records, {report.chained} chained in {len(report.chains)} chain(s)")
     raise typer.Exit(0 if report.ok else EXIT_PROBLEM)
@@ -205,7 +206,7 @@ def _print_stats_tables(out: Any, stats: Any) -> None:
     from scoperun.audit.stats import _pct, _sec
 
     summary = Table(title=f"{stats.total} runs" + (f" since {stats.since:%Y-%m-%d %H:%M}" if stats.since else "")
-                    + (f", case {escape(stats.case)}" if stats.case else ""), show_header=False)
+                    + (f", case {shown(stats.case)}" if stats.case else ""), show_header=False)
     for status, n in sorted(stats.by_status.items(), key=lambda kv: -kv[1]):
         summary.add_row(status, str(n))
     summary.add_row("success rate", _pct(stats.success_rate))
@@ -223,13 +224,13 @@ def _print_stats_tables(out: Any, stats: Any) -> None:
     recent = Table("started (UTC)", "script", "case", "status", "duration", title="Recent runs")
     for r in stats.recent:
         style = _STATUS_STYLE.get(r.status, "red")
-        recent.add_row(f"{r.started_at:%Y-%m-%d %H:%M:%S}" if r.started_at else "?", escape(r.script or ""),
-                       escape(r.case or ""), f"[{style}]{r.status}[/]", _sec(r.duration))
+        recent.add_row(f"{r.started_at:%Y-%m-%d %H:%M:%S}" if r.started_at else "?", shown(r.script or ""),
+                       shown(r.case or ""), f"[{style}]{r.status}[/]", _sec(r.duration))
     out.print(recent)
     for title, items in (("Busiest scripts", stats.busiest_scripts), ("Busiest cases", stats.busiest_cases)):
         table = Table("name", "runs", "succeeded", "mean duration", title=title)
         for b in items:
-            table.add_row(escape(b.name), str(b.runs), str(b.succeeded), _sec(b.mean_duration))
+            table.add_row(shown(b.name), str(b.runs), str(b.succeeded), _sec(b.mean_duration))
         out.print(table)
 
 

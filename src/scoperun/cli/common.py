@@ -16,6 +16,33 @@ from scoperun.config import Settings, load_settings
 from scoperun.errors import ConfigError
 from scoperun.models import ExecutionResult, Status
 
+_BIDI = {0x202A, 0x202B, 0x202C, 0x202D, 0x202E, 0x2066, 0x2067, 0x2068, 0x2069, 0x200E, 0x200F}
+
+
+def plain(text: object, *, lines: bool = False) -> str:
+    """`text` with every control character shown escaped (ESC as \\x1b, newline as \\n), safe for a terminal.
+
+    A run controls file names, its output and `requested_by`; an ESC sequence or a newline in
+    them could forge or erase lines of a review view. `lines=True` keeps newlines and tabs
+    (captured output), escaping everything else.
+    """
+    out_chars = []
+    for ch in str(text):
+        code = ord(ch)
+        if lines and ch in "\n\t":
+            out_chars.append(ch)
+        elif code < 0x20 or code == 0x7F or 0x80 <= code < 0xA0 or code in _BIDI:
+            out_chars.append(ch.encode("unicode_escape").decode("ascii"))
+        else:
+            out_chars.append(ch)
+    return "".join(out_chars)
+
+
+def shown(text: object) -> str:
+    """`plain(text)` escaped for rich markup too: what every human view prints of untrusted text."""
+    return escape(plain(text))
+
+
 err = Console(stderr=True, soft_wrap=True)  # never wrap paths or ids mid-word
 out = Console(soft_wrap=True)
 

@@ -34,6 +34,7 @@ from scoperun.cli.common import (
     fail,
     out,
     settings_of,
+    shown,
 )
 from scoperun.config import Settings
 from scoperun.errors import AuditError, EngineError, ScopeRunError, WorkspaceError
@@ -108,13 +109,13 @@ def _print_result(result: ExecutionResult, as_json: bool, audit_root: Path) -> N
         sys.stderr.write(result.stderr.text if result.stderr.text.endswith("\n") else result.stderr.text + "\n")
     colour = {"succeeded": "green", "failed": "red", "rejected": "yellow"}.get(result.status.value, "red")
     d = result.durations
-    message = "" if result.message == result.status.value else f" {escape(result.message)}"
+    message = "" if result.message == result.status.value else f" {shown(result.message)}"
     err.print(
         f"[bold {colour}]{result.status.value}[/]{message} · exit {result.exit_code} · "
         f"{d.total:.2f} s (start {d.container_start:.2f} s, run {d.run:.2f} s)"
     )
     for f in result.findings:
-        err.print(f"[yellow]safety[/] line {f.get('line')}: {escape(str(f.get('rule')))} {escape(str(f.get('message')))}")
+        err.print(f"[yellow]safety[/] line {f.get('line')}: {shown(f.get('rule'))} {shown(f.get('message'))}")
     for name, cap in (("stdout", result.stdout), ("stderr", result.stderr)):
         if cap.truncated:
             err.print(f"[yellow]{name} truncated:[/] {cap.total_bytes} bytes in all, shown in part")
@@ -122,8 +123,8 @@ def _print_result(result: ExecutionResult, as_json: bool, audit_root: Path) -> N
         state = result.changes.status.value
         detail = "" if state == "empty" else f" · {state}"
         if state in ("staged", "conflict"):
-            detail += f" · {escape(result.changes.note)}"
-        err.print(f"changes ({result.write_mode} run): {escape(result.changes.summary)}{detail}")
+            detail += f" · {shown(result.changes.note)}"
+        err.print(f"changes ({result.write_mode} run): {shown(result.changes.summary)}{detail}")
     err.print(f"audit record: {escape(str(audit_root / result.audit_record))}")
 
 
