@@ -25,6 +25,7 @@ from scoperun.changes.store import (
 from scoperun.changeset import Change, ChangeAction, ChangeSet, ChangeSetStatus
 from scoperun.config import Settings
 from scoperun.errors import AuditError, ChangesError
+from scoperun.fswalk import display_path
 from scoperun.scope import Workspace
 
 __all__ = ["gc_staging", "load_change_set", "rollback_changes", "text_diffs"]
@@ -144,7 +145,7 @@ def text_diffs(settings: Settings, cs: ChangeSet, *, limit: int = 64 * 1024, max
             b = (after or b"").decode("utf-8").splitlines(keepends=True)
         except UnicodeDecodeError:
             continue  # binary: the hashes say enough
-        name = c.path
+        name = display_path(c.path)  # a header line: a newline or ESC in a name must not make its own line
         diffs.append("".join(difflib.unified_diff(a, b, f"a/{name}" if before is not None else "/dev/null",
                                                   f"b/{name}" if after is not None else "/dev/null")))
     return [d for d in diffs if d]
