@@ -74,7 +74,7 @@ def test_ps_and_stop_all_touch_only_this_workspaces_runs(executor: Executor, wor
         assert run["case"] == CASE and run["script"] == "Tools/sleepy.py" and run["memory_bytes"] > 0
         assert run["workspace"] == str(workspace.resolve())
         refused = scoperun(workspace, "stop", "exec_other_" + bystanders[1].name.rsplit("-", 1)[1])
-        assert refused.returncode == 1 and "scoperun ps" in refused.stderr
+        assert refused.returncode == 2 and "scoperun ps" in refused.stderr
         stopped = scoperun(workspace, "stop", "--all", "--reason", "test: stop everything")
         assert stopped.returncode == 0, stopped.stderr
         assert run["execution_id"] in stopped.stdout

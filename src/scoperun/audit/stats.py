@@ -33,9 +33,9 @@ __all__ = [
 ]
 
 # Runs that reached the engine; `rejected` (nothing ran) and `running` are not executions.
-EXECUTED = ("succeeded", "failed", "timed_out", "oom_killed", "error", "abandoned")
+EXECUTED = ("succeeded", "failed", "timed_out", "oom_killed", "error", "cancelled", "abandoned")
 # Runs with a measured end: abandoned runs' "duration" is only how long until gc noticed.
-TIMED = ("succeeded", "failed", "timed_out", "oom_killed", "error")
+TIMED = ("succeeded", "failed", "timed_out", "oom_killed", "error", "cancelled")
 _SINCE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 

@@ -152,8 +152,14 @@ def _include_runs(app: FastAPI, service: Service) -> None:
     runs.install(app, service)
 
 
+def _include_files(app: FastAPI, service: Service) -> None:
+    from scoperun.service import files
+
+    files.install(app, service)
+
+
 # Each entry adds a router (and its state) to the app; keep them independent of each other.
-_ROUTERS: list[Callable[[FastAPI, Service], None]] = [_include_runs]
+_ROUTERS: list[Callable[[FastAPI, Service], None]] = [_include_runs, _include_files]
 
 
 def _add_core_routes(app: FastAPI) -> None:
