@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-__all__ = ["MAX_DEPTH", "WalkEntry", "WalkReport", "display_path", "open_dir_at", "walk"]
+__all__ = ["MAX_DEPTH", "WalkEntry", "WalkReport", "display_path", "open_dir_at", "remove_tree", "walk"]
 
 MAX_DEPTH = 1000  # levels below the root; real case folders are a few dozen deep
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -169,3 +169,53 @@ def walk(root: bytes | str | int, report: WalkReport | None = None, *, max_depth
             os.close(pending[0])
         for fd, *_ in frames:
             os.close(fd)
+
+
+def remove_tree(path: bytes | str | os.PathLike, *, ignore_errors: bool = False) -> None:
+    """Remove `path` and all below it: by descriptors, no recursion, no symlink followed (missing is fine).
+
+    What a run leaves can be thousands of folders deep; `shutil.rmtree` recurses on the call
+    stack (RecursionError) and joins paths past PATH_MAX.
+    """
+    full = os.path.abspath(os.fsencode(path))
+    parent, name = os.path.split(full)
+    try:
+        top = os.open(parent, _DIR_FLAGS)
+    except FileNotFoundError:
+        return
+    frames: list[tuple[int, bytes, int]] = []  # (parent descriptor, name in it, own descriptor)
+    try:
+        try:
+            st = os.stat(name, dir_fd=top, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        if not stat.S_ISDIR(st.st_mode):
+            os.unlink(name, dir_fd=top)
+            return
+        _ensure_descriptors(MAX_DEPTH * 4)
+        frames.append((top, name, open_dir_at(top, name)))
+        while frames:
+            parent_fd, own_name, fd = frames[-1]
+            sub = None
+            with os.scandir(fd) as it:
+                for de in it:
+                    if de.is_dir(follow_symlinks=False):
+                        sub = os.fsencode(de.name)
+                        break
+                    try:
+                        os.unlink(de.name, dir_fd=fd)
+                    except FileNotFoundError:
+                        pass
+            if sub is not None:
+                frames.append((fd, sub, open_dir_at(fd, sub)))
+                continue
+            frames.pop()
+            os.close(fd)
+            os.rmdir(own_name, dir_fd=parent_fd)
+    except OSError:
+        if not ignore_errors:
+            raise
+    finally:
+        for _, _, fd in frames:
+            os.close(fd)
+        os.close(top)

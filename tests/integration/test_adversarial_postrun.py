@@ -13,7 +13,7 @@ import os
 import stat
 import threading
 import time
-import urllib.parse
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,12 +22,24 @@ from typer.testing import CliRunner
 from scoperun import ExecutionRequest, Limits, Status
 from scoperun.cli.main import app
 from scoperun.executor import Executor
-from scoperun.fswalk import walk
+from scoperun.fswalk import remove_tree, walk
 from tests.conftest import CASE
 from tests.integration._adversarial import Guard, wait_until
 from tests.integration.conftest import read_record
 
 SECRET = "sk-proj-Zq81xLmN04vBrT7yHs2K"
+
+
+@pytest.fixture(autouse=True)
+def _remove_deep_trees(workspace: Path, settings) -> Iterator[None]:
+    """These attacks leave trees too deep for shutil.rmtree (pytest's clean-up): remove them, and their staging."""
+    yield
+    from scoperun.changes.store import staging_root
+
+    ids = [p.stem for p in (workspace / "Database" / "script_executions").glob("exec_*.json")]
+    for execution_id in ids:
+        remove_tree(staging_root(settings) / execution_id, ignore_errors=True)
+    remove_tree(workspace / "projects", ignore_errors=True)
 
 
 @pytest.fixture
@@ -295,8 +307,9 @@ def test_i11_02b_odd_trees_always_end_in_a_terminal_record(guard: Guard, workspa
     rng = random.Random(11)
     shapes = []
     for seed in range(6):
-        shapes.append(dict(seed=seed, depth=rng.choice([1, 50, 300, 1200]), width=rng.choice([1, 200, 2000]),
-                           name_len=rng.choice([1, 100, 255]), links=rng.choice([0, 5]), fifos=rng.choice([0, 2])))
+        shapes.append({"seed": seed, "depth": rng.choice([1, 50, 300, 1200]), "width": rng.choice([1, 200, 2000]),
+                       "name_len": rng.choice([1, 100, 255]), "links": rng.choice([0, 5]),
+                       "fifos": rng.choice([0, 2])})
     for i, shape in enumerate(shapes):
         code = f"""
 import os, random

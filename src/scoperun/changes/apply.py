@@ -11,7 +11,6 @@ and are renamed over the target. If a step fails, what was done is rolled back f
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from scoperun.changes.store import StagingState, case_lock, change_lock, load_st
 from scoperun.changeset import Change, ChangeAction, ChangeSet, ChangeSetStatus, decode_name
 from scoperun.config import Settings
 from scoperun.errors import ChangesError, ScopeRunError
+from scoperun.fswalk import remove_tree
 from scoperun.scope import Workspace
 
 __all__ = ["apply_changes", "apply_staged", "discard_changes", "find_conflicts", "journal_dir", "plan"]
@@ -167,7 +167,7 @@ def apply_staged(settings: Settings, area: StagingArea, state: StagingState, *, 
             raise ChangesError(f"run {state.execution_id} already has a journal in state {old.state} ({journal})",
                                execution_id=state.execution_id)
         if old is not None:
-            shutil.rmtree(journal)
+            remove_tree(journal)
         journal.mkdir(parents=True)
         paths: list[JournalPath] = []
         mismatched: list[str] = []
@@ -185,7 +185,7 @@ def apply_staged(settings: Settings, area: StagingArea, state: StagingState, *, 
             paths.append(JournalPath(path=changes[0].path, path_b64=changes[0].path_b64, pre=pre,
                                      post=_planned_post(changes, pre)))
         if mismatched:
-            shutil.rmtree(journal)
+            remove_tree(journal)
             return _conflict(area, state, cs, mismatched, event), events
         manifest = Manifest(execution_id=state.execution_id, case=state.case, state="applying", created_at=now(),
                             updated_at=now(), change_set=cs.model_copy(), paths=paths)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import difflib
 import os
-import shutil
 from datetime import timedelta
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from scoperun.changes.store import (
 from scoperun.changeset import Change, ChangeAction, ChangeSet, ChangeSetStatus
 from scoperun.config import Settings
 from scoperun.errors import AuditError, ChangesError
-from scoperun.fswalk import display_path
+from scoperun.fswalk import display_path, remove_tree
 from scoperun.scope import Workspace
 
 __all__ = ["gc_staging", "load_change_set", "rollback_changes", "text_diffs"]
@@ -178,7 +177,7 @@ def gc_staging(settings: Settings, older_than: timedelta) -> list[str]:
         if updated > cutoff or phase not in _FINISHED | {"running"} or area.is_mounted():
             continue
         with change_lock(settings, entry.name):
-            shutil.rmtree(entry, ignore_errors=True)
+            remove_tree(entry, ignore_errors=True)
         (root / ".locks" / f"{entry.name}.lock").unlink(missing_ok=True)
         if not entry.exists():
             removed.append(entry.name)

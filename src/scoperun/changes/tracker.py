@@ -18,7 +18,7 @@ from scoperun.changeset import ChangeSet, ChangeSetStatus, compute_totals, summa
 from scoperun.config import Settings, parse_memory
 from scoperun.engine.base import BindMount, OverlayMount
 from scoperun.errors import ChangesError, ScopeRunError
-from scoperun.fswalk import WalkReport, display_path
+from scoperun.fswalk import WalkReport, display_path, remove_tree
 from scoperun.models import Status
 
 __all__ = ["CaseTracker", "begin_tracking", "setid_hazards"]
@@ -182,9 +182,7 @@ class _Staged:
             return cs
         if not cs.entries and upper_report.complete:
             cs.status, cs.note = ChangeSetStatus.EMPTY, "the run changed nothing"
-            import shutil
-
-            shutil.rmtree(self.area.root, ignore_errors=True)
+            remove_tree(self.area.root, ignore_errors=True)
             return cs
         self.state.phase, self.state.change_set = cs.status.value, cs
         save_state(self.area, self.state)
