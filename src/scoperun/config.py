@@ -113,6 +113,9 @@ class Settings(BaseSettings):
     safety_policy: Literal["off", "warn", "block"] = Field(
         "warn", description="Script scanner: off, warn (findings reported), block (findings refuse the run)."
     )
+    seccomp: str = Field(
+        "scoperun", description="Seccomp profile of runs: scoperun (shipped: the engine default's refusals plus "
+        "io_uring, ptrace, namespaces, ...), engine (the engine's default), or the path of a JSON profile.")
     runtime: str | None = Field(None, description="OCI runtime (e.g. runsc for gVisor); None = engine default.")
     docker_host: str | None = Field(None, description="Engine address; None = DOCKER_HOST or the local socket.")
     state_dir: Path | None = Field(

@@ -28,6 +28,7 @@ from scoperun.audit.log import AuditLog, keep_full_output, record_from_result
 from scoperun.changeset import ChangeSet, WriteMode
 from scoperun.config import Settings, parse_memory
 from scoperun.engine.base import Backend, BindMount, OverlayMount, RunHandle, RunOutcome, RunSpec
+from scoperun.engine.seccomp import profile_json
 from scoperun.errors import AuditError, ChangesError, SafetyError, ScopeError, UnsupportedScriptError
 from scoperun.models import Durations, ExecutionRequest, ExecutionResult, OutputCapture, ResolvedLimits, Status
 from scoperun.safety.redaction import Redactor
@@ -278,6 +279,7 @@ def _spec(ctx: RunContext, *, command: tuple[str, ...], working_dir: str, mounts
         output_cap=st.output_cap,
         spill_limit=st.full_output_limit,
         runtime=st.runtime,
+        seccomp=profile_json(st.seccomp),
         fsize=parse_memory(st.max_file_size),
         labels={"org.scoperun.case": req.case, "org.scoperun.script": script_label,
                 "org.scoperun.workspace": str(ctx.workspace.root)},

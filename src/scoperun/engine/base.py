@@ -63,6 +63,7 @@ class RunSpec:
     shm_size_bytes: int | None = None  # /dev/shm size; None = the engine's default (64m)
     labels: dict[str, str] = field(default_factory=dict)
     spill_limit: int = 0  # keep up to this many bytes of an over-cap stream on local disk (BoundedBuffer)
+    seccomp: str | None = None  # seccomp profile (JSON text); None = the engine's default profile
 
 
 @dataclass

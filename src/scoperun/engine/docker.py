@@ -217,7 +217,7 @@ class DockerBackend:
                      *([Ulimit(name="fsize", soft=spec.fsize, hard=spec.fsize)] if spec.fsize else [])],
             devices=[],  # no host device; the engine's default /dev (null, zero, random, tty...) only
             cap_drop=["ALL"],
-            security_opt=["no-new-privileges"],
+            security_opt=["no-new-privileges", *([f"seccomp={spec.seccomp}"] if spec.seccomp else [])],
             read_only=True,
             tmpfs={"/tmp": f"rw,nosuid,nodev,size={spec.tmp_size_bytes},mode=1777"},
             log_config=LogConfig(type="none"),
