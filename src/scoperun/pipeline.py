@@ -361,7 +361,7 @@ def _finish(ctx: RunContext, prepared: Prepared, outcome: RunOutcome, queue_wait
 
     stop = read_stop_marker(ctx.audit.directory, ctx.execution_id)  # an operator's `scoperun stop`
     if stop is not None and status is not Status.SUCCEEDED:
-        status, message = Status.FAILED, f"stopped by an operator: {stop}"
+        status, message = Status.CANCELLED, f"stopped by an operator: {stop}"
     # Staged runs apply first (the decision recorded before), so the scan sees what landed.
     changes, full = _settle_changes(ctx, prepared, status)
     if status is Status.FAILED and stop is None and ctx.program and ctx.program.explain_failure:

@@ -57,7 +57,7 @@ def bystanders(docker_client, workspace: Path):
 
 
 def test_ps_and_stop_all_touch_only_this_workspaces_runs(executor: Executor, workspace: Path, bystanders) -> None:
-    """`ps` shows the run with its memory; `stop --all` ends it `failed` with the reason; other containers survive."""
+    """`ps` shows the run with its memory; `stop --all` ends it `cancelled` with the reason; other containers survive."""
     (workspace / "Tools" / "sleepy.py").write_text(SLEEPY)
     results: list[ExecutionResult] = []
     runner = threading.Thread(target=lambda: results.append(executor.run(
@@ -82,9 +82,9 @@ def test_ps_and_stop_all_touch_only_this_workspaces_runs(executor: Executor, wor
     finally:
         runner.join(120)
     [result] = results
-    assert result.status is Status.FAILED
+    assert result.status is Status.CANCELLED
     assert result.message.startswith("stopped by an operator: test: stop everything")
-    assert read_record(workspace, result.execution_id)["status"] == "failed"
+    assert read_record(workspace, result.execution_id)["status"] == "cancelled"
     assert "test: stop everything" in read_record(workspace, result.execution_id)["message"]
     for c in bystanders:
         c.reload()

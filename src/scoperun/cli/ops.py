@@ -77,7 +77,7 @@ def stop(
     any_workspace: AnyWsOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Stop runs (scoperun's containers only); each ends `failed` with the reason in its record."""
+    """Stop runs (scoperun's containers only); each ends `cancelled` with the reason in its record."""
     from scoperun.ops import stop_runs
 
     if bool(execution_ids) == all_runs:
