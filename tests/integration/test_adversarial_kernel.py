@@ -11,6 +11,7 @@ from scoperun import Status
 from scoperun.config import Settings
 from scoperun.doctor import check_runc, run_checks
 from tests.integration._adversarial import Guard
+from tests.integration.conftest import unavailable
 
 PROBE = """
 import ctypes, errno, os, subprocess, threading
@@ -41,8 +42,12 @@ def test_i11_13a_io_uring_namespaces_keyring_and_ptrace_are_refused(guard: Guard
     assert seen["subprocess"] == "ok"
 
 
-def test_i11_13b_the_runner_image_has_no_setuid_or_setgid_binary(guard: Guard) -> None:
+def test_i11_13b_the_runner_image_has_no_setuid_or_setgid_binary(guard: Guard, docker_client) -> None:
     """No file of the runner image carries a setuid or setgid bit (su, passwd, mount... are stripped)."""
+    steps = " ".join(h.get("CreatedBy", "") for h in docker_client.api.history(guard.executor.settings.image))
+    if "-perm /6000" not in steps:
+        unavailable(f"{guard.executor.settings.image} was built before its Dockerfile stripped setuid bits; "
+                    f"rebuild it (`make image`)")
     result = guard.run("""
 import os, stat
 found = []
