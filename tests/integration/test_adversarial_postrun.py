@@ -20,7 +20,9 @@ import pytest
 from typer.testing import CliRunner
 
 from scoperun import ExecutionRequest, Limits, Status
+from scoperun.changes import apply_changes
 from scoperun.cli.main import app
+from scoperun.errors import ChangesError
 from scoperun.executor import Executor
 from scoperun.fswalk import remove_tree, walk
 from tests.conftest import CASE
@@ -110,6 +112,9 @@ def test_i11_02_a_thousand_nested_folders_end_in_a_terminal_record(guard: Guard,
     assert "deeper than 1000 levels" in result.changes.note
     assert read_record(workspace, result.execution_id)["status"] == "succeeded"
     assert not (workspace / "projects" / CASE / "d").exists()  # nothing applied
+    assert not result.changes.complete
+    with pytest.raises(ChangesError, match="incomplete"):
+        apply_changes(guard.executor.settings, result.execution_id)  # a person must force it knowingly
 
 
 def test_i11_05_paths_past_path_max_are_applied_and_later_runs_still_work(guard: Guard, workspace: Path) -> None:
@@ -211,7 +216,8 @@ def test_i11_07_sparse_gigabyte_stays_sparse_and_big_change_sets_wait_for_review
 
 def test_i11_08_many_files_past_the_budget_end_clearly_and_wait_for_review(
         guard: Guard, workspace: Path, executor: Executor) -> None:
-    """30,000 empty files against changes_max_files = 5,000: the run ends, the change set is kept for review."""
+    """30,000 empty files against changes_max_files = 5,000, then 3,000 against a spent post_run_budget: each
+    run ends clearly and its change set is kept for review, not applied."""
     bounded = Executor(executor.settings.model_copy(update={"changes_max_files": 5000}))
     result = guard.run("import os\nos.mkdir('many')\nfor i in range(30000):\n    open(f'many/{i}', 'w').close()\n",
                        executor=bounded, limits=Limits(timeout=300))
@@ -219,6 +225,12 @@ def test_i11_08_many_files_past_the_budget_end_clearly_and_wait_for_review(
     assert result.changes is not None and result.changes.status.value == "staged"
     assert "changes_max_files" in result.changes.note
     assert not (workspace / "projects" / CASE / "many").exists()
+    hurried = Executor(executor.settings.model_copy(update={"post_run_budget": 0.001}))
+    late = guard.run("import os\nos.mkdir('more')\nfor i in range(3000):\n    open(f'more/{i}', 'w').close()\n",
+                     executor=hurried)
+    assert late.status is Status.SUCCEEDED and late.changes is not None
+    assert late.changes.status.value == "staged" and "post_run_budget" in late.changes.note, late.changes.note
+    assert "post_run_budget" in late.message and not (workspace / "projects" / CASE / "more").exists()
 
 
 def test_i11_11_vanishing_entries_and_a_swapped_working_folder_get_true_statuses(

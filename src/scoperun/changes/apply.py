@@ -152,6 +152,10 @@ def apply_staged(settings: Settings, area: StagingArea, state: StagingState, *, 
         else:
             events.append({"at": now().isoformat(), "event": name, "by": by or "scoperun", "detail": detail, **data})
 
+    if not cs.complete and not force:
+        raise ChangesError(f"run {state.execution_id}'s change set is incomplete (the host could not read all of "
+                           f"it: {cs.note}); `scoperun apply {state.execution_id} --force` applies what was read, "
+                           f"or `scoperun discard {state.execution_id}`", execution_id=state.execution_id)
     journal = journal_dir(settings, ws.root, state.execution_id)
     with case_lock(settings, case_dir), CaseRoot(case_dir) as case:
         conflicts = find_conflicts(case, cs.entries)

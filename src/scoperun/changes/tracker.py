@@ -124,6 +124,7 @@ class _Direct:
                 cs.entries = diff_listings(self.before, after, root)
         except (OSError, ScopeRunError) as exc:
             cs.note = f"the change set could not be computed ({exc})"
+        cs.complete = self.before_report.complete and after_report.complete
         for report, when in ((self.before_report, "before"), (after_report, "after")):
             if not report.complete:
                 cs.note += f"; incomplete record: {_walk_problem(report, f'the case {when} the run')}"
@@ -184,6 +185,7 @@ class _Staged:
             cs.status, cs.note = ChangeSetStatus.EMPTY, "the run changed nothing"
             remove_tree(self.area.root, ignore_errors=True)
             return cs
+        cs.complete = upper_report.complete and self.listing_report.complete
         self.state.phase, self.state.change_set = cs.status.value, cs
         save_state(self.area, self.state)
         held = self._held(cs, upper_report, deadline)
@@ -216,6 +218,9 @@ class _Staged:
         st = self.settings
         if any(why.startswith("walk stopped after") for _, why in upper_report.problems):
             return f"the run changed more than changes_max_files = {st.changes_max_files} paths"
+        if any(why.startswith("walk stopped: time") for _, why in upper_report.problems):
+            return (f"reading the changes took longer than post_run_budget = {st.post_run_budget:g} s; the "
+                    f"change set is incomplete")
         if not upper_report.complete:
             return _walk_problem(upper_report, "the run's changes")
         if not self.listing_report.complete:
