@@ -21,18 +21,29 @@ from scoperun.errors import (
     SafetyError,
     ScopeError,
     ScopeRunError,
+    ServiceError,
     UnsupportedScriptError,
     WorkspaceError,
 )
 from scoperun.executor import Executor
 from scoperun.files import CaseFiles
-from scoperun.models import Durations, ExecutionRequest, ExecutionResult, Limits, OutputCapture, Status
+from scoperun.models import Durations, ExecutionRequest, ExecutionResult, Limits, OutputCapture, RunEvent, Status
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    # `Client` needs httpx: load it only when asked for, so `import scoperun` stays light.
+    if name == "Client":
+        from scoperun.client import Client
+
+        return Client
+    raise AttributeError(f"module 'scoperun' has no attribute {name!r}")
 
 __all__ = [
     "AuditError",
     "CaseFiles",
+    "Client",
     "ConfigError",
     "Durations",
     "EngineError",
@@ -45,7 +56,9 @@ __all__ = [
     "OutputCapture",
     "SafetyError",
     "ScopeError",
+    "RunEvent",
     "ScopeRunError",
+    "ServiceError",
     "Settings",
     "Status",
     "UnsupportedScriptError",

@@ -17,6 +17,7 @@ __all__ = [
     "Limits",
     "OutputCapture",
     "ResolvedLimits",
+    "RunEvent",
     "Status",
 ]
 
@@ -156,6 +157,7 @@ class ExecutionResult(BaseModel):
     durations: Durations = Field(default_factory=Durations)
     image: str = ""
     image_id: str | None = None
+    node: str | None = Field(None, description="Swarm node id that ran the script (swarm backend only).")
     limits: ResolvedLimits | None = Field(None, description="The limits the run got; None only in hand-made results.")
     network: str = ""
     read_only: bool = False
@@ -172,3 +174,17 @@ class ExecutionResult(BaseModel):
     def success(self) -> bool:
         """True when the script ran and exited 0."""
         return self.status is Status.SUCCEEDED
+
+
+class RunEvent(BaseModel):
+    """One event of a run as it happens: output text, a change of state, or the final result.
+
+    `Executor.stream` and `Client.stream` yield these; `type` is one of queued, started, stdout,
+    stderr, cancelling, changes, finished (the last one, with `result`).
+    """
+
+    type: str
+    id: int | None = Field(None, description="The server's event number (resume after it); None in-process.")
+    text: str = Field("", description="Output text (stdout and stderr events), redacted.")
+    data: dict[str, Any] = Field(default_factory=dict, description="Other fields of the event (e.g. position).")
+    result: ExecutionResult | None = Field(None, description="The run's result (finished events).")

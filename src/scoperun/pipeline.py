@@ -44,6 +44,7 @@ __all__ = [
     "RunContext",
     "ScriptFacts",
     "begin",
+    "cancelled_before_start",
     "finish",
     "finish_error",
     "new_execution_id",
@@ -328,14 +329,24 @@ def finish_error(ctx: RunContext, prepared: Prepared, message: str, queue_wait: 
     return _write_final(ctx, prepared, result)
 
 
-def finish(ctx: RunContext, prepared: Prepared, outcome: RunOutcome, queue_wait: float) -> ExecutionResult:
+def cancelled_before_start(ctx: RunContext, by: str) -> ExecutionResult:
+    """Record and return a `cancelled` result for a run cancelled before it started: nothing ran."""
+    result = _result(ctx, ScriptFacts(), Status.CANCELLED, message=f"cancelled by {by} before it started; nothing ran",
+                     finished=True)
+    write_record(ctx, ScriptFacts(), result, None)
+    return result
+
+
+def finish(ctx: RunContext, prepared: Prepared, outcome: RunOutcome, queue_wait: float, *,
+           cancelled_by: str | None = None) -> ExecutionResult:
     """Judge the outcome, settle the changes, scan for hazards, keep the output; write the final record.
 
+    `cancelled_by`: who cancelled the run (its container was killed); the status is then `cancelled`.
     Never raises for a host-side failure after the container ran: whatever goes wrong ends in a
     terminal record (or, when even that cannot be written, in a result that says so).
     """
     try:
-        return _finish(ctx, prepared, outcome, queue_wait)
+        return _finish(ctx, prepared, outcome, queue_wait, cancelled_by=cancelled_by)
     except AuditError:
         raise  # _write_final already turned a record failure into a result; this is from elsewhere
     except Exception as exc:
@@ -348,19 +359,22 @@ def finish(ctx: RunContext, prepared: Prepared, outcome: RunOutcome, queue_wait:
         stdout, stderr = outcome.stdout.capture(ctx.redactor), outcome.stderr.capture(ctx.redactor)
         result = _result(ctx, prepared.facts, Status.ERROR, message=message, finished=True,
                          exit_code=outcome.exit_code, stdout=stdout, stderr=stderr, queue_wait=queue_wait,
-                         image_id=outcome.image_id)
+                         image_id=outcome.image_id, node=outcome.node)
         return _write_final(ctx, prepared, result)
 
 
-def _finish(ctx: RunContext, prepared: Prepared, outcome: RunOutcome, queue_wait: float) -> ExecutionResult:
+def _finish(ctx: RunContext, prepared: Prepared, outcome: RunOutcome, queue_wait: float, *,
+            cancelled_by: str | None = None) -> ExecutionResult:
     t_finish = time.monotonic()
     status, message = _judge(ctx, outcome)
     if outcome.error:
         message = _explain_start_failure(ctx, prepared, message)
+    if cancelled_by is not None and status is not Status.SUCCEEDED:
+        status, message = Status.CANCELLED, f"cancelled by {cancelled_by}; the container was killed"
     from scoperun.ops import read_stop_marker
 
     stop = read_stop_marker(ctx.audit.directory, ctx.execution_id)  # an operator's `scoperun stop`
-    if stop is not None and status is not Status.SUCCEEDED:
+    if stop is not None and status not in (Status.SUCCEEDED, Status.CANCELLED):
         status, message = Status.CANCELLED, f"stopped by an operator: {stop}"
     # Staged runs apply first (the decision recorded before), so the scan sees what landed.
     changes, full = _settle_changes(ctx, prepared, status)
@@ -394,7 +408,7 @@ def _finish(ctx: RunContext, prepared: Prepared, outcome: RunOutcome, queue_wait
         ctx, prepared.facts, status, message=message, finished=True, exit_code=outcome.exit_code, stdout=stdout,
         stderr=stderr, durations=Durations(queue_wait=queue_wait, container_start=outcome.container_start,
                                            run=outcome.run),
-        image_id=outcome.image_id, changes=changes, hazards=hazards,
+        image_id=outcome.image_id, node=outcome.node, changes=changes, hazards=hazards,
     )
     return _write_final(ctx, prepared, result)
 
@@ -504,7 +518,7 @@ def _scan_hazards(ctx: RunContext, case_dir: Path, changed: set[bytes] | None, *
 def _result(ctx: RunContext, facts: ScriptFacts, status: Status, *, message: str, finished: bool = False,
             queue_wait: float = 0.0, exit_code: int | None = None, stdout: OutputCapture | None = None,
             stderr: OutputCapture | None = None, durations: Durations | None = None, image_id: str | None = None,
-            changes: ChangeSet | None = None, hazards: list[dict[str, Any]] | None = None) -> ExecutionResult:
+            node: str | None = None, changes: ChangeSet | None = None, hazards: list[dict[str, Any]] | None = None) -> ExecutionResult:
     durations = durations or Durations(queue_wait=queue_wait)
     if finished:
         durations.total = time.monotonic() - ctx.t0
@@ -524,6 +538,7 @@ def _result(ctx: RunContext, facts: ScriptFacts, status: Status, *, message: str
         durations=durations,
         image=ctx.image,
         image_id=image_id,
+        node=node,
         limits=ctx.limits,
         network=ctx.network,
         read_only=ctx.write_mode == "read-only",

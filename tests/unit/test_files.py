@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from scoperun.audit.access import read_access_events
 from scoperun.changes import rollback_changes
 from scoperun.config import Settings
 from scoperun.errors import FileAccessError, ScopeError
-from scoperun.files import CaseFiles, read_access_events
+from scoperun.files import CaseFiles
 from scoperun.files.core import MAX_DEPTH
 from scoperun.sample import DEFAULT_CASE_NAME, create_sample_workspace
 from scoperun.scope import suggest_cases
@@ -222,3 +223,31 @@ def test_secret_in_a_file_name_is_redacted(files: CaseFiles, ws: Path, monkeypat
     redacting = CaseFiles(settings=files.settings)
     names = [e.path for e in redacting.list_files(CASE).entries]
     assert not any("sk-verysecretvalue123" in n for n in names)
+
+
+def test_cases_show_the_last_run_from_the_audit_index(files: CaseFiles) -> None:
+    """cases() shows a case's latest run and its status from the index; scoperun's own file writes are not runs."""
+    from scoperun import ExecutionRequest
+    from scoperun.executor import Executor
+    from scoperun.testing import FakeBackend
+
+    (files.workspace.tools / "ok.py").write_text("print(1)\n")
+    run = Executor(files.settings, backend=FakeBackend()).run(ExecutionRequest(script="Tools/ok.py", case=CASE))
+    files.write_file(CASE, "later.txt", "written after the run")
+    info = files.cases(CASE).cases[0]
+    assert (info.last_run_id, info.last_run_status) == (run.execution_id, "succeeded")
+    assert files.cases("doe").cases[0].last_run_id is None
+
+
+def test_stats_count_file_accesses(files: CaseFiles) -> None:
+    """`scoperun stats` (and the agents' monitor tool) count file accesses by kind, refusals apart."""
+    from scoperun.audit.stats import render_stats_markdown, stats_for_settings
+
+    files.read_file(CASE, "client_intake.txt")
+    files.list_files(CASE)
+    with pytest.raises(ScopeError):
+        files.read_file(CASE, "../x")
+    stats = stats_for_settings(files.settings, since="1h")
+    assert stats.file_access == {"list": 1, "read": 2, "refused": 1}
+    assert "File accesses (audited): list 1, read 2, refused 1" in render_stats_markdown(stats)
+    assert stats_for_settings(files.settings, case="Doe-John-MVA-2024").file_access == {}

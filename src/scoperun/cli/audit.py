@@ -197,8 +197,13 @@ def audit_show(
         length = record.get(f"{stream}_length")
         if text is None:
             if length:
-                out.print(f"\n[bold]{stream}[/]: {length} bytes, not kept (full_output_limit = 0, an older run, "
-                          f"or removed by retention)")
+                from scoperun.audit.retention import removed_entry
+
+                gone = removed_entry(settings, root, f"{record.get(f'{stream}_file') or ''}")
+                why = (f"removed by retention at {gone.get('at')} ({gone.get('reason')}); it had "
+                       f"{gone.get('bytes')} bytes, sha256 {gone.get('sha256')}") if gone else (
+                    "not kept (full_output_limit = 0, or an older run)")
+                out.print(f"\n[bold]{stream}[/]: {length} bytes, {safe(why)}")
             continue
         shown = len(outputs[stream] or b"")
         more = "" if shown >= (length or 0) else f"; first {shown} shown (--max-bytes)"
@@ -309,6 +314,8 @@ def _print_stats_tables(out: Any, stats: Any) -> None:
                     f"{_sec(stats.duration.mean)} / {_sec(stats.duration.p50)} / {_sec(stats.duration.p95)}")
     summary.add_row("container start p50 / p95", f"{_sec(stats.container_start.p50)} / {_sec(stats.container_start.p95)}")
     summary.add_row("in progress", str(stats.in_progress))
+    if stats.file_access:
+        summary.add_row("file accesses", ", ".join(f"{k} {n}" for k, n in stats.file_access.items()))
     out.print(summary)
     if not stats.total:
         return

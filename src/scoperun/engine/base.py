@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -64,6 +65,9 @@ class RunSpec:
     labels: dict[str, str] = field(default_factory=dict)
     spill_limit: int = 0  # keep up to this many bytes of an over-cap stream on local disk (BoundedBuffer)
     seccomp: str | None = None  # seccomp profile (JSON text); None = the engine's default profile
+    # Live output: called with ("stdout" | "stderr", raw bytes) for each chunk as it is read, from the
+    # backend's reader thread; it must not block (it must not raise either; errors are ignored).
+    on_output: Callable[[str, bytes], None] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass
@@ -79,6 +83,7 @@ class RunOutcome:
     container_start: float = 0.0
     run: float = 0.0
     error: str | None = None  # the engine failed mid-run; the message says what to do
+    node: str | None = None  # the swarm node that ran it (swarm backend); None on a single engine
 
 
 @runtime_checkable
