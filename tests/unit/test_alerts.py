@@ -29,7 +29,8 @@ def receiver():
 
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
-    return Settings(**{"workspace": tmp_path / "ws", "state_dir": tmp_path / "state", "alert_verify": False, **overrides})
+    fields: dict[str, Any] = {"workspace": tmp_path / "ws", "state_dir": tmp_path / "state", "alert_verify": False}
+    return Settings(**{**fields, **overrides})
 
 
 def write_runs(settings: Settings, statuses: list[str], *, duration: float = 1.0, start: float = 0.3,
@@ -179,7 +180,8 @@ def test_metrics_export_what_the_prometheus_rules_read(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, docker_host="unix:///nonexistent.sock", alert_verify=True, audit_chain=False)
     write_runs(settings, ["succeeded", "failed"], duration=3, start=0.4)
     text = prometheus_client.generate_latest(make_registry(settings, extra=[HealthCollector(settings)])).decode()
-    for series in ('scoperun_runs_total{status="succeeded"} 1.0', 'scoperun_container_start_seconds_bucket{le="0.5"} 2.0',
+    for series in ('scoperun_runs_total{status="succeeded"} 1.0',
+                   'scoperun_container_start_seconds_bucket{le="0.5"} 2.0',
                    "scoperun_run_duration_seconds_count 2.0", "scoperun_engine_up 0.0", "scoperun_audit_verify_ok 1.0",
                    'scoperun_disk_free_ratio{volume="workspace"}', "scoperun_window_hazard_runs 0.0"):
         assert series in text, series
