@@ -167,22 +167,3 @@ def test_an_image_without_the_extractor_says_to_rebuild(tmp_path: Path, docker_c
         ex.close()
         assert_no_containers_left(docker_client, ws)
 
-
-def test_readme_cases_and_files_snippet_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, docker_client) -> None:
-    """The README's Cases-and-files Python snippet runs as written on the sample workspace."""
-    import re
-
-    ws = tmp_path / "ws"
-    create_sample_workspace(ws)
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    section = readme[readme.index("## Cases and files"):]
-    code = re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
-    code = code.replace("/tmp/bill.xlsx", str(tmp_path / "bill.xlsx"))
-    for name, value in {"WORKSPACE": str(ws), "IMAGE": IMAGE, "NETWORK": "none", "TIMEOUT": "120"}.items():
-        monkeypatch.setenv(f"SCOPERUN_{name}", value)
-    try:
-        exec(compile(code, "README.md", "exec"), {"__name__": "readme_snippet"})  # noqa: S102 - the README's code
-    finally:
-        assert_no_containers_left(docker_client, ws)
-    assert (tmp_path / "bill.xlsx").read_bytes() == (ws / "projects" / CASE / "bill_St_Marys.xlsx").read_bytes()
-    assert (ws / "projects" / CASE / "notes" / "summary.md").read_text() == "# Summary"

@@ -82,6 +82,7 @@ class RunOutcome:
     container_start: float = 0.0
     run: float = 0.0
     error: str | None = None  # the engine failed mid-run; the message says what to do
+    node: str | None = None  # the swarm node that ran it (swarm backend); None on a single engine
 
 
 @runtime_checkable
