@@ -352,6 +352,9 @@ def finish(ctx: RunContext, prepared: Prepared, outcome: RunOutcome, queue_wait:
                                            run=outcome.run),
         image_id=outcome.image_id, changes=changes, hazards=hazards,
     )
+    if outcome.exit_code is not None:
+        result.exit_code_source = "launcher" if outcome.exit_source == "launcher" else "engine"
+    result.pooled = outcome.pooled
     write_record(ctx, prepared.facts, result, prepared.tracker)
     return result
 
