@@ -74,7 +74,8 @@ def _execute(settings: Settings, as_json: bool, call: Any) -> None:
     """Run `call(executor)` with a spinner on a terminal; print and exit with the mapped code."""
     from scoperun.executor import Executor
 
-    executor = Executor(settings)
+    # One run per process: warm containers would outlive their use (and cost their start-up).
+    executor = Executor(settings.model_copy(update={"pool": False}))
     try:
         if not as_json and err.is_terminal:
             from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn

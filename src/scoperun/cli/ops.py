@@ -31,16 +31,20 @@ def _human_bytes(n: int | None) -> str:
 
 def ps(ctx: typer.Context, any_workspace: AnyWsOpt = False, as_json: JsonOpt = False) -> None:
     """Runs in progress: id, case, script, elapsed time, memory."""
-    from scoperun.ops import list_runs
+    from scoperun.ops import list_pool, list_runs
 
     settings = settings_of(ctx)
     try:
         runs = list_runs(settings, any_workspace=any_workspace)
+        idle = list_pool(settings, any_workspace=any_workspace)
     except EngineError as exc:
         raise fail(str(exc), EXIT_ENGINE) from None
     if as_json:
         sys.stdout.write(json.dumps([r.model_dump() for r in runs], indent=2) + "\n")
         return
+    if idle:
+        owners = sorted({r.pool or "?" for r in idle})
+        err.print(f"warm pool: {len(idle)} idle container(s), serving no run yet (owner {', '.join(owners)})")
     if not runs:
         out.print("no scoperun runs in progress" + ("" if any_workspace else " in this workspace"))
         return

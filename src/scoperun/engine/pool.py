@@ -111,6 +111,8 @@ class WarmPool:
             run = LaunchedRun(self.backend, spec, warm.container_id, warm.sock, outcome, started=time.monotonic(),
                               pooled=True, after=lambda: self._unmount(mounted, warm.slot))
             run.send()
+            # Named after its run (off the run's path) so `ps` and `stop` find it like a fresh one.
+            self.backend._reaper.submit(self._rename, warm.container_id, f"scoperun-{spec.execution_id}")
             return run
         except Exception:  # noqa: BLE001 - any failure before the request went out: nothing ran, go fresh
             self._unmount(mounted, warm.slot)
@@ -235,7 +237,8 @@ class WarmPool:
             command=launcher_command(self.options.idle), environment={}, stdin_open=True,
             name=f"scoperun-pool-{token}",
             labels={**template.labels, MANAGED_LABEL: "1", POOL_LABEL: self.options.owner,
-                    "org.scoperun.deadline": str(int(time.time() + self.options.idle + 60))},
+                    # Idle: its launcher exits after `idle`; serving: after the run's timeout (at most a day).
+                    "org.scoperun.deadline": str(int(time.time() + self.options.idle + 86400 + 60))},
         )
         container_id = api.create_container(**kwargs)["Id"]
         try:
@@ -247,6 +250,12 @@ class WarmPool:
             raise
         self.made += 1
         return _Warm(container_id, sock, slot, time.monotonic(), spec.memory_bytes, spec.cpus, spec.pids_limit)
+
+    def _rename(self, container_id: str, name: str) -> None:
+        try:
+            self.backend.client.api.rename(container_id, name)
+        except Exception:  # noqa: BLE001 - already ended and removed: nothing left to name
+            pass
 
     def _discard(self, warm: _Warm) -> None:
         try:
