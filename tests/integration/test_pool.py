@@ -12,7 +12,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from scoperun import ExecutionRequest, Limits, Settings, Status
+from scoperun import Limits, Settings, Status
 from scoperun.engine import slots
 from scoperun.engine.pool import POOL_LABEL, clean_leftover_slots
 from scoperun.executor import Executor
@@ -125,8 +125,8 @@ def test_secrets_never_appear_in_the_containers_configuration(settings: Settings
     secret = "sk-" + os.urandom(12).hex()
     monkeypatch.setenv("SCOPERUN_TEST_SECRET", secret)
     go = workspace / "Tools" / "go"
-    code = ("import os, time\nprint(os.environ['SCOPERUN_TEST_SECRET'] == %r)\n"
-            "while not os.path.exists('/workspace/Tools/go'):\n    time.sleep(0.05)\n" % secret)
+    code = (f"import os, time\nprint(os.environ['SCOPERUN_TEST_SECRET'] == {secret!r})\n"
+            "while not os.path.exists('/workspace/Tools/go'):\n    time.sleep(0.05)\n")
     for pool in (False, True):
         if pool and os.geteuid() != 0:
             continue
@@ -136,9 +136,10 @@ def test_secrets_never_appear_in_the_containers_configuration(settings: Settings
         try:
             if pool:
                 ex.run_code("pass", case=CASE)
-                wait_until(lambda: ex.backend.pool.idle_count() > 0, timeout=60)
+                wait_until(lambda ex=ex: ex.backend.pool.idle_count() > 0, timeout=60)
             holder: dict = {}
-            thread = threading.Thread(target=lambda: holder.update(result=ex.run_code(code, case=CASE)))
+            thread = threading.Thread(target=lambda ex=ex, holder=holder: holder.update(
+                result=ex.run_code(code, case=CASE)))
             thread.start()
             seen = []
             deadline = time.monotonic() + 30
@@ -165,7 +166,8 @@ def test_a_pooled_container_is_hardened_like_a_fresh_one(pooled: Executor, docke
     assert wait_until(lambda: pooled.backend.pool.idle_count() > 0, timeout=60)
     warm = next(w for ws in pooled.backend.pool._idle.values() for w in ws)
     spec = next(iter(pooled.backend.pool._wanted.values()))
-    fresh_id = docker_client.api.create_container(**pooled.backend._create_kwargs(replace(spec, mounts=())))["Id"]
+    kwargs = pooled.backend._create_kwargs(replace(spec, mounts=()))
+    fresh_id = docker_client.api.create_container(**kwargs)["Id"]
     try:
         a = docker_client.api.inspect_container(warm.container_id)
         b = docker_client.api.inspect_container(fresh_id)

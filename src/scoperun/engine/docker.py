@@ -155,10 +155,10 @@ class DockerBackend:
         return self.start(spec).wait()
 
     def _image(self, name: str) -> dict[str, Any]:
-        """The image's inspect data, cached for a second (a rebuilt tag is seen at the next second)."""
+        """The image's inspect data, cached for a few seconds (a rebuilt tag is seen within them)."""
         now = time.monotonic()
         hit = self._images.get(name)
-        if hit is not None and now - hit[0] < 1.0:
+        if hit is not None and now - hit[0] < 5.0:
             return hit[1]
         data = self.client.api.inspect_image(name)
         self._images[name] = (now, data)

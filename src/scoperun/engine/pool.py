@@ -108,8 +108,16 @@ class WarmPool:
             self._fit_limits(warm, spec)
             mounted = self._mount(warm.slot, spec)
             outcome.container_start = time.monotonic() - t0
+            overlays = [p for p, m in zip(mounted, self._run_mounts(spec), strict=True) if isinstance(m, OverlayMount)]
+
+            def after() -> None:
+                # A staged run's overlay goes now (its changes are read next); the rest off the run's path.
+                for point in overlays:
+                    slots.unmount(point)
+                self.backend._reaper.submit(self._unmount, list(mounted), warm.slot)
+
             run = LaunchedRun(self.backend, spec, warm.container_id, warm.sock, outcome, started=time.monotonic(),
-                              pooled=True, after=lambda: self._unmount(mounted, warm.slot))
+                              pooled=True, after=after)
             run.send()
             # Named after its run (off the run's path) so `ps` and `stop` find it like a fresh one.
             self.backend._reaper.submit(self._rename, warm.container_id, f"scoperun-{spec.execution_id}")
@@ -146,14 +154,18 @@ class WarmPool:
         api._raise_for_status(res)
         warm.memory, warm.cpus, warm.pids = spec.memory_bytes, spec.cpus, spec.pids_limit
 
+    @staticmethod
+    def _run_mounts(spec: RunSpec) -> list[BindMount | OverlayMount]:
+        """The run's own mounts (all but Tools, which the container has), outermost first."""
+        return [m for m in sorted(spec.mounts, key=lambda m: len(PurePosixPath(m.target).parts))
+                if PurePosixPath(m.target) != WORKSPACE / "Tools"]
+
     def _mount(self, slot: Path, spec: RunSpec) -> list[Path]:
-        """The run's mounts (all but Tools, which the container has) into its slot; the points made."""
+        """The run's own mounts into its slot; the points made, in the order of `_run_mounts`."""
         mounted: list[Path] = []
         try:
-            for m in sorted(spec.mounts, key=lambda m: len(PurePosixPath(m.target).parts)):
+            for m in self._run_mounts(spec):
                 rel = PurePosixPath(m.target).relative_to(WORKSPACE)
-                if rel == PurePosixPath("Tools"):
-                    continue
                 point = slot.joinpath(*rel.parts)
                 point.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
                 if isinstance(m, OverlayMount):

@@ -103,7 +103,8 @@ def mounts_under(root: Path) -> list[Path]:
     try:
         with open("/proc/self/mountinfo", "rb") as fh:
             for line in fh:
-                point = line.split()[4].decode("unicode_escape") if b"\\" in line.split()[4] else line.split()[4].decode()
+                raw = line.split()[4]
+                point = raw.decode("unicode_escape") if b"\\" in raw else raw.decode()
                 if point == prefix or point.startswith(prefix + "/"):
                     found.append(Path(point))
     except OSError:
