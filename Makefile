@@ -29,8 +29,9 @@ $(VENV)/.installed: pyproject.toml
 engine: ## install (Debian docker.io) and start the Docker engine when none answers (root only)
 	bash scripts/ensure-engine.sh
 
-tools: ## systemd-analyze (checks deploy/'s units), rclone + fuse3 (a bucket mounted as a workspace in the tests), promtool (deploy/alerts.yml), chromium (the page's browser tests)
+tools: ## systemd-analyze (checks deploy/'s units), rclone + fuse3 (a bucket mounted as a workspace in the tests), promtool (deploy/alerts.yml), chromium (the page's browser tests), tmux (the CLI read in a real terminal)
 	@missing=""; \
+	command -v tmux >/dev/null 2>&1 || missing="$$missing tmux"; \
 	command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
 	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \

@@ -4,6 +4,7 @@
     ├── ConfigError               settings are invalid or contradict each other
     ├── WorkspaceError            the workspace is missing or not usable
     ├── ScopeError                a path or case name leaves the scope it must stay in
+    │   └── FileAccessError       a case file cannot be read or written as asked (binary, special, too big)
     ├── SafetyError               the script scanner's policy refused a script
     ├── AuditError                an audit record could not be written (nothing runs then)
     ├── FirewallError             the host firewall (iptables) could not be read or changed
@@ -27,6 +28,7 @@ __all__ = [
     "ChangesError",
     "ConfigError",
     "EngineError",
+    "FileAccessError",
     "FirewallError",
     "ImageError",
     "SafetyError",
@@ -60,6 +62,10 @@ class ScopeError(ScopeRunError):
         super().__init__(message)
         self.rule = rule
         self.value = value
+
+
+class FileAccessError(ScopeError):
+    """A file in a case cannot be read or written as asked (binary, special file, too big); `rule` says why."""
 
 
 class SafetyError(ScopeRunError):

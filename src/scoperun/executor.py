@@ -131,6 +131,10 @@ class Executor:
             except BaseException as exc:
                 pipeline.finish_error(ctx, prepared, f"scoperun was interrupted ({type(exc).__name__}); the "
                                       f"container was removed", queue_wait)
+                try:  # so the CLI can say which run Ctrl-C stopped
+                    exc.scoperun_execution_id = ctx.execution_id  # type: ignore[attr-defined]
+                except AttributeError:
+                    pass
                 raise
         return pipeline.finish(ctx, prepared, outcome, queue_wait)
 

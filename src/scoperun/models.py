@@ -36,6 +36,7 @@ class Status(StrEnum):
     REJECTED = "rejected"
     ERROR = "error"
     ABANDONED = "abandoned"  # the scoperun process died mid-run; set by `scoperun gc`
+    CANCELLED = "cancelled"  # a caller or an operator (`scoperun stop`) stopped it; the container was killed
 
 
 class Limits(BaseModel):

@@ -4,7 +4,7 @@
 
 Stopping a run writes a marker beside its record (`<execution_id>.stop`) before the container
 is killed; the executor that owns the run reads it when the container ends and records the run
-as `failed` with the operator's reason. `gc` marks runs whose scoperun process died as
+as `cancelled` with the operator's reason. `gc` marks runs whose scoperun process died as
 `abandoned` and removes their containers and any container past its deadline label.
 
 Extension point for staging leftovers: a module can `register_gc_hook(name, hook)`, or define
@@ -196,7 +196,7 @@ class StopOutcome(BaseModel):
 
 def stop_runs(settings: Settings, execution_ids: list[str] | None, *, reason: str, by: str,
               any_workspace: bool = False, client: Any = None) -> list[StopOutcome]:
-    """Kill the containers of the given runs (all of this workspace's when None); the runs end `failed`.
+    """Kill the containers of the given runs (all of this workspace's when None); the runs end `cancelled`.
 
     Raises ScopeRunError when an id names no running scoperun container in scope.
     """

@@ -324,7 +324,7 @@ def finish(ctx: RunContext, prepared: Prepared, outcome: RunOutcome, queue_wait:
 
     stop = read_stop_marker(ctx.audit.directory, ctx.execution_id)  # an operator's `scoperun stop`
     if stop is not None and status is not Status.SUCCEEDED:
-        status, message = Status.FAILED, f"stopped by an operator: {stop}"
+        status, message = Status.CANCELLED, f"stopped by an operator: {stop}"
     changes = _settle_changes(ctx, prepared.tracker, status)  # staged runs apply first: the scan sees what landed
     if status is Status.FAILED and stop is None and ctx.program and ctx.program.explain_failure:
         message = ctx.program.explain_failure(outcome) or message  # reads what the run left

@@ -7,6 +7,7 @@ are never used: `Tools/../x` and symlinks defeat them.
 
 from __future__ import annotations
 
+import difflib
 import os
 import unicodedata
 from dataclasses import dataclass
@@ -16,7 +17,15 @@ from typing import Literal
 from scoperun.config import Settings
 from scoperun.errors import ScopeError, UnsupportedScriptError, WorkspaceError
 
-__all__ = ["CONTAINER_ROOT", "ResolvedScript", "Workspace", "check_case_name", "check_relative_path"]
+__all__ = [
+    "CONTAINER_ROOT",
+    "ResolvedScript",
+    "Workspace",
+    "check_case_name",
+    "check_relative_path",
+    "suggest_cases",
+    "unknown_case_message",
+]
 
 CONTAINER_ROOT = PurePosixPath("/workspace")
 INTERPRETERS: dict[str, tuple[Literal["python", "shell"], str]] = {
@@ -57,7 +66,9 @@ def check_relative_path(value: str, *, what: str) -> PurePosixPath:
     if path.is_absolute():
         raise _reject("absolute-path", f"the {what} {value!r} is absolute; give it relative to the workspace", value)
     if ".." in path.parts:
-        raise _reject("path-traversal", f"the {what} {value!r} contains '..'; name the file directly", value)
+        remedy = ("give a folder inside the case, e.g. notes/2024" if "folder" in what
+                  else "name the file directly, relative to the workspace")
+        raise _reject("path-traversal", f"the {what} {value!r} contains '..'; {remedy}", value)
     parts = [p for p in path.parts if p != "."]
     if not parts:
         raise _reject("empty-path", f"the {what} {value!r} names no file", value)
@@ -79,6 +90,44 @@ def check_case_name(name: str) -> str:
     if len(name.encode("utf-8", "surrogateescape")) > _MAX_NAME_BYTES:
         raise _reject("case-name", "the case name is longer than 255 bytes", name)
     return name
+
+
+def suggest_cases(name: str, names: list[str], *, limit: int = 5) -> list[str]:
+    """Case names close to `name`: case-insensitive exact, prefix and substring matches, then fuzzy ones."""
+    wanted = name.casefold().strip()
+    folded = {n.casefold(): n for n in names}
+    found: list[str] = []
+
+    def add(candidate: str) -> None:
+        if candidate not in found and len(found) < limit:
+            found.append(candidate)
+
+    if wanted in folded:
+        add(folded[wanted])
+    for key, original in folded.items():
+        if wanted and (key.startswith(wanted) or wanted in key):
+            add(original)
+    for key in difflib.get_close_matches(wanted, list(folded), n=limit, cutoff=0.5):
+        add(folded[key])
+    # The client's surname alone ("doe") often names the case: match on its words too.
+    words = {w for w in wanted.replace("_", "-").split("-") if len(w) >= 3}
+    for key, original in folded.items():
+        if words & set(key.replace("_", "-").split("-")):
+            add(original)
+    return found
+
+
+def unknown_case_message(name: str, names: list[str], projects_name: str = "projects") -> str:
+    """The refusal for an unknown case: the closest case names, never a host path the caller cannot use."""
+    close = suggest_cases(name, names)
+    if close:
+        hint = "did you mean " + ", ".join(repr(c) for c in close) + "?"
+    elif names:
+        hint = f"{len(names):,} cases exist, none close to that name"
+    else:
+        hint = f"the workspace has no cases yet (folders under {projects_name}/)"
+    return (f"there is no case {name!r} under {projects_name}/; {hint} List the cases with `scoperun cases` "
+            f"(agents: the list_cases tool).")
 
 
 def _is_within(path: Path, folder: Path) -> bool:
@@ -138,16 +187,29 @@ class Workspace:
         if candidate.is_symlink():
             raise _reject("case-symlink", f"case {name!r} is a symlink; cases must be real folders", name)
         if not candidate.is_dir():
-            raise _reject(
-                "unknown-case",
-                f"there is no case {name!r} under {self.projects_name}/; list the cases with `ls "
-                f"{self.projects}` and check the spelling",
-                name,
-            )
+            raise _reject("unknown-case", unknown_case_message(name, self.case_names(), self.projects_name), name)
         real = candidate.resolve()
         if real.parent != self.projects:
             raise _reject("case-outside", f"case {name!r} resolves outside {self.projects_name}/", name)
         return real
+
+    def case_names(self, limit: int = 100_000) -> list[str]:
+        """Names of the case folders (real folders only, hidden ones skipped), sorted, at most `limit`."""
+        names: list[str] = []
+        try:
+            with os.scandir(self.projects) as it:
+                for entry in it:
+                    try:
+                        if entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):
+                            continue
+                    except OSError:
+                        continue  # vanished mid-scan
+                    names.append(entry.name)
+                    if len(names) >= limit:
+                        break
+        except OSError:
+            return []
+        return sorted(names)
 
     def container_case_dir(self, name: str) -> PurePosixPath:
         """Where the case appears inside the container."""

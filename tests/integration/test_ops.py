@@ -57,7 +57,7 @@ def bystanders(docker_client, workspace: Path):
 
 
 def test_ps_and_stop_all_touch_only_this_workspaces_runs(executor: Executor, workspace: Path, bystanders) -> None:
-    """`ps` shows the run with its memory; `stop --all` ends it `failed` with the reason; other containers survive."""
+    """`ps` shows the run with its memory; `stop --all` ends it `cancelled` with the reason; other containers survive."""
     (workspace / "Tools" / "sleepy.py").write_text(SLEEPY)
     results: list[ExecutionResult] = []
     runner = threading.Thread(target=lambda: results.append(executor.run(
@@ -74,7 +74,7 @@ def test_ps_and_stop_all_touch_only_this_workspaces_runs(executor: Executor, wor
         assert run["case"] == CASE and run["script"] == "Tools/sleepy.py" and run["memory_bytes"] > 0
         assert run["workspace"] == str(workspace.resolve())
         refused = scoperun(workspace, "stop", "exec_other_" + bystanders[1].name.rsplit("-", 1)[1])
-        assert refused.returncode == 1 and "scoperun ps" in refused.stderr
+        assert refused.returncode == 2 and "scoperun ps" in refused.stderr
         stopped = scoperun(workspace, "stop", "--all", "--reason", "test: stop everything")
         assert stopped.returncode == 0, stopped.stderr
         assert run["execution_id"] in stopped.stdout
@@ -82,9 +82,9 @@ def test_ps_and_stop_all_touch_only_this_workspaces_runs(executor: Executor, wor
     finally:
         runner.join(120)
     [result] = results
-    assert result.status is Status.FAILED
+    assert result.status is Status.CANCELLED
     assert result.message.startswith("stopped by an operator: test: stop everything")
-    assert read_record(workspace, result.execution_id)["status"] == "failed"
+    assert read_record(workspace, result.execution_id)["status"] == "cancelled"
     assert "test: stop everything" in read_record(workspace, result.execution_id)["message"]
     for c in bystanders:
         c.reload()

@@ -76,10 +76,10 @@ def test_operator_stop_ends_the_run_failed_with_the_reason(settings: Settings, w
 
     result = Executor(settings, backend=FakeBackend(script=killed_by_operator)).run(
         ExecutionRequest(script="Tools/hello.py", case=CASE))
-    assert result.status is Status.FAILED
+    assert result.status is Status.CANCELLED
     assert result.message.startswith("stopped by an operator: runaway script (by alice")
     record = json.loads((audit_dir(workspace) / f"{result.execution_id}.json").read_text())
-    assert record["status"] == "failed" and "runaway script" in record["message"]
+    assert record["status"] == "cancelled" and "runaway script" in record["message"]
 
 
 class _NoContainers:

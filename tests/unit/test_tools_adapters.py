@@ -141,3 +141,49 @@ def test_core_and_cli_import_without_langchain_or_mcp() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "pip install 'scoperun[langchain]'" in out and "pip install 'scoperun[mcp]'" in out
+
+
+FILE_TOOLS = ["list_cases", "list_files", "read_file", "read_document", "search_files", "write_file"]
+
+
+def test_file_tools_are_offered_by_both_adapters(ex: Executor) -> None:
+    """make_tools and MCP offer the case/file tools, every argument described; MCP marks reads read-only."""
+    from mcp import Client
+
+    from scoperun.tools.langchain import make_tools
+    from scoperun.tools.mcp import build_server
+
+    names = [t.name for t in make_tools(ex)]
+    assert names[3:9] == FILE_TOOLS
+
+    async def main() -> None:
+        async with Client(build_server(ex)) as client:
+            tools = {t.name: t for t in (await client.list_tools()).tools}
+            assert set(FILE_TOOLS) <= set(tools)
+            for name in FILE_TOOLS:
+                props = tools[name].input_schema.get("properties", {})
+                assert all(p.get("description") for p in props.values()), name
+                assert "Example:" in (tools[name].description or "")
+            assert tools["read_document"].annotations.read_only_hint
+            assert not tools["write_file"].annotations.read_only_hint
+            listed = await client.call_tool("list_cases", {})
+            assert not listed.is_error and CASE in listed.content[0].text
+            unknown = await client.call_tool("read_file", {"case_name": "doe-john", "path": "notes/intake.txt"})
+            assert unknown.is_error and f"did you mean '{CASE}'" in unknown.content[0].text
+            read = await client.call_tool("read_file", {"case_name": CASE, "path": "notes/intake.txt"})
+            assert not read.is_error and f"intake for {CASE}" in read.content[0].text
+
+    asyncio.run(main())
+
+
+def test_file_tools_record_the_langchain_thread(ex: Executor, workspace: Path) -> None:
+    """A LangChain file-tool call is audited under requested_by plus the graph's thread id."""
+    from scoperun.files import read_access_events
+    from scoperun.tools.langchain import make_tools
+
+    tools = {t.name: t for t in make_tools(ex, requested_by="paralegal")}
+    reply = tools["list_files"].invoke({"case_name": CASE, "path": "notes"},
+                                       config={"configurable": {"thread_id": "9"}})
+    assert "notes/intake.txt" in reply
+    event = read_access_events(ex.settings, ex.workspace.root)[-1]
+    assert event["event"] == "files.list" and event["by"] == "paralegal/thread-9"

@@ -167,3 +167,21 @@ def test_browser_result_shows_final_page_extracts_files_and_failed_step() -> Non
     assert "- browser/exec_1/final.png" in text and "Status: ❌ Failed" in text
     browser.failed_action = -1
     assert "Browser Error: opening the start URL failed" in render_browser_result(browser, url="http://x/", case="c")
+
+
+def test_a_run_reply_says_what_changed_and_how_to_undo() -> None:
+    """A run's reply lists the change summary, the first paths, whether it was applied, and the undo command."""
+    from scoperun.changeset import Change, ChangeAction, ChangeSet, ChangeSetStatus, ChangeTotals
+
+    entries = [Change(path=f"out/file_{i}.txt", action=ChangeAction.ADDED, type="file", size_after=1)
+               for i in range(12)]
+    cs = ChangeSet(execution_id="exec_1", case="C", mode="staged", status=ChangeSetStatus.APPLIED,
+                   summary="12 files added", totals=ChangeTotals(files_added=12), entries=entries)
+    text = render_result(result(changes=cs, execution_id="exec_1"))
+    assert "**Changes to the case:** 12 files added — applied to the case" in text
+    assert "`scoperun rollback exec_1`" in text and "- added: out/file_0.txt" in text
+    assert "out/file_10.txt" not in text and "… and 2 more" in text
+    cs.status = ChangeSetStatus.STAGED
+    held = render_result(result(changes=cs, execution_id="exec_1"))
+    assert "held for review, the case is unchanged" in held and "`scoperun apply exec_1`" in held
+    assert "none (the case was mounted read-only)" in render_result(result(write_mode="read-only"))

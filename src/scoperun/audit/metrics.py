@@ -29,7 +29,7 @@ __all__ = ["BUCKETS", "AuditCollector", "make_registry", "serve_metrics"]
 
 BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 START_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
-_TIMED = ("succeeded", "failed", "timed_out", "oom_killed", "error")
+_TIMED = ("succeeded", "failed", "timed_out", "oom_killed", "error", "cancelled")
 
 
 def _prometheus() -> Any:

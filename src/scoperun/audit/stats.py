@@ -33,9 +33,9 @@ __all__ = [
 ]
 
 # Runs that reached the engine; `rejected` (nothing ran) and `running` are not executions.
-EXECUTED = ("succeeded", "failed", "timed_out", "oom_killed", "error", "abandoned")
+EXECUTED = ("succeeded", "failed", "timed_out", "oom_killed", "error", "cancelled", "abandoned")
 # Runs with a measured end: abandoned runs' "duration" is only how long until gc noticed.
-TIMED = ("succeeded", "failed", "timed_out", "oom_killed", "error")
+TIMED = ("succeeded", "failed", "timed_out", "oom_killed", "error", "cancelled")
 _SINCE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -164,8 +164,11 @@ def compute_stats(index: AuditIndex, *, since: float | None = None, case: str | 
     conn = index.connect()
     where, params = where_clause(case=case, since=since)
     stats = Stats(source="index", generated_at=_dt(now), since=_dt(since), case=case)
+    # With a filter, `+column` keeps SQLite from scanning a GROUP BY-ordered index end to end (100k
+    # records: ~1 s) instead of range-searching the filter's covering index (a day of them: ~5 ms).
+    group = "+" if where else ""
     stats.by_status = {s: n for s, n in conn.execute(
-        f"SELECT status, COUNT(*) FROM records {where} GROUP BY status", params)}
+        f"SELECT status, COUNT(*) FROM records {where} GROUP BY {group}status", params)}
     stats.total = sum(stats.by_status.values())
     running = conn.execute(f"SELECT started, timeout FROM records {where} {'AND' if where else 'WHERE'} "
                            f"status = 'running'", params).fetchall()
@@ -182,7 +185,7 @@ def compute_stats(index: AuditIndex, *, since: float | None = None, case: str | 
         for name, runs, ok, mean in conn.execute(
             f"SELECT {column}, COUNT(*) AS n, SUM(status = 'succeeded'), "
             f"AVG(CASE WHEN status IN ({', '.join('?' * len(TIMED))}) THEN duration END) FROM records {where} "
-            f"GROUP BY {column} ORDER BY n DESC, {column} LIMIT ?", [*TIMED, *params, top]):
+            f"GROUP BY {group}{column} ORDER BY n DESC, {column} LIMIT ?", [*TIMED, *params, top]):
             target.append(Busiest(name=str(name), runs=runs, succeeded=ok or 0, mean_duration=mean))
     return _finish(stats, fresh)
 

@@ -13,10 +13,24 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.table import Column, Table
+from rich.table import Table
 
-from scoperun.cli.common import EXIT_PROBLEM, JsonOpt, fail, out, settings_of
+from scoperun.cli.common import (
+    EXIT_PROBLEM,
+    EXIT_REJECTED,
+    Col,
+    JsonOpt,
+    fail,
+    fail_on,
+    is_quiet,
+    out,
+    print_table,
+    safe,
+    settings_of,
+    status_parts,
+)
 from scoperun.errors import ScopeRunError
+from scoperun.models import Status
 
 if TYPE_CHECKING:
     from scoperun.audit.log import AuditLog
@@ -43,14 +57,19 @@ def _secs(value: float | None) -> str:
     return "" if value is None else f"{value:.2f} s"
 
 
-_STATUS_STYLE = {"succeeded": "green", "running": "cyan", "rejected": "yellow"}
+_STATUS_STYLE = {"succeeded": "green", "running": "cyan", "rejected": "yellow", "cancelled": "yellow"}
+STATUSES = tuple(s.value for s in Status)
+
+
+def _styled(status: str) -> str:
+    return f"[{_STATUS_STYLE.get(status, 'red')}]{safe(status)}[/]"
 
 
 @audit_app.command("list")
 def audit_list(
     ctx: typer.Context,
     case: Annotated[str | None, typer.Option("--case", "-c", help="Only this case.")] = None,
-    status: Annotated[str | None, typer.Option("--status", help="Only this status (succeeded, failed, ...).")] = None,
+    status: Annotated[str | None, typer.Option("--status", help=f"Only this status: {', '.join(STATUSES)}.")] = None,
     script: Annotated[str | None, typer.Option("--script", help="Only this script (workspace-relative path).")] = None,
     since: SinceOpt = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="At most this many runs, newest first.")] = 20,
@@ -59,24 +78,96 @@ def audit_list(
     """List runs from the index (caught up with the records first), newest first."""
     from scoperun.audit.stats import parse_since
 
+    if status is not None and status not in STATUSES:
+        raise fail(f"--status {status!r} is not a status; use one of {', '.join(STATUSES)}", EXIT_REJECTED)
     settings = settings_of(ctx)
     try:
         since_epoch = parse_since(since)
         rows = _audit(settings, reindex=True).index.query(  # type: ignore[union-attr]
             case=case, status=status, script=script, since=since_epoch, limit=limit)
     except ScopeRunError as exc:
-        raise fail(str(exc)) from None
+        raise fail_on(exc) from None
     if as_json:
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return
-    table = Table("started (UTC)", "case", "script", "status", "exit", "duration", box=None)
-    table.columns.insert(0, Column("execution id", no_wrap=True))
-    for r in rows:
-        style = _STATUS_STYLE.get(r["status"], "red")
-        table.add_row(r["execution_id"], _when(r["started"]), escape(r["case_name"] or ""),
-                      escape(r["script_path"] or ""), f"[{style}]{r['status']}[/]",
-                      "" if r["exit_code"] is None else str(r["exit_code"]), _secs(r["duration"]))
-    out.print(table if rows else "no runs match")
+    if is_quiet(ctx):
+        for r in rows:
+            out.print(r["execution_id"], highlight=False)
+        return
+    if not rows:
+        out.print("no runs match")
+        return
+    cols = [Col("execution id", keep=True), Col("status", keep=True), Col("case"), Col("script"),
+            Col("exit", drop=2, justify="right"), Col("duration", drop=1, justify="right"),
+            Col("started (UTC)", drop=3)]
+    print_table(out, cols, [[safe(r["execution_id"]), _styled(r["status"]), safe(r["case_name"] or ""),
+                             safe(r["script_path"] or ""), "" if r["exit_code"] is None else str(r["exit_code"]),
+                             _secs(r["duration"]), _when(r["started"])] for r in rows])
+
+
+def _shell_words(args: list[Any]) -> str:
+    import shlex
+
+    return " ".join(shlex.quote(str(a)) for a in args)
+
+
+def _record_summary(record: dict[str, Any], root: Path) -> list[str]:
+    """A run's record as a few readable lines (every field stays in `audit show --json`)."""
+    status = str(record.get("status") or "?")
+    colour = _STATUS_STYLE.get(status, "red")
+    word, rest = status_parts(status, str(record.get("message") or ""))
+    lines = [f"[bold]{safe(record.get('execution_id'))}[/]  [bold {colour}]{safe(word)}[/]{safe(rest)}"]
+
+    def row(label: str, value: str) -> None:
+        lines.append(f"  [bold]{label:<10}[/] {value}")
+
+    row("case", safe(record.get("case_name") or "?"))
+    script = safe(record.get("script_path") or "?")
+    if record.get("args"):
+        script += " " + safe(_shell_words(record["args"]))
+    row("script", script)
+    if record.get("script_sha256"):
+        row("sha256", safe(record["script_sha256"]))
+    if record.get("working_dir"):
+        row("folder", safe(record["working_dir"]))
+    who = [f"by {safe(record['requested_by'])}" if record.get("requested_by") else "",
+           f"on {safe(record['host'])}" if record.get("host") else "",
+           f"pid {record['pid']}" if record.get("pid") else ""]
+    if any(who):
+        row("asked", " ".join(w for w in who if w))
+    started, finished = record.get("started_at") or record.get("timestamp"), record.get("finished_at")
+    when = safe(started or "?") + (f" -> {safe(finished)}" if finished else " (not finished)")
+    row("when", when)
+    d = record.get("durations") or {}
+    if record.get("duration") is not None:
+        parts = [f"{record['duration']:.2f} s"]
+        detail = ", ".join(f"{k.replace('_', ' ')} {v:.2f} s" for k, v in d.items() if k != "total" and v)
+        row("took", parts[0] + (f" ({detail})" if detail else ""))
+    if record.get("exit_code") is not None:
+        row("exit", str(record["exit_code"]))
+    limits = record.get("limits") or {}
+    bits = [f"{k.replace('_limit', '')} {v}" for k, v in limits.items() if v is not None]
+    bits += [f"network {safe(record['network'])}" if record.get("network") else "",
+             f"{safe(record['write_mode'])} case" if record.get("write_mode") else ""]
+    row("limits", " · ".join(b for b in bits if b))
+    if record.get("image"):
+        row("image", safe(record["image"]) + (f" {safe(record['image_id'])}" if record.get("image_id") else ""))
+    if record.get("env_names"):
+        row("env", safe(", ".join(record["env_names"])) + " [dim](names only)[/]")
+    changes = record.get("changes")
+    if isinstance(changes, dict):
+        row("changes", safe(changes.get("summary") or "") + f" · {safe(changes.get('status') or '')}")
+    for f in record.get("findings") or []:
+        row("finding", f"line {f.get('line')}: {safe(f.get('rule'))} {safe(f.get('message'))}")
+    for h in record.get("hazards") or []:
+        row("hazard", f"{safe(h.get('kind'))} {safe(h.get('path'))}: {safe(h.get('detail'))}")
+    for event in record.get("events") or []:
+        if isinstance(event, dict):
+            row("event", " ".join(safe(event.get(k)) for k in ("at", "action", "by") if event.get(k)))
+    chain = record.get("chain")
+    if isinstance(chain, dict) and chain:
+        row("chain", f"#{chain.get('seq')} of chain {safe(chain.get('id'))} on {safe(chain.get('host'))}")
+    return lines
 
 
 @audit_app.command("show")
@@ -86,7 +177,7 @@ def audit_show(
     max_bytes: Annotated[int, typer.Option("--max-bytes", help="Show at most this many bytes of each output.")] = 1_000_000,
     as_json: JsonOpt = False,
 ) -> None:
-    """Show one run's record and its captured output (kept beside the record)."""
+    """Show one run: a readable summary and its captured output (`--json`: the whole record)."""
     settings = settings_of(ctx)
     audit = _audit(settings)
     try:
@@ -98,20 +189,19 @@ def audit_show(
     if as_json:
         sys.stdout.write(json.dumps({"record": record, "output": texts}, indent=2, default=str) + "\n")
         return
-    table = Table(box=None, show_header=False)
-    for key, value in record.items():
-        if value in (None, [], {}, ""):
-            continue
-        shown = value if isinstance(value, str) else json.dumps(value, default=str)
-        table.add_row(f"[bold]{escape(key)}[/]", escape(shown))
-    out.print(table)
+    root = Path(settings.workspace).expanduser().resolve()
+    for line in _record_summary(record, root):
+        out.print(line, highlight=False)
     for stream, text in texts.items():
         length = record.get(f"{stream}_length")
         if text is None:
-            note = "nothing kept" if not length else f"{length} bytes, not kept (full_output_limit = 0 or older run)"
-            out.print(f"\n[bold]{stream}[/]: {note}")
+            if length:
+                out.print(f"\n[bold]{stream}[/]: {length} bytes, not kept (full_output_limit = 0, an older run, "
+                          f"or removed by retention)")
             continue
-        out.print(f"\n[bold]{stream}[/] ({length} bytes; shown {min(len(outputs[stream] or b''), max_bytes)}):")
+        shown = len(outputs[stream] or b"")
+        more = "" if shown >= (length or 0) else f"; first {shown} shown (--max-bytes)"
+        out.print(f"\n[bold]{stream}[/] ({length} bytes{more}):")
         sys.stdout.flush()
         out.file.write(text if text.endswith("\n") else text + "\n")
 
@@ -181,6 +271,7 @@ def stats_command(
     max_age: Annotated[float, typer.Option("--max-age", min=0, help="Catch the index up with the records first "
                                            "when it last did more than N seconds ago (0 = always).")] = 30.0,
     as_json: JsonOpt = False,
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print the markdown agents get.")] = False,
 ) -> None:
     """Run statistics and the plan's success metrics, from the local index."""
     from scoperun.audit.stats import stats_for_settings
@@ -189,11 +280,11 @@ def stats_command(
     try:
         stats = stats_for_settings(settings, since=since, case=case, max_age=max_age)
     except ScopeRunError as exc:
-        raise fail(str(exc)) from None
+        raise fail_on(exc) from None
     if as_json:
         sys.stdout.write(stats.model_dump_json(indent=2) + "\n")
         return
-    if not out.is_terminal:
+    if markdown:
         from scoperun.audit.stats import render_stats_markdown
 
         out.file.write(render_stats_markdown(stats) + "\n")
@@ -204,33 +295,40 @@ def stats_command(
 def _print_stats_tables(out: Any, stats: Any) -> None:
     from scoperun.audit.stats import _pct, _sec
 
-    summary = Table(title=f"{stats.total} runs" + (f" since {stats.since:%Y-%m-%d %H:%M}" if stats.since else "")
-                    + (f", case {escape(stats.case)}" if stats.case else ""), show_header=False)
+    scope = [f"since {stats.since:%Y-%m-%d %H:%M} UTC" if stats.since else "all time"]
+    if stats.case:
+        scope.append(f"case {safe(stats.case)}")
+    summary = Table(title=f"{stats.total} runs ({', '.join(scope)})", show_header=False, title_justify="left",
+                    title_style="bold", box=None, pad_edge=False)
     for status, n in sorted(stats.by_status.items(), key=lambda kv: -kv[1]):
-        summary.add_row(status, str(n))
+        summary.add_row(_styled(status), str(n))
     summary.add_row("success rate", _pct(stats.success_rate))
     summary.add_row("duration mean / p50 / p95",
                     f"{_sec(stats.duration.mean)} / {_sec(stats.duration.p50)} / {_sec(stats.duration.p95)}")
     summary.add_row("container start p50 / p95", f"{_sec(stats.container_start.p50)} / {_sec(stats.container_start.p95)}")
     summary.add_row("in progress", str(stats.in_progress))
     out.print(summary)
-    targets = Table("plan's metric", "target", "value", "met", title="Success metrics")
+    if not stats.total:
+        return
+    rows = []
     for t in stats.targets:
         value = _pct(t.value) if "rate" in t.name or "completeness" in t.name else _sec(t.value)
-        met = "n/a" if t.met is None else ("[green]yes[/]" if t.met else "[red]NO[/]")
-        targets.add_row(t.name, t.target, value, met)
-    out.print(targets)
-    recent = Table("started (UTC)", "script", "case", "status", "duration", title="Recent runs")
-    for r in stats.recent:
-        style = _STATUS_STYLE.get(r.status, "red")
-        recent.add_row(f"{r.started_at:%Y-%m-%d %H:%M:%S}" if r.started_at else "?", escape(r.script or ""),
-                       escape(r.case or ""), f"[{style}]{r.status}[/]", _sec(r.duration))
-    out.print(recent)
+        met = "n/a" if t.met is None else ("[green]yes[/]" if t.met else "[bold red]NO[/]")
+        rows.append([safe(t.name), safe(t.target), value, met])
+    out.print()
+    print_table(out, [Col("plan's metric"), Col("target"), Col("value", keep=True, justify="right"),
+                      Col("met", keep=True)], rows, title="Success metrics")
+    out.print()
+    print_table(out, [Col("execution id", keep=True), Col("status", keep=True), Col("script"), Col("case"),
+                      Col("duration", drop=1, justify="right")],
+                [[safe(r.execution_id), _styled(r.status), safe(r.script or ""), safe(r.case or ""),
+                  _sec(r.duration)] for r in stats.recent], title="Recent runs")
     for title, items in (("Busiest scripts", stats.busiest_scripts), ("Busiest cases", stats.busiest_cases)):
-        table = Table("name", "runs", "succeeded", "mean duration", title=title)
-        for b in items:
-            table.add_row(escape(b.name), str(b.runs), str(b.succeeded), _sec(b.mean_duration))
-        out.print(table)
+        out.print()
+        print_table(out, [Col("name"), Col("runs", keep=True, justify="right"),
+                          Col("succeeded", keep=True, justify="right"),
+                          Col("mean duration", drop=1, justify="right")],
+                    [[safe(b.name), str(b.runs), str(b.succeeded), _sec(b.mean_duration)] for b in items], title=title)
 
 
 def register(app: typer.Typer) -> None:

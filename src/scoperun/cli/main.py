@@ -1,21 +1,23 @@
 """The `scoperun` command line: run, run-code, doctor, demo, image build (+ audit, stats, ps, stop, gc, metrics).
 
-Exit status: 0 succeeded; the script's own code when it failed; 124 timed out; 137 out of
-memory; 2 rejected or bad usage; 125 engine error.
+Exit status: one table for every command, `common.EXIT_CODES` (also in the README).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
+from typer.core import TyperCommand
 
 from scoperun.cli.common import (
     EXIT_ENGINE,
+    EXIT_INTERRUPTED,
     EXIT_REJECTED,
     ApplyOpt,
     ByOpt,
@@ -30,14 +32,32 @@ from scoperun.cli.common import (
     WorkdirOpt,
     WriteModeOpt,
     err,
+    code_for_error,
     exit_code_for,
     fail,
+    fail_on,
+    is_quiet,
     out,
+    safe,
     settings_of,
+    status_parts,
 )
 from scoperun.config import Settings
-from scoperun.errors import AuditError, EngineError, ScopeRunError, WorkspaceError
+from scoperun.errors import EngineError, ScopeRunError
 from scoperun.models import ExecutionRequest, ExecutionResult, Limits
+
+
+class ScriptCommand(TyperCommand):
+    """A command whose script takes its own arguments: an unknown option gets a hint about `--`."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except Exception as exc:  # click's NoSuchOption (typer vendors click: match it by name)
+            if type(exc).__name__ == "NoSuchOption":
+                exc.message += (f". If it is the script's own option, put the script's arguments after `--`: "  # type: ignore[attr-defined]
+                                f"scoperun {ctx.info_name} SCRIPT --case CASE -- {exc.option_name} ...")  # type: ignore[attr-defined]
+            raise
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Run scripts on case files in scoped, hardened containers.")
 image_app = typer.Typer(no_args_is_help=True, help="Build the images runs use.")
@@ -46,18 +66,30 @@ from scoperun.cli.firewall import app as _firewall_app
 
 app.add_typer(_firewall_app, name="firewall")
 
+def _version(value: bool) -> None:
+    if value:
+        from scoperun import __version__
+
+        out.print(f"scoperun {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _main(
     ctx: typer.Context,
     workspace: Annotated[Path | None, typer.Option("--workspace", "-w", help="Workspace root (default: $SCOPERUN_WORKSPACE or ./workspace).")] = None,
     image: Annotated[str | None, typer.Option(help="Runner image (default: $SCOPERUN_IMAGE or scoperun-runner:latest).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only results and errors (no progress, notes or summaries).")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print scoperun's version and exit.")] = False,
 ) -> None:
+    """Run scripts on case files in scoped, hardened containers. Colour follows NO_COLOR / FORCE_COLOR."""
     overrides: dict[str, Any] = {}
     if workspace is not None:
         overrides["workspace"] = workspace
     if image is not None:
         overrides["image"] = image
     ctx.obj = overrides
+    ctx.meta["scoperun.quiet"] = quiet
 
 
 def _parse_env(pairs: list[str] | None) -> dict[str, str]:
@@ -70,14 +102,14 @@ def _parse_env(pairs: list[str] | None) -> dict[str, str]:
     return env
 
 
-def _execute(settings: Settings, as_json: bool, call: Any) -> None:
+def _execute(settings: Settings, as_json: bool, call: Any, *, quiet: bool = False) -> None:
     """Run `call(executor)` with a spinner on a terminal; print and exit with the mapped code."""
     from scoperun.executor import Executor
 
     # One run per process: warm containers would outlive their use (and cost their start-up).
     executor = Executor(settings.model_copy(update={"pool": False}))
     try:
-        if not as_json and err.is_terminal:
+        if not as_json and not quiet and err.is_terminal:
             from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
             with Progress(SpinnerColumn(), TextColumn("running in a container"), TimeElapsedColumn(),
@@ -86,46 +118,109 @@ def _execute(settings: Settings, as_json: bool, call: Any) -> None:
                 result = call(executor)
         else:
             result = call(executor)
-    except (WorkspaceError, AuditError) as exc:
-        raise fail(str(exc), EXIT_REJECTED if isinstance(exc, WorkspaceError) else EXIT_ENGINE) from None
-    except EngineError as exc:
-        raise fail(str(exc), EXIT_ENGINE) from None
+    except KeyboardInterrupt as exc:
+        executor.close()
+        execution_id = getattr(exc, "scoperun_execution_id", None)
+        where = f": {execution_id}" if execution_id else ""
+        err.print(f"[bold yellow]interrupted[/] (Ctrl-C): the run was stopped and its container removed; "
+                  f"its audit record says so{safe(where)}")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     except ScopeRunError as exc:
-        raise fail(str(exc), EXIT_REJECTED) from None
+        raise fail(str(exc), code_for_error(exc)) from None
     finally:
         executor.close()
-    _print_result(result, as_json, Path(settings.workspace).expanduser().resolve())
+    _print_result(result, as_json, Path(settings.workspace).expanduser().resolve(), quiet=quiet)
     raise typer.Exit(exit_code_for(result))
 
 
-def _print_result(result: ExecutionResult, as_json: bool, audit_root: Path) -> None:
+_OMITTED = re.compile(rb"\n\[\.\.\. \d+ bytes omitted by scoperun \.\.\.\]\n")
+_KEPT_FIRST = re.compile(rb"\n\[\.\.\. scoperun kept the first (\d+) of (\d+) bytes \.\.\.\]\n$")
+
+
+def _stream_bytes(cap: Any, root: Path) -> tuple[bytes, str | None]:
+    """The stream byte for byte as far as scoperun kept it, and a note of what is missing (None: all)."""
+    if cap.full_output:
+        try:
+            data = (root / cap.full_output).read_bytes()
+        except OSError:
+            data = None
+        if data is not None:
+            cut = _KEPT_FIRST.search(data[-200:])
+            if cut is None:
+                return data, None
+            data = data[: len(data) - len(cut.group(0))]
+            return data, (f"{cap.total_bytes} bytes in all; the first {len(data)} written "
+                          f"(full_output_limit); the rest was not kept")
+    raw = cap.text.encode("utf-8")
+    if not cap.truncated:
+        return raw, None
+    head = _OMITTED.split(raw, maxsplit=1)[0]
+    return head, (f"{cap.total_bytes} bytes in all; only the first {len(head)} were kept "
+                  f"(no full copy: full_output_limit = 0)")
+
+
+def _print_result(result: ExecutionResult, as_json: bool, root: Path, *, quiet: bool = False) -> None:
+    """The script's output on stdout/stderr, then a summary on stderr.
+
+    Piped, stdout is the script's stdout byte for byte, read from the full copy kept beside the
+    record (up to its limit), never the capped text with its marker; what was cut is said on stderr.
+    """
     if as_json:
         sys.stdout.write(result.model_dump_json(indent=2) + "\n")
         return
-    if result.stdout.text:
-        sys.stdout.write(result.stdout.text if result.stdout.text.endswith("\n") else result.stdout.text + "\n")
-        sys.stdout.flush()
-    if result.stderr.text:
-        sys.stderr.write(result.stderr.text if result.stderr.text.endswith("\n") else result.stderr.text + "\n")
-    colour = {"succeeded": "green", "failed": "red", "rejected": "yellow"}.get(result.status.value, "red")
+    notes: list[str] = []
+    for name, cap, stream in (("stdout", result.stdout, sys.stdout), ("stderr", result.stderr, sys.stderr)):
+        if not cap.total_bytes:
+            continue
+        if stream.isatty():
+            text = cap.text
+            stream.write(text if text.endswith("\n") else text + "\n")
+            if cap.truncated:
+                where = f"; in full: {root / cap.full_output}" if cap.full_output else ""
+                notes.append(f"{name}: {cap.total_bytes} bytes, shown in part (head and tail){where}")
+        else:
+            data, cut = _stream_bytes(cap, root)
+            stream.flush()
+            stream.buffer.write(data)
+            if name == "stderr" and not data.endswith(b"\n"):
+                stream.buffer.write(b"\n")  # the summary below starts on its own line
+            stream.buffer.flush()
+            where = f"; full copy: {root / cap.full_output}" if cap.full_output else ""
+            if cut:
+                notes.append(f"{name} cut: {cut}{where}")
+            elif cap.truncated:
+                notes.append(f"{name}: all {len(data)} bytes written (the result keeps only the head and "
+                             f"tail){where}")
+    if quiet:
+        for note in notes:
+            err.print(f"[yellow]{safe(note)}[/]")
+        return
+    colour = {"succeeded": "green", "failed": "red", "rejected": "yellow", "cancelled": "yellow"}.get(
+        result.status.value, "red")
+    status, rest = status_parts(result.status.value, result.message)
+    parts = [f"[bold {colour}]{safe(status)}[/]{safe(rest)}"]
     d = result.durations
-    message = "" if result.message == result.status.value else f" {escape(result.message)}"
-    err.print(
-        f"[bold {colour}]{result.status.value}[/]{message} · exit {result.exit_code} · "
-        f"{d.total:.2f} s (start {d.container_start:.2f} s, run {d.run:.2f} s)"
-    )
+    if result.status.value == "rejected":
+        parts.append("nothing ran")
+    else:
+        if result.exit_code is not None:
+            parts.append(f"exit {result.exit_code}")
+        timing = f"{d.total:.2f} s"
+        if d.container_start or d.run:
+            timing += f" (start {d.container_start:.2f} s, run {d.run:.2f} s)"
+        parts.append(timing)
+    err.print(" · ".join(parts))
     for f in result.findings:
-        err.print(f"[yellow]safety[/] line {f.get('line')}: {escape(str(f.get('rule')))} {escape(str(f.get('message')))}")
-    for name, cap in (("stdout", result.stdout), ("stderr", result.stderr)):
-        if cap.truncated:
-            err.print(f"[yellow]{name} truncated:[/] {cap.total_bytes} bytes in all, shown in part")
+        err.print(f"[yellow]safety[/] line {f.get('line')}: {safe(f.get('rule'))} {safe(f.get('message'))}")
+    for note in notes:
+        err.print(f"[yellow]{safe(note)}[/]")
     if result.changes is not None:
         state = result.changes.status.value
         detail = "" if state == "empty" else f" · {state}"
         if state in ("staged", "conflict"):
-            detail += f" · {escape(result.changes.note)}"
-        err.print(f"changes ({result.write_mode} run): {escape(result.changes.summary)}{detail}")
-    err.print(f"audit record: {escape(str(audit_root / result.audit_record))}")
+            detail += f" · {safe(result.changes.note)}"
+        err.print(f"changes ({result.write_mode} run): {safe(result.changes.summary)}{detail}")
+    err.print(f"audit record: {safe(root / result.audit_record)}")
 
 
 def _request_fields(case: str, timeout: float | None, memory: str | None, cpus: float | None,
@@ -143,7 +238,39 @@ def _request_fields(case: str, timeout: float | None, memory: str | None, cpus: 
             "env": _parse_env(env), "working_dir": working_dir, "requested_by": requested_by or "cli"}
 
 
+def _preflight(settings: Settings, fields: dict[str, Any]) -> None:
+    """Refuse (exit 2) a network the engine lacks or limits beyond its CPUs/memory, before anything runs.
 
+    Only what can fail is asked: a named network, and limits given on the command line or set
+    away from their defaults.
+    """
+    from scoperun.config import parse_memory
+    from scoperun.engine.preflight import preflight
+
+    limits: Limits = fields["limits"]
+    network = fields.get("network") or settings.network
+    defaults = Settings.model_fields
+    cpus = limits.cpus if limits.cpus is not None else (
+        settings.cpus if settings.cpus != defaults["cpus"].default else None)
+    memory = limits.memory if limits.memory is not None else (
+        settings.memory if settings.memory != defaults["memory"].default else None)
+    if network in ("bridge", "none") and cpus is None and memory is None:
+        return
+    from scoperun.engine.docker import connect
+
+    try:
+        client = connect(settings.docker_host, timeout=30)
+        try:
+            problems = preflight(client, network=network, cpus=cpus,
+                                 memory_bytes=parse_memory(memory) if memory is not None else None)
+        finally:
+            client.close()
+    except EngineError as exc:
+        raise fail(str(exc), EXIT_ENGINE) from None
+    if problems:
+        for p in problems[1:]:
+            err.print(f"[bold red]error:[/] {safe(p.message)}")
+        raise fail(problems[0].message, EXIT_REJECTED)
 
 
 def _make_request(script: str, fields: dict[str, Any], args: list[str] | None) -> ExecutionRequest:
@@ -155,7 +282,7 @@ def _make_request(script: str, fields: dict[str, Any], args: list[str] | None) -
         raise fail(f"bad request: {exc.errors()[0]['msg']}", EXIT_REJECTED) from None
 
 
-@app.command()
+@app.command(cls=ScriptCommand)
 def run(
     ctx: typer.Context,
     script: Annotated[str, typer.Argument(help="Script relative to the workspace, e.g. Tools/create_file_inventory.py.")],
@@ -170,10 +297,11 @@ def run(
     fields = _request_fields(case, timeout, memory, cpus, network, read_only, env, working_dir, requested_by,
                              write_mode, apply)
     request = _make_request(script, fields, args)
-    _execute(settings, as_json, lambda ex: ex.run(request))
+    _preflight(settings, fields)
+    _execute(settings, as_json, lambda ex: ex.run(request), quiet=is_quiet(ctx))
 
 
-@app.command("run-code")
+@app.command("run-code", cls=ScriptCommand)
 def run_code(
     ctx: typer.Context,
     file: Annotated[str, typer.Argument(help="File holding the code, or - for stdin.")] = "-",
@@ -199,7 +327,8 @@ def run_code(
     fields = _request_fields(case, timeout, memory, cpus, network, read_only, env, working_dir, requested_by,
                              write_mode, apply)
     fields["args"] = list(args or [])
-    _execute(settings, as_json, lambda ex: ex.run_code(code, script_name=name, **fields))
+    _preflight(settings, fields)
+    _execute(settings, as_json, lambda ex: ex.run_code(code, script_name=name, **fields), quiet=is_quiet(ctx))
 
 
 @app.command()
@@ -323,6 +452,10 @@ from scoperun.cli.alerts import app as _alerts_app
 
 app.add_typer(_alerts_app, name="alerts")  # alerts check|list
 
+from scoperun.cli.files import register as _register_files
+
+_register_files(app)  # cases, files ls|cat|read|find|put|get
+
 from scoperun.cli.mcp import register as _register_mcp
 
 _register_mcp(app)  # mcp (stdio, or streamable HTTP with a bearer token)
@@ -332,10 +465,22 @@ from scoperun.cli.service import register as _register_service
 _register_service(app)  # serve, token create|list|revoke
 
 
+from scoperun.cli.completion import COMPLETE_VAR as _COMPLETE_VAR
+from scoperun.cli.completion import register as _register_completion
+
+_register_completion(app)  # completion show|install
+
+
 def main() -> None:
     """Entry point of the `scoperun` command."""
+    import os
+
+    if os.environ.get(_COMPLETE_VAR):
+        from scoperun.cli.completion import enable
+
+        enable()
     try:
-        app()
+        app(prog_name="scoperun")
     except ScopeRunError as exc:  # anything not mapped above: a message, never a traceback
-        err.print(f"[bold red]error:[/] {escape(str(exc))}")
-        sys.exit(EXIT_ENGINE)
+        err.print(f"[bold red]error:[/] {safe(exc)}")
+        sys.exit(code_for_error(exc))

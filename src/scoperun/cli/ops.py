@@ -11,9 +11,22 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
-from scoperun.cli.common import EXIT_ENGINE, JsonOpt, err, fail, out, settings_of
+from scoperun.cli.common import (
+    EXIT_ENGINE,
+    EXIT_PROBLEM,
+    EXIT_REJECTED,
+    Col,
+    JsonOpt,
+    err,
+    fail,
+    fail_on,
+    is_quiet,
+    out,
+    print_table,
+    safe,
+    settings_of,
+)
 from scoperun.errors import EngineError, ScopeRunError
 
 AnyWsOpt = Annotated[bool, typer.Option("--any-workspace", help="Act on scoperun containers of every workspace.")]
@@ -35,12 +48,16 @@ def ps(ctx: typer.Context, any_workspace: AnyWsOpt = False, as_json: JsonOpt = F
 
     settings = settings_of(ctx)
     try:
-        runs = list_runs(settings, any_workspace=any_workspace)
+        runs = list_runs(settings, any_workspace=any_workspace, memory=not is_quiet(ctx))
         idle = list_pool(settings, any_workspace=any_workspace)
-    except EngineError as exc:
-        raise fail(str(exc), EXIT_ENGINE) from None
+    except ScopeRunError as exc:
+        raise fail_on(exc) from None
     if as_json:
         sys.stdout.write(json.dumps([r.model_dump() for r in runs], indent=2) + "\n")
+        return
+    if is_quiet(ctx):
+        for r in runs:
+            out.print(r.execution_id, highlight=False)
         return
     if idle:
         owners = sorted({r.pool or "?" for r in idle})
@@ -48,10 +65,12 @@ def ps(ctx: typer.Context, any_workspace: AnyWsOpt = False, as_json: JsonOpt = F
     if not runs:
         out.print("no scoperun runs in progress" + ("" if any_workspace else " in this workspace"))
         return
-    table = Table("execution id", "case", "script", "elapsed", "memory", box=None)
-    for r in runs:
-        table.add_row(r.execution_id, escape(r.case), escape(r.script), f"{r.elapsed:.0f} s", _human_bytes(r.memory_bytes))
-    out.print(table)
+    cols = [Col("execution id", keep=True), Col("case"), Col("script"), Col("elapsed", keep=True, justify="right"),
+            Col("memory", drop=1, justify="right")]
+    if any_workspace:
+        cols.append(Col("workspace", drop=2))
+    print_table(out, cols, [[safe(r.execution_id), safe(r.case), safe(r.script), f"{r.elapsed:.0f} s",
+                             _human_bytes(r.memory_bytes), safe(r.workspace)][: len(cols)] for r in runs])
 
 
 def stop(
@@ -62,19 +81,17 @@ def stop(
     any_workspace: AnyWsOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Stop runs (scoperun's containers only); each ends `failed` with the reason in its record."""
+    """Stop runs (scoperun's containers only); each ends `cancelled` with the reason in its record."""
     from scoperun.ops import stop_runs
 
     if bool(execution_ids) == all_runs:
-        raise fail("give execution ids or --all (not both)")
+        raise fail("give execution ids or --all (not both)", EXIT_REJECTED)
     settings = settings_of(ctx)
     try:
         outcomes = stop_runs(settings, None if all_runs else list(execution_ids or []), reason=reason,
                              by=f"scoperun stop ({getpass.getuser()})", any_workspace=any_workspace)
-    except EngineError as exc:
-        raise fail(str(exc), EXIT_ENGINE) from None
-    except ScopeRunError as exc:
-        raise fail(str(exc), 1) from None
+    except ScopeRunError as exc:  # an unknown id is bad usage (2); the engine failing is 125
+        raise fail_on(exc) from None
     if as_json:
         sys.stdout.write(json.dumps([o.model_dump() for o in outcomes], indent=2) + "\n")
     else:
@@ -82,8 +99,8 @@ def stop(
             out.print("no scoperun runs to stop" + ("" if any_workspace else " in this workspace"))
         for o in outcomes:
             mark = "[green]stopped[/]" if o.stopped else "[yellow]not stopped[/]"
-            out.print(f"{mark} {o.execution_id} ({escape(o.container)}): {escape(o.detail)}")
-    raise typer.Exit(0 if all(o.stopped for o in outcomes) else 1)
+            out.print(f"{mark} {safe(o.execution_id)} ({safe(o.container)}): {safe(o.detail)}")
+    raise typer.Exit(0 if all(o.stopped for o in outcomes) else EXIT_PROBLEM)
 
 
 def gc(
@@ -95,7 +112,14 @@ def gc(
     """Mark runs whose scoperun process died `abandoned`; remove leftover and overdue scoperun containers."""
     from scoperun.ops import collect_garbage
 
+    from scoperun.engine.docker import connect
+
     settings = settings_of(ctx)
+    try:  # gc still marks abandoned records without an engine; the exit code says the engine failed
+        connect(settings.docker_host, timeout=30).close()
+        engine_down = False
+    except EngineError:
+        engine_down = True
     report = collect_garbage(settings, any_workspace=any_workspace, dry_run=dry_run)
     if as_json:
         sys.stdout.write(report.model_dump_json(indent=2) + "\n")
@@ -115,7 +139,7 @@ def gc(
         if not (report.abandoned or report.containers_removed or report.volumes_removed
                 or any(report.hooks.values()) or report.errors):
             out.print("nothing to clean")
-    raise typer.Exit(1 if report.errors else 0)
+    raise typer.Exit(EXIT_ENGINE if engine_down else EXIT_PROBLEM if report.errors else 0)
 
 
 def metrics(

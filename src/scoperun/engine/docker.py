@@ -30,16 +30,23 @@ _ENGINE_PATIENCE = 120.0  # seconds to wait for a lost engine to come back and r
 
 def connect(base_url: str | None = None, timeout: float | None = 60) -> docker.DockerClient:
     """Make a docker-py client (API version negotiated) or raise EngineError saying what to do."""
+    import os
+
     import docker
     from docker.errors import DockerException
 
+    address = base_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    source = ("SCOPERUN_DOCKER_HOST" if base_url else "DOCKER_HOST" if os.environ.get("DOCKER_HOST")
+              else "the default socket")
     try:
         client = docker.DockerClient(base_url=base_url, timeout=timeout) if base_url else docker.from_env(timeout=timeout)
         client.ping()
     except DockerException as exc:
+        fix = (f"check {source} (or unset it to use the local socket)" if source != "the default socket"
+               else "start it (`make engine` as root, or `sudo systemctl start docker`)")
         raise EngineError(
-            f"cannot reach the Docker engine ({exc}). Start it (`make engine` as root, or "
-            f"`sudo systemctl start docker`) and check with `scoperun doctor`."
+            f"cannot reach the Docker engine at {address} ({source}): {exc}. To fix: {fix}; then check "
+            f"with `scoperun doctor`."
         ) from None
     return client
 

@@ -6,5 +6,5 @@
 Modules: `tokens` (the hashed token file; no web framework), `auth` (bearer tokens, roles,
 Host/Origin checks), `problems` (RFC 9457 errors), `idempotency` (Idempotency-Key store),
 `queue` (the global fair queue), `events` (each run's numbered event log, SSE fan-out),
-`runs` (the /v1/runs router), `app` (the app factory). Nothing here is imported by `import scoperun`.
+`runs` (the /v1/runs router), `app` (the app factory), `page` (the monitoring page at `/`). Nothing here is imported by `import scoperun`.
 """

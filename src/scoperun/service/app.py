@@ -140,6 +140,7 @@ def create_app(settings: Settings, executor: Executor | None = None, *, host: st
 
         # A route, not a mount: the SDK's app sees the path /mcp it expects, with no redirect to /mcp/.
         app.router.routes.append(Route("/mcp", endpoint=_McpAuth(mcp_app, service), include_in_schema=False))
+    _mount_page(app, service)  # /, /login, /runs, /cases, /alerts, /static: the monitoring page
     app.add_middleware(HostOriginGuard, bind_host=host, allowed_hosts=list(settings.allowed_hosts))
     return app
 
@@ -152,8 +153,23 @@ def _include_runs(app: FastAPI, service: Service) -> None:
     runs.install(app, service)
 
 
+def _include_files(app: FastAPI, service: Service) -> None:
+    from scoperun.service import files
+
+    files.install(app, service)
+
+
 # Each entry adds a router (and its state) to the app; keep them independent of each other.
-_ROUTERS: list[Callable[[FastAPI, Service], None]] = [_include_runs]
+_ROUTERS: list[Callable[[FastAPI, Service], None]] = [_include_runs, _include_files]
+
+
+def _mount_page(app: FastAPI, service: Service) -> None:
+    try:
+        from scoperun.service.page.mount import install
+
+        install(app, service)
+    except ImportError as exc:  # jinja2 / itsdangerous missing: the API serves without the page
+        log.warning("the monitoring page is not served (%s); pip install 'scoperun[service]'", exc)
 
 
 def _add_core_routes(app: FastAPI) -> None:

@@ -21,9 +21,12 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ConfigError("LangChain is not installed; run `pip install 'scoperun[langchain]'`.") from exc
 
 from scoperun.tools import core
+from scoperun.tools import files as file_tools
+from scoperun.tools.files import FILE_TOOLS
 from scoperun.tools.render import render_error
 from scoperun.tools.schemas import (
     DESCRIPTIONS,
+    FILE_ARGS,
     BrowserAutomationArgs,
     CustomScriptArgs,
     MonitorArgs,
@@ -62,7 +65,7 @@ def _browser_args_schema() -> type[BaseModel]:
 
 
 def make_tools(executor: Executor, *, requested_by: str = "langchain") -> list[BaseTool]:
-    """LangChain tools for `executor`: the plan's three script tools, and the browser tool when installed."""
+    """LangChain tools for `executor`: the plan's three script tools, the case/file tools, and the browser tool."""
     # `config: RunnableConfig = None` (not `RunnableConfig | None`): LangChain injects the call's
     # config only into a parameter annotated exactly RunnableConfig; it is hidden from the model.
     def execute_script_on_filesystem(script_name: str, case_name: str, script_args: list[str] | None = None,
@@ -99,9 +102,23 @@ def make_tools(executor: Executor, *, requested_by: str = "langchain") -> list[B
         _tool("execute_custom_script", execute_custom_script, aexecute_custom_script, CustomScriptArgs),
         _tool("monitor_script_executions", monitor_script_executions, amonitor_script_executions, MonitorArgs),
     ]
+    tools += [_file_tool(executor, name, requested_by) for name in FILE_TOOLS]
     if core.browser_available():
         tools.append(_browser_tool(executor, requested_by))
     return tools
+
+
+def _file_tool(executor: Executor, name: str, requested_by: str) -> BaseTool:
+    """A case/file tool (list_cases, read_document, ...) with its schema from tools/schemas.py."""
+    sync, async_ = getattr(file_tools, name), file_tools.ASYNC[name]
+
+    def func(config: RunnableConfig = None, **kwargs: Any) -> str:
+        return str(sync(executor, **kwargs, requested_by=_who(requested_by, config)))
+
+    async def coroutine(config: RunnableConfig = None, **kwargs: Any) -> str:
+        return str(await async_(executor, **kwargs, requested_by=_who(requested_by, config)))
+
+    return _tool(name, func, coroutine, FILE_ARGS[name])
 
 
 def _browser_tool(executor: Executor, requested_by: str) -> BaseTool:

@@ -29,8 +29,10 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from scoperun import __version__
 from scoperun.tools import core
+from scoperun.tools import files as file_tools
 from scoperun.tools.schemas import (
     DESCRIPTIONS,
+    FILE_ARGS,
     BrowserAutomationArgs,
     CustomScriptArgs,
     ScriptOnFilesystemArgs,
@@ -41,9 +43,11 @@ __all__ = ["BearerTokenMiddleware", "build_server", "http_app", "is_loopback", "
 
 INSTRUCTIONS = (
     "scoperun runs scripts on a law firm's case files, each in a fresh isolated container that sees "
-    "only the one case folder named in the call (under projects/). Use execute_script_on_filesystem "
-    "for the firm's scripts in Tools/, execute_custom_script for Python you write, and "
-    "monitor_script_executions to see recent runs. Every run is recorded in an audit trail."
+    "only the one case folder named in the call (under projects/). Use list_cases to find a case, "
+    "list_files, read_file, read_document (PDF, Word, Excel) and search_files to look inside it, "
+    "write_file to add a file (staged, undoable), execute_script_on_filesystem for the firm's scripts "
+    "in Tools/, execute_custom_script for Python you write, and monitor_script_executions to see "
+    "recent runs. Every run and every file access is recorded in an audit trail."
 )
 
 
@@ -89,9 +93,69 @@ def build_server(executor: Executor, *, requested_by: str = "mcp") -> MCPServer:
     server.add_tool(monitor_script_executions, name="monitor_script_executions", title="Recent runs and statistics",
                     description=DESCRIPTIONS["monitor_script_executions"],
                     annotations=ToolAnnotations(read_only_hint=True, open_world_hint=False))
+    _add_file_tools(server, executor, requested_by)
     if core.browser_available():
         _add_browser_tool(server, executor, requested_by)
     return server
+
+
+def _add_file_tools(server: MCPServer, executor: Executor, requested_by: str) -> None:
+    """list_cases, list_files, read_file, read_document, search_files (read-only) and write_file."""
+    A = FILE_ARGS
+    run = file_tools.ASYNC
+
+    async def list_cases(
+        prefix: Annotated[str | None, Field(description=_d(A["list_cases"], "prefix"))] = None,
+    ) -> CallToolResult:
+        return _to_mcp(await run["list_cases"](executor, prefix, requested_by=requested_by))
+
+    async def list_files(
+        case_name: Annotated[str, Field(description=_d(A["list_files"], "case_name"))],
+        path: Annotated[str, Field(description=_d(A["list_files"], "path"))] = ".",
+        pattern: Annotated[str | None, Field(description=_d(A["list_files"], "pattern"))] = None,
+        recursive: Annotated[bool, Field(description=_d(A["list_files"], "recursive"))] = False,
+        offset: Annotated[int, Field(ge=0, description=_d(A["list_files"], "offset"))] = 0,
+    ) -> CallToolResult:
+        return _to_mcp(await run["list_files"](executor, case_name, path, pattern, recursive, offset,
+                                               requested_by=requested_by))
+
+    async def read_file(
+        case_name: Annotated[str, Field(description=_d(A["read_file"], "case_name"))],
+        path: Annotated[str, Field(description=_d(A["read_file"], "path"))],
+        offset: Annotated[int, Field(ge=0, description=_d(A["read_file"], "offset"))] = 0,
+    ) -> CallToolResult:
+        return _to_mcp(await run["read_file"](executor, case_name, path, offset, requested_by=requested_by))
+
+    async def read_document(
+        case_name: Annotated[str, Field(description=_d(A["read_document"], "case_name"))],
+        path: Annotated[str, Field(description=_d(A["read_document"], "path"))],
+    ) -> CallToolResult:
+        return _to_mcp(await run["read_document"](executor, case_name, path, requested_by=requested_by))
+
+    async def search_files(
+        case_name: Annotated[str, Field(description=_d(A["search_files"], "case_name"))],
+        query: Annotated[str, Field(description=_d(A["search_files"], "query"))],
+        glob: Annotated[str | None, Field(description=_d(A["search_files"], "glob"))] = None,
+    ) -> CallToolResult:
+        return _to_mcp(await run["search_files"](executor, case_name, query, glob, requested_by=requested_by))
+
+    async def write_file(
+        case_name: Annotated[str, Field(description=_d(A["write_file"], "case_name"))],
+        path: Annotated[str, Field(description=_d(A["write_file"], "path"))],
+        content: Annotated[str, Field(description=_d(A["write_file"], "content"))],
+    ) -> CallToolResult:
+        return _to_mcp(await run["write_file"](executor, case_name, path, content, requested_by=requested_by))
+
+    reads = ToolAnnotations(read_only_hint=True, open_world_hint=False)
+    for func, title in ((list_cases, "List the cases"), (list_files, "List a case's files"),
+                        (read_file, "Read a text file"), (read_document, "Read a PDF, Word or Excel document"),
+                        (search_files, "Search a case's files")):
+        server.add_tool(func, name=func.__name__, title=title, description=DESCRIPTIONS[func.__name__],
+                        annotations=reads)
+    server.add_tool(write_file, name="write_file", title="Write a file into a case (staged, undoable)",
+                    description=DESCRIPTIONS["write_file"],
+                    annotations=ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True,
+                                                open_world_hint=False))
 
 
 def _add_browser_tool(server: MCPServer, executor: Executor, requested_by: str) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
+from scoperun.changeset import ChangeSet, ChangeSetStatus
 from scoperun.models import ExecutionResult, Status
 from scoperun.safety.redaction import Redactor
 
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = [
     "STDERR_LIMIT",
     "STDOUT_LIMIT",
+    "change_status_line",
     "fence",
     "redactor_for",
     "render_browser_result",
@@ -155,7 +157,57 @@ def _execution_lines(result: ExecutionResult, redactor: Redactor, workspace: Pat
             lines.append(f"- {_inline(h.get('kind', '?'), redactor)}: {_inline(h.get('path', ''), redactor)} — "
                          f"{_inline(h.get('detail', ''), redactor)}")
         lines.append("")
+    lines += _change_lines(result, redactor)
     lines.append(f"Audit Log: {_inline(_audit_path(result, workspace), redactor)}")
+    return lines
+
+
+_FIRST_PATHS = 10
+
+
+def change_status_line(cs: ChangeSet) -> str:
+    """Where a change set stands and how to undo or finish it, in one sentence."""
+    run = cs.execution_id
+    match cs.status:
+        case ChangeSetStatus.APPLIED:
+            return f"applied to the case; to undo, a person runs `scoperun rollback {run}`"
+        case ChangeSetStatus.STAGED:
+            return (f"held for review, the case is unchanged: a person reviews it with `scoperun changes {run}`, "
+                    f"then `scoperun apply {run}` or `scoperun discard {run}`")
+        case ChangeSetStatus.CONFLICT:
+            return (f"NOT applied: the case changed since the run started ({', '.join(cs.conflicts[:5])}); review "
+                    f"with `scoperun changes {run}`")
+        case ChangeSetStatus.RECORDED:
+            return "written in place (direct mode): recorded in the audit trail, no undo"
+        case ChangeSetStatus.ROLLED_BACK:
+            return "rolled back: the case holds its earlier content again"
+        case ChangeSetStatus.DISCARDED:
+            return "discarded: nothing reached the case"
+        case _:
+            return cs.note or cs.status.value
+
+
+def _change_lines(result: ExecutionResult, redactor: Redactor) -> list[str]:
+    """What the run changed in the case: summary, the first paths, applied or held, and how to undo."""
+    cs = result.changes
+    if result.status is Status.REJECTED:
+        return []
+    if cs is None:
+        if result.write_mode == "read-only" or result.read_only:
+            return ["**Changes to the case:** none (the case was mounted read-only).", ""]
+        return []
+    if cs.status is ChangeSetStatus.EMPTY:
+        return ["**Changes to the case:** none (the run changed no file).", ""]
+    status = _inline(change_status_line(cs), redactor)
+    lines = [f"**Changes to the case:** {_inline(cs.summary, redactor)} — {status}"]
+    for c in cs.entries[:_FIRST_PATHS]:
+        what = c.action.value.replace("_", " ")
+        extra = f" (renamed from {_inline(c.renamed_from, redactor)})" if c.renamed_from else ""
+        lines.append(f"- {what}: {_inline(c.path, redactor)}{extra}")
+    more = cs.totals.count - min(len(cs.entries), _FIRST_PATHS)
+    if more > 0:
+        lines.append(f"- … and {more:,} more (`scoperun changes {cs.execution_id}` lists them all)")
+    lines.append("")
     return lines
 
 

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "DESCRIPTIONS",
+    "FILE_ARGS",
     "BrowserAutomationArgs",
     "CustomScriptArgs",
     "MonitorArgs",
@@ -52,6 +53,52 @@ DESCRIPTIONS: dict[str, str] = {
         'described by the `actions` schema...], case_name="Abby-Sitgraves-MVA-7-13-2024")'
     ),
 }
+
+_LIMITS = " Scoped to one case: paths are relative to the case folder; '..', absolute paths and symlinks are refused."
+DESCRIPTIONS.update({
+    "list_cases": (
+        "List the case folders of the workspace (use this first when you do not know the exact case name). "
+        "Returns a markdown table: case name, number of files, total size, last modification date and the "
+        "last script run with its status. Pass a prefix (case-insensitive), e.g. a client's surname, to "
+        "narrow it; at most 200 cases are shown.\nExample: list_cases(prefix=\"Doe\")"
+    ),
+    "list_files": (
+        "List the files and folders of one case (or a subfolder), with sizes and dates, sorted by name. "
+        "At most 200 entries per call: when more exist the reply gives the offset for the next call. "
+        "recursive=true lists subfolders too (down to 32 levels); pattern filters names, e.g. \"*.pdf\". "
+        "Symlinks are shown, never followed." + _LIMITS + "\n"
+        'Example: list_files(case_name="Abby-Sitgraves-MVA-7-13-2024", path="Medical Records", pattern="*.pdf")'
+    ),
+    "read_file": (
+        "Read a plain-text file (.txt, .csv, .md, .json, ...) of one case. Returns up to 20,000 bytes from "
+        "`offset`; when the file is longer the reply says TRUNCATED and gives the offset of the next part. "
+        "PDF, Word, Excel and images are refused as binary: use read_document for them." + _LIMITS + "\n"
+        'Example: read_file(case_name="Abby-Sitgraves-MVA-7-13-2024", path="client_intake.txt")'
+    ),
+    "read_document": (
+        "Read the text of a document of one case: PDF (with '--- page N ---' markers), Word .docx, Excel "
+        ".xlsx ('--- sheet NAME ---' markers, rows tab-separated), CSV, or an image's format and size. "
+        "The document is parsed inside an isolated container; the first 20,000 characters are shown "
+        "(the reply says TRUNCATED when there is more). Scanned PDFs without a text layer give no text."
+        + _LIMITS + "\n"
+        'Example: read_document(case_name="Abby-Sitgraves-MVA-7-13-2024", path="Medical Records/MRI_report.pdf")'
+    ),
+    "search_files": (
+        "Search one case for a phrase (case-insensitive, literal) in its text files and in the text of its "
+        "PDF, Word and Excel documents. Returns up to 50 matches, each with the file, the page (documents) "
+        "and line, and a snippet. glob limits the files searched, e.g. \"*.pdf\" or \"Medical Records/*\"."
+        + _LIMITS + "\n"
+        'Example: search_files(case_name="Abby-Sitgraves-MVA-7-13-2024", query="date of injury")'
+    ),
+    "write_file": (
+        "Write a text file into one case (a new file, or replacing a file's whole content; parent folders "
+        "are created). The write is staged as a change set: depending on the workspace's policy it is "
+        "applied at once (a person can undo it) or held for a person's review; the reply says which. "
+        "Never writes through symlinks." + _LIMITS + "\n"
+        'Example: write_file(case_name="Abby-Sitgraves-MVA-7-13-2024", path="notes/summary.md", '
+        'content="# Summary\\n...")'
+    ),
+})
 
 _CASE = (
     "The case folder name under projects/, exactly as it appears there, e.g. "
@@ -114,3 +161,73 @@ class BrowserAutomationArgs(BaseModel):
 def field_description(model: type[BaseModel], name: str) -> str:
     """The description of one argument (so the MCP adapter reuses the same words)."""
     return model.model_fields[name].description or ""
+
+
+class ListCasesArgs(BaseModel):
+    """Arguments of list_cases."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prefix: str | None = Field(None, description=(
+        "Only cases whose name starts with this (case-insensitive), e.g. \"Doe\". Omit to list all."))
+
+
+class ListFilesArgs(BaseModel):
+    """Arguments of list_files."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    case_name: str = Field(description=_CASE)
+    path: str = Field(".", description="Folder inside the case, e.g. \"Medical Records\" (default: the case itself).")
+    pattern: str | None = Field(None, description="Only names matching this glob, e.g. \"*.pdf\" (case-insensitive).")
+    recursive: bool = Field(False, description="Also list everything in subfolders.")
+    offset: int = Field(0, ge=0, description="Skip this many entries (from the previous reply's 'call again').")
+
+
+class ReadFileArgs(BaseModel):
+    """Arguments of read_file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    case_name: str = Field(description=_CASE)
+    path: str = Field(description="File inside the case, e.g. \"Medical Records/PT_notes_week2.txt\".")
+    offset: int = Field(0, ge=0, description="Byte to start from (from the previous reply's TRUNCATED note).")
+
+
+class ReadDocumentArgs(BaseModel):
+    """Arguments of read_document."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    case_name: str = Field(description=_CASE)
+    path: str = Field(description="Document inside the case, e.g. \"Police Report/police_report_2025-01-15.pdf\".")
+
+
+class SearchFilesArgs(BaseModel):
+    """Arguments of search_files."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    case_name: str = Field(description=_CASE)
+    query: str = Field(description="The phrase to find (1 to 500 characters; case-insensitive, not a regex).")
+    glob: str | None = Field(None, description="Only files matching this, e.g. \"*.pdf\" or \"Medical Records/*\".")
+
+
+class WriteFileArgs(BaseModel):
+    """Arguments of write_file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    case_name: str = Field(description=_CASE)
+    path: str = Field(description="File to write inside the case, e.g. \"notes/summary.md\".")
+    content: str = Field(description="The file's complete new text (UTF-8).")
+
+
+FILE_ARGS: dict[str, type[BaseModel]] = {
+    "list_cases": ListCasesArgs,
+    "list_files": ListFilesArgs,
+    "read_file": ReadFileArgs,
+    "read_document": ReadDocumentArgs,
+    "search_files": SearchFilesArgs,
+    "write_file": WriteFileArgs,
+}

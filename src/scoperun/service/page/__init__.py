@@ -1,0 +1,1 @@
+"""The monitoring page (issue #14): templates, static files and the routes mounted at `/`."""
