@@ -245,7 +245,9 @@ class DockerBackend:
         try:
             code = api.wait(container_id, timeout=patience)["StatusCode"]
         except NotFound:
-            return None, False, "the container vanished before the engine reported its end; run it again"
+            # Removed already (a pooled container removes itself on exit): its launcher ended without
+            # its end line, which only a kill does.
+            return 137, False, None
         except (ReadTimeout, RequestsConnectionError, DockerException) as exc:
             return None, False, _lost_engine(exc)
         try:
