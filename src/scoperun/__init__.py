@@ -22,6 +22,7 @@ from scoperun.errors import (
     SafetyError,
     ScopeError,
     ScopeRunError,
+    ServiceError,
     UnsupportedScriptError,
     WorkspaceError,
 )
@@ -30,14 +31,23 @@ if TYPE_CHECKING:
     from scoperun.config import Settings, load_settings
     from scoperun.executor import Executor
     from scoperun.files import CaseFiles
-    from scoperun.models import Durations, ExecutionRequest, ExecutionResult, Limits, OutputCapture, Status
+    from scoperun.models import (
+        Durations,
+        ExecutionRequest,
+        ExecutionResult,
+        Limits,
+        OutputCapture,
+        RunEvent,
+        Status,
+    )
 
 # Loaded on first use (PEP 562), so `scoperun --help` and `scoperun version` import no pydantic.
 _LAZY = {
     "Settings": "scoperun.config", "load_settings": "scoperun.config", "Executor": "scoperun.executor",
     "CaseFiles": "scoperun.files", "Durations": "scoperun.models", "ExecutionRequest": "scoperun.models",
     "ExecutionResult": "scoperun.models", "Limits": "scoperun.models", "OutputCapture": "scoperun.models",
-    "Status": "scoperun.models",
+    "RunEvent": "scoperun.models", "Status": "scoperun.models",
+    "Client": "scoperun.client",  # needs httpx (the service extra)
 }
 
 
@@ -58,9 +68,11 @@ def __dir__() -> list[str]:
 
 __version__ = "0.1.0"
 
+
 __all__ = [
     "AuditError",
     "CaseFiles",
+    "Client",
     "ConfigError",
     "Durations",
     "EngineError",
@@ -73,7 +85,9 @@ __all__ = [
     "OutputCapture",
     "SafetyError",
     "ScopeError",
+    "RunEvent",
     "ScopeRunError",
+    "ServiceError",
     "Settings",
     "Status",
     "UnsupportedScriptError",

@@ -19,14 +19,14 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-__all__ = ["Settings", "load_settings", "parse_memory"]
+__all__ = ["Settings", "load_settings", "parse_memory", "parse_size"]
 
 _MEMORY_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 
 
-def parse_memory(value: str | int) -> int:
-    """Parse a Docker-style size (`512m`, `1g`, `1.5GiB`, bytes as int) into bytes."""
+def parse_size(value: str | int) -> int:
+    """Parse a size (`512m`, `1g`, `1.5GiB`, `100k`, bytes as int) into bytes."""
     if isinstance(value, int):
         if value <= 0:
             raise ValueError("a size must be positive")
@@ -35,8 +35,13 @@ def parse_memory(value: str | int) -> int:
     if not match:
         raise ValueError(f"not a size: {value!r} (use e.g. 512m, 1g, 2GiB)")
     number, unit = match.groups()
-    size = int(float(number) * _UNITS[unit.lower()])
-    if size < 6 * 1024**2:
+    return int(float(number) * _UNITS[unit.lower()])
+
+
+def parse_memory(value: str | int) -> int:
+    """Parse a Docker-style size (`512m`, `1g`, `1.5GiB`, bytes as int) into bytes."""
+    size = parse_size(value)
+    if isinstance(value, str) and size < 6 * 1024**2:
         raise ValueError(f"{value!r} is too small: Docker needs at least 6m for a container")
     return size
 
@@ -140,6 +145,19 @@ class Settings(BaseSettings):
     journal_dir: str = Field("Database/journal", description="Pre-images of applied changes, for rollback.")
     changes_record_cap: int = Field(200, ge=0, description="Changed paths listed in a result and audit record.")
     staging_retention_days: float = Field(7.0, ge=0, description="Age after which gc removes finished staging.")
+    # Retention, applied by `scoperun gc` (None = keep). Hashes of what goes stay in retention.jsonl.
+    temp_scripts_max_age_days: float | None = Field(
+        30.0, ge=0, description="gc removes agent scripts (temp_scripts_dir) older than this many days.")
+    temp_scripts_max_count: int | None = Field(None, ge=0, description="gc keeps at most this many agent scripts.")
+    temp_scripts_max_bytes: str | None = Field(None, description="gc keeps at most this size of agent scripts, e.g. 500m.")
+    full_outputs_max_age_days: float | None = Field(
+        30.0, ge=0, description="gc removes full outputs (<id>.stdout/.stderr) older than this many days.")
+    full_outputs_max_count: int | None = Field(None, ge=0, description="gc keeps the full outputs of at most this many runs.")
+    full_outputs_max_bytes: str | None = Field(None, description="gc keeps at most this size of full outputs, e.g. 5g.")
+    browser_artifacts_max_age_days: float | None = Field(
+        None, ge=0, description="gc removes browser runs' screenshots and PDFs (<case>/browser/<id>/) older than this.")
+    browser_artifacts_max_count: int | None = Field(None, ge=0, description="gc keeps at most this many browser runs' folders.")
+    browser_artifacts_max_bytes: str | None = Field(None, description="gc keeps at most this size of browser artefacts.")
 
     # Alerts (scoperun.alerts): rules over the audit index and the engine, checked by the server every
     # `alert_interval` seconds and by `scoperun alerts check`; each fires once and resolves once.
@@ -174,6 +192,13 @@ class Settings(BaseSettings):
     @classmethod
     def _check_size(cls, value: str) -> str:
         parse_memory(value)
+        return value
+
+    @field_validator("temp_scripts_max_bytes", "full_outputs_max_bytes", "browser_artifacts_max_bytes")
+    @classmethod
+    def _check_retention_size(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_size(value)
         return value
 
     @field_validator("blocked_cidrs")

@@ -12,8 +12,9 @@
     │   └── ImageError            an image is missing or could not be built
     ├── UnsupportedScriptError    the script's kind cannot be run (not .py or .sh)
     ├── BrowserActionError        a browser request (URL or action list) is invalid; nothing ran
-    └── ChangesError              a change set cannot be staged, applied, discarded or rolled back
-        └── ChangedSinceError     rollback refused: files changed since the apply (`paths`)
+    ├── ChangesError              a change set cannot be staged, applied, discarded or rolled back
+    │   └── ChangedSinceError     rollback refused: files changed since the apply (`paths`)
+    └── ServiceError              a `scoperun serve` refused or failed a request (`status`, `code`)
 
 A script's non-zero exit is data in the result, never an exception. Every message says what
 to do next.
@@ -34,6 +35,7 @@ __all__ = [
     "SafetyError",
     "ScopeError",
     "ScopeRunError",
+    "ServiceError",
     "UnsupportedScriptError",
     "WorkspaceError",
 ]
@@ -118,3 +120,14 @@ class ChangedSinceError(ChangesError):
     def __init__(self, message: str, *, execution_id: str | None = None, paths: list[str] | None = None) -> None:
         super().__init__(message, execution_id=execution_id)
         self.paths = paths or []
+
+
+class ServiceError(ScopeRunError):
+    """A `scoperun serve` answered with a problem (or could not be reached); `code` is its stable code."""
+
+    def __init__(self, message: str, *, status: int | None = None, code: str = "unreachable",
+                 problem: dict | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.problem = problem or {}

@@ -17,6 +17,7 @@ __all__ = [
     "Limits",
     "OutputCapture",
     "ResolvedLimits",
+    "RunEvent",
     "Status",
 ]
 
@@ -175,3 +176,17 @@ class ExecutionResult(BaseModel):
     def success(self) -> bool:
         """True when the script ran and exited 0."""
         return self.status is Status.SUCCEEDED
+
+
+class RunEvent(BaseModel):
+    """One event of a run as it happens: output text, a change of state, or the final result.
+
+    `Executor.stream` and `Client.stream` yield these; `type` is one of queued, started, stdout,
+    stderr, cancelling, changes, finished (the last one, with `result`).
+    """
+
+    type: str
+    id: int | None = Field(None, description="The server's event number (resume after it); None in-process.")
+    text: str = Field("", description="Output text (stdout and stderr events), redacted.")
+    data: dict[str, Any] = Field(default_factory=dict, description="Other fields of the event (e.g. position).")
+    result: ExecutionResult | None = Field(None, description="The run's result (finished events).")

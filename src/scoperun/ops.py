@@ -432,4 +432,10 @@ def collect_garbage(settings: Settings, *, any_workspace: bool = False, dry_run:
     except EngineError as exc:
         report.errors.append(str(exc))
     _run_hooks(settings, report, now, dry_run)
+    from scoperun.audit.retention import apply_retention
+
+    try:  # old agent scripts, full outputs and browser artefacts, per the retention settings
+        report.hooks["retention"] = apply_retention(settings, now=now, dry_run=dry_run)
+    except OSError as exc:
+        report.errors.append(f"retention failed: {exc}")
     return report

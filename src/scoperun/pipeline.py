@@ -42,6 +42,7 @@ __all__ = [
     "RunContext",
     "ScriptFacts",
     "begin",
+    "cancelled_before_start",
     "finish",
     "finish_error",
     "new_execution_id",
@@ -317,13 +318,27 @@ def finish_error(ctx: RunContext, prepared: Prepared, message: str, queue_wait: 
     return result
 
 
-def finish(ctx: RunContext, prepared: Prepared, outcome: RunOutcome, queue_wait: float) -> ExecutionResult:
-    """Judge the outcome, settle the changes, scan for hazards, keep the output; write the final record."""
+def cancelled_before_start(ctx: RunContext, by: str) -> ExecutionResult:
+    """Record and return a `cancelled` result for a run cancelled before it started: nothing ran."""
+    result = _result(ctx, ScriptFacts(), Status.CANCELLED, message=f"cancelled by {by} before it started; nothing ran",
+                     finished=True)
+    write_record(ctx, ScriptFacts(), result, None)
+    return result
+
+
+def finish(ctx: RunContext, prepared: Prepared, outcome: RunOutcome, queue_wait: float, *,
+           cancelled_by: str | None = None) -> ExecutionResult:
+    """Judge the outcome, settle the changes, scan for hazards, keep the output; write the final record.
+
+    `cancelled_by`: who cancelled the run (its container was killed); the status is then `cancelled`.
+    """
     status, message = _judge(ctx, outcome)
+    if cancelled_by is not None and status is not Status.SUCCEEDED:
+        status, message = Status.CANCELLED, f"cancelled by {cancelled_by}; the container was killed"
     from scoperun.ops import read_stop_marker
 
     stop = read_stop_marker(ctx.audit.directory, ctx.execution_id)  # an operator's `scoperun stop`
-    if stop is not None and status is not Status.SUCCEEDED:
+    if stop is not None and status not in (Status.SUCCEEDED, Status.CANCELLED):
         status, message = Status.CANCELLED, f"stopped by an operator: {stop}"
     changes = _settle_changes(ctx, prepared.tracker, status)  # staged runs apply first: the scan sees what landed
     if status is Status.FAILED and stop is None and ctx.program and ctx.program.explain_failure:

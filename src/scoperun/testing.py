@@ -89,6 +89,10 @@ class FakeHandle:
         self._done = True
         try:
             _write_case(spec, planned.writes)
+            if spec.on_output is not None:  # live output is "printed" before the sleep
+                for stream, data in (("stdout", planned.stdout), ("stderr", planned.stderr)):
+                    if data:
+                        spec.on_output(stream, data)
             if planned.sleep:
                 self.killed.wait(planned.sleep)
             outcome = RunOutcome(stdout=BoundedBuffer(spec.output_cap, spill_limit=spec.spill_limit),

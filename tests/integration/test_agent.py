@@ -38,7 +38,12 @@ def report(messages: list[BaseMessage]) -> AIMessage:
     """The scripted model's final answer: what each tool call reported, as a real model would summarise it."""
     lines = []
     for m in messages:
-        if isinstance(m, ToolMessage):
+        if isinstance(m, ToolMessage) and m.name == "list_cases":
+            lines.append("- list_cases: " + ", ".join(re.findall(r"^\| ([^|]+?) \| \d", m.content, re.MULTILINE)))
+        elif isinstance(m, ToolMessage) and m.name == "read_document":
+            impression = re.search(r"^Impression: .*$", m.content, re.MULTILINE)
+            lines.append(f"- read_document: {impression.group(0) if impression else 'no impression found'}")
+        elif isinstance(m, ToolMessage):
             status = re.search(r"^Status: (.*)$", m.content, re.MULTILINE)
             eid = re.search(r"\*\*Script Execution: (exec_\w+)\*\*", m.content)
             summary = re.search(r"^summary: .*$", m.content, re.MULTILINE)
@@ -48,9 +53,11 @@ def report(messages: list[BaseMessage]) -> AIMessage:
 
 
 def test_paralegal_agent_runs_tools_in_real_containers(executor: Executor, workspace: Path) -> None:
-    """The example agent's tool calls run real containers, change the case's files, and its report says so."""
+    """The example agent finds the case, reads a PDF, runs real containers that change the case, and reports it."""
     case_dir = create_sample_workspace(workspace)
     model = ScriptedChatModel(responses=[
+        tool_call("list_cases", prefix="sample"),
+        tool_call("read_document", case_name=DEFAULT_CASE_NAME, path="MRI_report.pdf"),
         tool_call("execute_script_on_filesystem", script_name="create_file_inventory.py", case_name=DEFAULT_CASE_NAME,
                   script_args=["--format", "json", "--output", "inventory.json"]),
         tool_call("execute_custom_script", script_content=SUMMARY_SCRIPT, case_name=DEFAULT_CASE_NAME,
@@ -66,8 +73,16 @@ def test_paralegal_agent_runs_tools_in_real_containers(executor: Executor, works
     inventory = json.loads((case_dir / "inventory.json").read_text())
     expected = f"{inventory['file_count']} files, {inventory['total_size']} bytes\n"
     assert (case_dir / "summary.txt").read_text() == expected
-    assert model.bound_tool_names[:3] == ["execute_script_on_filesystem", "execute_custom_script",
-                                          "monitor_script_executions"]
+    assert model.bound_tool_names[:5] == ["execute_script_on_filesystem", "execute_custom_script",
+                                          "monitor_script_executions", "list_cases", "list_files"]
+    assert "read_document" in model.bound_tool_names
+    # It found the case by a prefix and read the MRI report's text (parsed in a container, audited).
+    assert f"- list_cases: {DEFAULT_CASE_NAME}" in final
+    assert "- read_document: Impression: mild C5-C6 disc bulge without cord compression." in final
+    from scoperun.files import read_access_events
+
+    reads = [e for e in read_access_events(executor.settings, workspace.resolve()) if e["event"] == "files.read_document"]
+    assert [(e["path"], e["by"]) for e in reads] == [("MRI_report.pdf", "paralegal-agent/thread-case-7")]
     ids = re.findall(r"\((exec_\w+)\)", final)
     assert len(ids) == 3
     records = [read_record(workspace, eid) for eid in ids]

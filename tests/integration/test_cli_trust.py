@@ -181,3 +181,18 @@ def test_views_in_a_real_terminal_never_cut_an_id(workspace: Path, docker_client
     finally:
         scoperun(workspace, "stop", "--all")
         sleeper.communicate(timeout=120)
+
+
+def test_gc_applies_retention(workspace: Path, docker_client) -> None:
+    """`scoperun gc` removes agent scripts past their age (0 on success), logs their hashes, keeps new ones."""
+    scripts = workspace / "Database" / "temp_scripts"
+    old, new = scripts / "exec_20200101_000000_0badc0de_old.py", scripts / "exec_20261129_000000_00c0ffee_new.py"
+    for path in (old, new):
+        path.write_text("print('hi')\n")
+    os.utime(old, (time.time() - 400 * 86400,) * 2)
+    proc = scoperun(workspace, "gc", SCOPERUN_TEMP_SCRIPTS_MAX_AGE_DAYS="365")
+    assert proc.returncode == 0, proc.stderr
+    assert b"retention: removed Database/temp_scripts/exec_20200101_000000_0badc0de_old.py" in proc.stdout
+    assert not old.exists() and new.exists()
+    log = (workspace / "Database" / "script_executions" / "retention.jsonl").read_text()
+    assert "exec_20200101_000000_0badc0de" in log and '"sha256"' in log

@@ -44,3 +44,10 @@ def test_verify_catches_a_broken_unit(tmp_path: Path) -> None:
     units = copy_units(tmp_path, exec_start="/nonexistent/scoperun")
     proc = subprocess.run([systemd_analyze(), "verify", *map(str, units)], capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "/nonexistent/scoperun" in proc.stderr
+
+
+def test_serve_unit_runs_scoperun_serve_on_loopback() -> None:
+    """deploy/scoperun.service starts `scoperun serve` on 127.0.0.1:8737 with host-local state."""
+    unit = (DEPLOY / "scoperun.service").read_text()
+    assert f"ExecStart={INSTALLED} serve --host 127.0.0.1 --port 8737" in unit
+    assert "Environment=SCOPERUN_STATE_DIR=/var/lib/scoperun" in unit

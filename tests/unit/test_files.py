@@ -222,3 +222,17 @@ def test_secret_in_a_file_name_is_redacted(files: CaseFiles, ws: Path, monkeypat
     redacting = CaseFiles(settings=files.settings)
     names = [e.path for e in redacting.list_files(CASE).entries]
     assert not any("sk-verysecretvalue123" in n for n in names)
+
+
+def test_cases_show_the_last_run_from_the_audit_index(files: CaseFiles) -> None:
+    """cases() shows a case's latest run and its status from the index; scoperun's own file writes are not runs."""
+    from scoperun import ExecutionRequest
+    from scoperun.executor import Executor
+    from scoperun.testing import FakeBackend
+
+    (files.workspace.tools / "ok.py").write_text("print(1)\n")
+    run = Executor(files.settings, backend=FakeBackend()).run(ExecutionRequest(script="Tools/ok.py", case=CASE))
+    files.write_file(CASE, "later.txt", "written after the run")
+    info = files.cases(CASE).cases[0]
+    assert (info.last_run_id, info.last_run_status) == (run.execution_id, "succeeded")
+    assert files.cases("doe").cases[0].last_run_id is None

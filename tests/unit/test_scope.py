@@ -126,3 +126,15 @@ def test_temp_script_never_overwrites_nor_follows_symlinks(settings: Settings, w
     assert target.read_text() == "untouched"
     with pytest.raises(ScopeError):
         w.write_temp_script("../escape.py", "x")
+
+
+def test_unknown_case_lists_close_names_not_a_host_path(settings: Settings) -> None:
+    """A run on a misspelled case is rejected with the closest case names and no host path to `ls`."""
+    from scoperun import ExecutionRequest
+    from scoperun.executor import Executor
+    from scoperun.testing import FakeBackend
+
+    result = Executor(settings, backend=FakeBackend()).run(ExecutionRequest(script="Tools/hello.py", case="doe-john-mva"))
+    assert result.status.value == "rejected"
+    assert f"did you mean '{CASE}'" in result.message and "scoperun cases" in result.message
+    assert str(settings.workspace) not in result.message and "`ls" not in result.message

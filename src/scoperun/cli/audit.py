@@ -196,8 +196,13 @@ def audit_show(
         length = record.get(f"{stream}_length")
         if text is None:
             if length:
-                out.print(f"\n[bold]{stream}[/]: {length} bytes, not kept (full_output_limit = 0, an older run, "
-                          f"or removed by retention)")
+                from scoperun.audit.retention import removed_entry
+
+                gone = removed_entry(settings, root, f"{record.get(f'{stream}_file') or ''}")
+                why = (f"removed by retention at {gone.get('at')} ({gone.get('reason')}); it had "
+                       f"{gone.get('bytes')} bytes, sha256 {gone.get('sha256')}") if gone else (
+                    "not kept (full_output_limit = 0, or an older run)")
+                out.print(f"\n[bold]{stream}[/]: {length} bytes, {safe(why)}")
             continue
         shown = len(outputs[stream] or b"")
         more = "" if shown >= (length or 0) else f"; first {shown} shown (--max-bytes)"

@@ -44,7 +44,7 @@ from scoperun.cli.common import (
 )
 from scoperun.config import Settings
 from scoperun.errors import EngineError, ScopeRunError
-from scoperun.models import ExecutionRequest, ExecutionResult, Limits
+from scoperun.models import ExecutionRequest, ExecutionResult, Limits, OutputCapture
 
 
 class ScriptCommand(TyperCommand):
@@ -103,9 +103,21 @@ def _parse_env(pairs: list[str] | None) -> dict[str, str]:
 
 
 def _execute(settings: Settings, as_json: bool, call: Any, *, quiet: bool = False) -> None:
-    """Run `call(executor)` with a spinner on a terminal; print and exit with the mapped code."""
+    """Run `call(executor)` with a spinner on a terminal; print and exit with the mapped code.
+
+    With SCOPERUN_URL set, `call` gets a client of that server instead: output streams live and
+    Ctrl-C cancels the run there.
+    """
     from scoperun.executor import Executor
 
+    if settings.url:
+        from scoperun.cli.service import execute_remote
+
+        result = execute_remote(settings, as_json, call)
+        # The output was printed live as it came: only the summary is left to print.
+        shown = result if as_json else result.model_copy(update={"stdout": OutputCapture(), "stderr": OutputCapture()})
+        _print_result(shown, as_json, Path(settings.workspace).expanduser().resolve())
+        raise typer.Exit(exit_code_for(result))
     # One run per process: warm containers would outlive their use (and cost their start-up).
     executor = Executor(settings.model_copy(update={"pool": False}))
     try:
@@ -352,34 +364,50 @@ def doctor(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 @image_app.command("build")
 def image_build(
     ctx: typer.Context,
-    base: Annotated[str | None, typer.Option(help="Base image (default: python:3.11-slim-bookworm if present, else scoperun-base:bookworm).")] = None,
-    ca_bundle: Annotated[Path | None, typer.Option(help="Extra CA bundle (PEM) trusted during the build, for TLS-intercepting proxies.")] = None,
+    base: Annotated[str | None, typer.Option(help="Base image (default: the one the image was last built from, else python:3.11-slim-bookworm if present, else scoperun-base:bookworm).")] = None,
+    ca_bundle: Annotated[Path | None, typer.Option(help="Extra CA bundle (PEM) trusted during the build, for TLS-intercepting proxies (default: the one the image was last built with, else the system bundle).")] = None,
     tag: Annotated[str | None, typer.Option(help="Image tag (default: the configured image).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Rebuild even when the inputs are unchanged.")] = False,
     browser: Annotated[bool, typer.Option("--browser", help="Build the browser image (FROM the runner image; --base defaults to it).")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say whether a build is needed and with which inputs; build nothing.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Build the runner (or --browser) image; skipped when an image with the same inputs exists."""
+    """Build the runner (or --browser) image; skipped when an image with the same inputs exists.
+
+    Bare, it reuses the inputs the image was built with (e.g. by `make image` or `scoperun demo`),
+    so it rebuilds only when the Dockerfile, the base image or the CA bundle changed.
+    """
     from scoperun.engine.docker import connect
-    from scoperun.engine.images import build_image, default_base_image
+    from scoperun.engine.images import build_image, default_base_image, remembered_inputs
 
     settings = settings_of(ctx)
     if ca_bundle is not None and not ca_bundle.is_file():
         raise fail(f"CA bundle {ca_bundle} does not exist", EXIT_REJECTED)
+    kind = "browser" if browser else "runner"
+    tag = tag or (settings.browser_image if browser else settings.image)
+    quiet = as_json or is_quiet(ctx)
     try:
         client = connect(settings.docker_host, timeout=600)
-        base_image = base or (settings.image if browser else default_base_image(client))
-        progress = None if as_json else (lambda line: err.print(f"[dim]{escape(line)}[/]"))
-        result = build_image(client, kind="browser" if browser else "runner", base_image=base_image,
-                             tag=tag or (settings.browser_image if browser else settings.image),
-                             ca_bundle=ca_bundle, force=force, progress=progress)
+        if base is None or ca_bundle is None:
+            default_base = settings.image if browser else (base or default_base_image(client))
+            remembered = remembered_inputs(client, kind=kind, tag=tag, default_base=default_base)
+            base = base or remembered.base_image
+            ca_bundle = ca_bundle or remembered.ca_bundle
+        progress = None if quiet else (lambda line: err.print(f"[dim]{escape(line)}[/]", highlight=False))
+        result = build_image(client, kind=kind, base_image=base, tag=tag, ca_bundle=ca_bundle, force=force,
+                             progress=progress, dry_run=dry_run)
     except EngineError as exc:
         raise fail(str(exc), EXIT_ENGINE) from None
     if as_json:
         sys.stdout.write(json.dumps(result.__dict__, indent=2) + "\n")
+        return
+    if result.skipped:
+        verb = "up to date (build skipped)"
     else:
-        verb = "up to date (build skipped)" if result.skipped else "built"
-        out.print(f"[green]{escape(result.tag)}[/] {verb}: {result.image_id[:19]} inputs {result.inputs_hash[:12]}")
+        verb = "needs a build (dry run: nothing built)" if result.dry_run else "built"
+    inputs = f"base {result.base_image}, CA bundle {result.ca_bundle or 'none'}"
+    out.print(f"[green]{safe(result.tag)}[/] {verb}: {safe(result.image_id or '-')} inputs "
+              f"{result.inputs_hash[:12]} ({safe(inputs)})", highlight=False)
 
 
 @app.command()
@@ -406,7 +434,7 @@ def demo(
 
 def _ensure_image(settings: Settings, *, quiet: bool) -> None:
     from scoperun.engine.docker import connect
-    from scoperun.engine.images import build_image, default_base_image
+    from scoperun.engine.images import build_image, default_base_image, remembered_inputs
 
     try:
         client = connect(settings.docker_host, timeout=600)
@@ -417,9 +445,9 @@ def _ensure_image(settings: Settings, *, quiet: bool) -> None:
             pass
         if not quiet:
             err.print(f"image {settings.image} is missing; building it (a few minutes the first time)...")
-        ca = Path("/etc/ssl/certs/ca-certificates.crt")
-        build_image(client, tag=settings.image, base_image=default_base_image(client),
-                    ca_bundle=ca if ca.is_file() else None, progress=None if quiet else (lambda l: err.print(f"[dim]{escape(l)}[/]")))
+        inputs = remembered_inputs(client, kind="runner", tag=settings.image, default_base=default_base_image(client))
+        build_image(client, tag=settings.image, base_image=inputs.base_image, ca_bundle=inputs.ca_bundle,
+                    progress=None if quiet else (lambda line: err.print(f"[dim]{escape(line)}[/]", highlight=False)))
     except EngineError as exc:
         raise fail(str(exc), EXIT_ENGINE) from None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -63,6 +64,9 @@ class RunSpec:
     shm_size_bytes: int | None = None  # /dev/shm size; None = the engine's default (64m)
     labels: dict[str, str] = field(default_factory=dict)
     spill_limit: int = 0  # keep up to this many bytes of an over-cap stream on local disk (BoundedBuffer)
+    # Live output: called with ("stdout" | "stderr", raw bytes) for each chunk as it is read, from the
+    # backend's reader thread; it must not block (it must not raise either; errors are ignored).
+    on_output: Callable[[str, bytes], None] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass

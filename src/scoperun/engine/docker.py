@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -131,7 +132,7 @@ class DockerBackend:
         run = _DockerRun(self, spec, container_id, volumes, outcome)
         try:
             stream = self.stream_client.api.attach(container_id, stdout=True, stderr=True, stream=True, demux=True)
-            run.reader = threading.Thread(target=_drain, args=(stream, outcome), daemon=True,
+            run.reader = threading.Thread(target=_drain, args=(stream, outcome, spec.on_output), daemon=True,
                                           name=f"scoperun-out-{spec.execution_id}")
             run.reader.start()
             try:
@@ -464,23 +465,33 @@ class _DockerRun:
         backend._remove_volumes(volumes)
 
 
-def _drain(stream: Any, outcome: RunOutcome) -> None:
+def _drain(stream: Any, outcome: RunOutcome, on_output: Callable[[str, bytes], None] | None = None) -> None:
     """Read the demultiplexed attach stream into the bounded buffers until it closes.
 
-    Every chunk passes here first: the one place to hand live output to a listener.
+    Every chunk passes here first: the one place to hand live output to a listener (`on_output`).
     """
     try:
         for out, err in stream:
             if out:
                 outcome.stdout.write(out)
+                _tell(on_output, "stdout", out)
             if err:
                 outcome.stderr.write(err)
+                _tell(on_output, "stderr", err)
     except Exception:
         pass
     finally:
         try:
             stream.close()
         except Exception:
+            pass
+
+
+def _tell(on_output: Callable[[str, bytes], None] | None, stream: str, data: bytes) -> None:
+    if on_output is not None:
+        try:
+            on_output(stream, data)
+        except Exception:  # a listener's bug must not stop the output being kept
             pass
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import tarfile
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -26,6 +27,9 @@ __all__ = [
     "BASE_IMAGE_REMEDY",
     "DEFAULT_BASE_IMAGES",
     "LABEL_BASE_IMAGE",
+    "LABEL_CA_BUNDLE",
+    "SYSTEM_CA_BUNDLE",
+    "BuildInputs",
     "LABEL_INPUTS_HASH",
     "LABEL_KIND",
     "RUNNER_DOCKERFILE_DIR",
@@ -34,11 +38,15 @@ __all__ = [
     "default_base_image",
     "dockerfile_dir",
     "inputs_hash",
+    "remembered_inputs",
 ]
 
 LABEL_INPUTS_HASH = "org.scoperun.inputs-hash"
 LABEL_KIND = "org.scoperun.kind"
 LABEL_BASE_IMAGE = "org.scoperun.base-image"
+LABEL_CA_BUNDLE = "org.scoperun.ca-bundle"  # path of the extra CA bundle built in ("" = none)
+# What `make image` and `scoperun demo` give a build when the file exists (TLS-intercepting proxies).
+SYSTEM_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 
 # Upstream base first (users with a registry), then the registry-free one.
 DEFAULT_BASE_IMAGES = ("python:3.11-slim-bookworm", "scoperun-base:bookworm")
@@ -80,6 +88,9 @@ class ImageBuildResult:
     image_id: str
     inputs_hash: str
     skipped: bool
+    dry_run: bool = False  # nothing was built: `skipped` says whether a build would have been
+    base_image: str = ""
+    ca_bundle: str = ""
 
 
 def _context_files(dockerfile_dir: Path) -> list[tuple[str, bytes]]:
@@ -171,16 +182,23 @@ def default_base_image(client: docker.DockerClient) -> str:
     raise ImageError(f"No base image for the runner ({' or '.join(DEFAULT_BASE_IMAGES)}): {BASE_IMAGE_REMEDY}.")
 
 
+_STEP_IMAGE = re.compile(r"^ ---> ([0-9a-f]{12,64})$")
+
+
 def _stream_build(
-    client: docker.DockerClient, progress: Callable[[str], None] | None, tail: deque[str], **kwargs: Any
+    client: docker.DockerClient, progress: Callable[[str], None] | None, tail: deque[str],
+    steps: list[str], **kwargs: Any
 ) -> str | None:
-    """Run a low-level build, feeding log lines to `progress`; return the image id it reports."""
+    """Run a low-level build, feeding log lines to `progress` and step image ids to `steps`; return
+    the image id it reports. A failure's message repeats the log's tail only when nobody saw the log."""
     image_id: str | None = None
     chunks: Iterator[dict[str, Any]] = client.api.build(decode=True, **kwargs)
     for chunk in chunks:
         if "error" in chunk:
-            detail = chunk.get("errorDetail", {}).get("message") or chunk["error"]
-            tail.append(str(detail).rstrip())
+            detail = str(chunk.get("errorDetail", {}).get("message") or chunk["error"]).rstrip()
+            if progress is not None:
+                raise ImageError(f"Image build failed: {detail} (the build log is above)")
+            tail.append(detail)
             raise ImageError("Image build failed:\n" + "\n".join(tail))
         if isinstance(chunk.get("aux"), dict) and "ID" in chunk["aux"]:
             image_id = chunk["aux"]["ID"]
@@ -188,11 +206,66 @@ def _stream_build(
         if not text:
             continue
         for line in str(text).splitlines():
+            step = _STEP_IMAGE.match(line)
+            if step:
+                steps.append(step.group(1))
             if line.strip():
                 tail.append(line)
                 if progress is not None:
                     progress(line)
     return image_id
+
+
+def _remove_step_images(client: docker.DockerClient, steps: list[str], *, base_id: str) -> int:
+    """Remove the untagged images a failed build left (newest first), never its base; the engine keeps
+    any image that another image still builds on. Returns how many went."""
+    removed = 0
+    for image_id in reversed(steps):
+        try:
+            found = client.api.inspect_image(image_id)
+            if found.get("RepoTags") or found.get("Id") == base_id:
+                continue  # tagged (someone uses it), or the base the build started FROM
+            client.api.remove_image(image_id, noprune=False)
+            removed += 1
+        except Exception:  # gone already, or a parent of another image: leave it
+            continue
+    return removed
+
+
+@dataclass(frozen=True)
+class BuildInputs:
+    """The base image and CA bundle a build uses."""
+
+    base_image: str
+    ca_bundle: Path | None
+
+
+def remembered_inputs(client: docker.DockerClient, *, kind: ImageKind, tag: str, default_base: str) -> BuildInputs:
+    """The inputs for a bare `scoperun image build`: those `tag` was built with when they still exist
+    (so what `make image` or `scoperun demo` built is reused), else `default_base` and the system CA bundle.
+
+    Images built before the CA label existed are matched by trying no CA and the system bundle.
+    """
+    system_ca = SYSTEM_CA_BUNDLE if SYSTEM_CA_BUNDLE.is_file() else None
+    existing = _get_image(client, tag)
+    if existing is None:
+        return BuildInputs(default_base, system_ca)
+    labels = existing.labels or {}
+    base_name = labels.get(LABEL_BASE_IMAGE) or default_base
+    base = _get_image(client, base_name)
+    if base is None:
+        base_name, base = default_base, _get_image(client, default_base)
+    if LABEL_CA_BUNDLE in labels:
+        path = Path(labels[LABEL_CA_BUNDLE]) if labels[LABEL_CA_BUNDLE] else None
+        return BuildInputs(base_name, path if path is not None and path.is_file() else None)
+    if base is not None:
+        for candidate in (system_ca, None):
+            ca = candidate.read_bytes() if candidate is not None else None
+            digest = inputs_hash(dockerfile_dir(kind), base_image_id=base.id, ca_bundle=ca,
+                                 build_args={_BASE_ARG[kind]: base_name})
+            if digest == labels.get(LABEL_INPUTS_HASH):
+                return BuildInputs(base_name, candidate)
+    return BuildInputs(base_name, system_ca)
 
 
 def build_image(
@@ -204,6 +277,7 @@ def build_image(
     ca_bundle: Path | None = None,
     force: bool = False,
     progress: Callable[[str], None] | None = None,
+    dry_run: bool = False,
 ) -> ImageBuildResult:
     """Build image `tag` of `kind` FROM `base_image` (local only), unless one with the same inputs exists.
 
@@ -232,16 +306,24 @@ def build_image(
     digest = inputs_hash(src_dir, base_image_id=base.id, ca_bundle=ca_bytes, build_args=build_args)
 
     existing = _get_image(client, tag)
+    known = dict(base_image=base_image, ca_bundle=str(ca_bundle) if ca_bundle else "")
     if existing is not None and not force and (existing.labels or {}).get(LABEL_INPUTS_HASH) == digest:
-        return ImageBuildResult(tag=tag, image_id=existing.id, inputs_hash=digest, skipped=True)
+        return ImageBuildResult(tag=tag, image_id=existing.id, inputs_hash=digest, skipped=True, dry_run=dry_run,
+                                **known)
+    if dry_run:
+        return ImageBuildResult(tag=tag, image_id=existing.id if existing else "", inputs_hash=digest,
+                                skipped=False, dry_run=True, **known)
 
-    labels = {LABEL_INPUTS_HASH: digest, LABEL_KIND: kind, LABEL_BASE_IMAGE: base_image}
+    labels = {LABEL_INPUTS_HASH: digest, LABEL_KIND: kind, LABEL_BASE_IMAGE: base_image,
+              LABEL_CA_BUNDLE: known["ca_bundle"]}
     tail: deque[str] = deque(maxlen=_LOG_TAIL_LINES)
+    steps: list[str] = []
     try:
         reported = _stream_build(
             client,
             progress,
             tail,
+            steps,
             fileobj=_build_context(src_dir, ca_bytes),
             custom_context=True,
             tag=tag,
@@ -252,13 +334,21 @@ def build_image(
             pull=False,
         )
         built = client.images.get(tag)
-    except ImageError:
-        raise
+    except ImageError as exc:
+        raise _cleaned(client, steps, exc, base_id=base.id) from None
     except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
         err = _engine_error(exc, f"Building {tag}")
-        if tail:
+        if tail and progress is None:
             err = type(err)(f"{err}\nLast build output:\n" + "\n".join(tail))
-        raise err from exc
+        raise _cleaned(client, steps, err, base_id=base.id) from exc
     if reported and reported != built.id:
         raise ImageError(f"Built {reported} but {tag} points at {built.id}; another build raced this one. Retry.")
-    return ImageBuildResult(tag=tag, image_id=built.id, inputs_hash=digest, skipped=False)
+    return ImageBuildResult(tag=tag, image_id=built.id, inputs_hash=digest, skipped=False, **known)
+
+
+def _cleaned(client: docker.DockerClient, steps: list[str], exc: EngineError, *, base_id: str) -> EngineError:
+    """`exc`, after removing what the failed build left; its message says how much went."""
+    removed = _remove_step_images(client, steps, base_id=base_id)
+    if not removed:
+        return exc
+    return type(exc)(f"{exc}\nRemoved the {removed} untagged intermediate image(s) the failed build left.")

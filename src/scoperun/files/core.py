@@ -302,9 +302,11 @@ class CaseFiles:
             index = AuditIndex(index_path(self.settings, ws.audit_dir), ws.audit_dir)
             try:
                 index.reindex_if_stale(60.0)
-                # SQLite returns the other columns of the row holding MAX(started).
+                # SQLite returns the other columns of the row holding MAX(started). scoperun's own
+                # operations (document extraction, file writes) are not the case's "last run".
                 rows = index.connect().execute(
-                    "SELECT case_name, execution_id, status, MAX(started) FROM records GROUP BY case_name").fetchall()
+                    "SELECT case_name, execution_id, status, MAX(started) FROM records "
+                    "WHERE script_path NOT LIKE 'scoperun:%' GROUP BY case_name").fetchall()
             finally:
                 index.close()
         except (AuditError, OSError, Exception):  # noqa: BLE001 - the listing works without run history
@@ -509,28 +511,32 @@ class _Walk:
 
     def _dir(self, fd: int, rel: bytes, depth: int) -> Iterator[tuple[bytes, os.stat_result, bytes | None, int, bytes]]:
         try:
-            names = sorted(os.fsencode(n) for n in os.listdir(fd))
+            with os.scandir(fd) as it:
+                entries = sorted(it, key=lambda e: e.name)
         except OSError:
             return
-        for name in names:
+        for entry in entries:
             if self.scanned >= MAX_SCAN:
                 self.stopped, self.stopped_rule = f"stopped after {MAX_SCAN:,} entries", "scan-cap"
                 return
             self.scanned += 1
+            name = os.fsencode(entry.name)
             child = rel + b"/" + name if rel else name
             try:
-                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                # d_type answers is_dir without a stat call: only matching entries are stat-ed.
+                is_dir = entry.is_dir(follow_symlinks=False)
+                if self._matches(child, name):
+                    st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                    target = None
+                    if stat.S_ISLNK(st.st_mode):
+                        try:
+                            target = os.readlink(name, dir_fd=fd)
+                        except OSError:
+                            target = b"?"
+                    yield child, st, target, fd, name
             except OSError:
                 continue  # vanished while listed
-            target = None
-            if stat.S_ISLNK(st.st_mode):
-                try:
-                    target = os.readlink(name, dir_fd=fd)
-                except OSError:
-                    target = b"?"
-            if self._matches(child, name):
-                yield child, st, target, fd, name
-            if self.recursive and stat.S_ISDIR(st.st_mode):
+            if self.recursive and is_dir:
                 if depth >= MAX_DEPTH:
                     self.stopped = f"folders deeper than {MAX_DEPTH} levels were not listed"
                     self.stopped_rule = "depth-limit"

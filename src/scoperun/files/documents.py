@@ -16,6 +16,7 @@ import re
 import secrets
 import shutil
 import stat
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -158,11 +159,26 @@ def read_document(files: CaseFiles, case: str, path: str, *, requested_by: str |
         return doc
 
 
+_DOCUMENT_SUFFIXES_B = tuple(s.encode() for s in DOCUMENT_SUFFIXES)
+
+
 def _is_document(name: bytes) -> bool:
-    return name.lower().endswith(tuple(s.encode() for s in DOCUMENT_SUFFIXES))
+    return name.lower().endswith(_DOCUMENT_SUFFIXES_B)
 
 
-def _find(text: str, needle: str, path: str, hits: list[SearchHit], limit: int, *, document: bool) -> None:
+def _read_all(fd: int, size: int) -> bytes:
+    """The file's bytes, asking for its size (a read of the 20 MB cap would allocate it every time)."""
+    chunks, want = [], min(size, MAX_TEXT_FILE) + 1
+    while want > 0 and (chunk := os.read(fd, want)):
+        chunks.append(chunk)
+        want -= len(chunk)
+    return b"".join(chunks)[:MAX_TEXT_FILE]
+
+
+def _find(text: str, needle: str, path: str, hits: list[SearchHit], limit: int, *, document: bool,
+          redact: Callable[[str], str]) -> None:
+    if needle not in text.casefold():
+        return
     unit: int | None = None
     for number, line in enumerate(text.splitlines(), 1):
         if document and (m := _MARKER.match(line)):
@@ -174,7 +190,7 @@ def _find(text: str, needle: str, path: str, hits: list[SearchHit], limit: int, 
             continue
         start = max(0, at - 80)
         snippet = ("…" if start else "") + line[start:at + len(needle) + 80].strip()
-        hits.append(SearchHit(path=path, line=number, page=unit if document else None, snippet=snippet[:240]))
+        hits.append(SearchHit(path=path, line=number, page=unit if document else None, snippet=redact(snippet[:240])))
         if len(hits) >= limit:
             return
 
@@ -190,6 +206,7 @@ def search(files: CaseFiles, case: str, query: str, *, glob: str | None = None, 
         if not needle or len(needle) > 500 or "\x00" in needle:
             raise FileAccessError("rejected (query): give a search phrase of 1 to 500 characters", rule="query",
                                   value=query[:100])
+        needle_bytes = needle.encode("ascii") if needle.isascii() else None
         hits: list[SearchHit] = []
         skipped: list[str] = []
         searched = docs = spent = 0
@@ -228,17 +245,19 @@ def search(files: CaseFiles, case: str, query: str, *, glob: str | None = None, 
                                     skipped.append(f"{shown}: name is not UTF-8, not extracted")
                                 continue
                             docs += 1
-                            _find(files.redactor.redact(record.get("text") or ""), needle, shown, hits, limit,
-                                  document=True)
+                            _find(record.get("text") or "", needle, shown, hits, limit, document=True,
+                                  redact=files.redactor.redact)
                             continue
-                        data = os.read(fd, MAX_TEXT_FILE)
+                        data = _read_all(fd, st.st_size)
                     finally:
                         os.close(fd)
                     if sniff_kind(data[:8192], shown) is not None:
                         continue  # binary, not a document we extract
                     searched += 1
-                    _find(files.redactor.redact(data.decode("utf-8", "replace")), needle, shown, hits, limit,
-                          document=False)
+                    if needle_bytes is not None and data.isascii() and needle_bytes not in data.lower():
+                        continue  # the common case, decided without decoding
+                    _find(data.decode("utf-8", "replace"), needle, shown, hits, limit, document=False,
+                          redact=files.redactor.redact)
             finally:
                 walk.close()
             if walk.stopped:
@@ -259,7 +278,8 @@ def search(files: CaseFiles, case: str, query: str, *, glob: str | None = None, 
                     continue
                 docs += 1
                 if len(hits) < limit:
-                    _find(files.redactor.redact(record.get("text") or ""), needle, shown, hits, limit, document=True)
+                    _find(record.get("text") or "", needle, shown, hits, limit, document=True,
+                          redact=files.redactor.redact)
         result = SearchResult(case=case, query=query, hits=hits[:limit], files_searched=searched,
                               documents_searched=docs, truncated=len(hits) >= limit, skipped=skipped[:50])
         files._event(ws, "search", case, glob, requested_by, nbytes=spent, query=files.redactor.redact(query)[:200],

@@ -146,11 +146,15 @@ def create_app(settings: Settings, executor: Executor | None = None, *, host: st
 
 
 def _include_runs(app: FastAPI, service: Service) -> None:
-    try:
-        from scoperun.service import runs
-    except ImportError:  # not there yet on this branch
-        return
+    from scoperun.service import runs
+
     runs.install(app, service)
+
+
+def _include_changes(app: FastAPI, service: Service) -> None:
+    from scoperun.service import changes
+
+    changes.install(app, service)
 
 
 def _include_files(app: FastAPI, service: Service) -> None:
@@ -160,7 +164,7 @@ def _include_files(app: FastAPI, service: Service) -> None:
 
 
 # Each entry adds a router (and its state) to the app; keep them independent of each other.
-_ROUTERS: list[Callable[[FastAPI, Service], None]] = [_include_runs, _include_files]
+_ROUTERS: list[Callable[[FastAPI, Service], None]] = [_include_runs, _include_changes, _include_files]
 
 
 def _mount_page(app: FastAPI, service: Service) -> None:

@@ -21,6 +21,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from starlette.responses import Response
+
 __all__ = ["Event", "EventLog", "SSEResponse", "format_sse", "read_events"]
 
 SUBSCRIBER_QUEUE = 2000  # events a subscriber may lag behind before it is dropped
@@ -166,22 +168,26 @@ def format_sse(ev: Event) -> bytes:
     return f"id: {ev.id}\nevent: {ev.event}\ndata: {json.dumps(ev.data, default=str)}\n\n".encode()
 
 
-class SSEResponse:
+class SSEResponse(Response):
     """An ASGI text/event-stream response: `retry:` first, pings while idle, a send timeout.
 
     A client whose socket stops taking data for `send_timeout` seconds is dropped; a client that
     disconnects just ends the stream (the run goes on).
     """
 
+    media_type = "text/event-stream"
+
     def __init__(self, events: AsyncIterator[Event], *, ping: float = 15.0, retry_ms: int = 2000,
                  send_timeout: float = 30.0, headers: Iterable[tuple[str, str]] = ()) -> None:
+        self.status_code = 200
+        self.background = None
         self.events = events
         self.ping = ping
         self.retry_ms = retry_ms
         self.send_timeout = send_timeout
-        self.headers = list(headers)
+        self.extra_headers = list(headers)
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         async def sender() -> None:
             async def put(body: bytes) -> None:
                 await asyncio.wait_for(send({"type": "http.response.body", "body": body, "more_body": True}),
@@ -189,7 +195,7 @@ class SSEResponse:
 
             await send({"type": "http.response.start", "status": 200, "headers": [
                 (b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-store"),
-                (b"x-accel-buffering", b"no"), *((k.encode(), v.encode()) for k, v in self.headers)]})
+                (b"x-accel-buffering", b"no"), *((k.encode(), v.encode()) for k, v in self.extra_headers)]})
             await put(f"retry: {self.retry_ms}\n\n".encode())
             iterator = self.events.__aiter__()
             next_event: asyncio.Task[Event] | None = None
