@@ -95,3 +95,17 @@ def test_launcher_exits_quietly_when_nobody_asks(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-I", "-S", str(LAUNCHER), "30"], input="", capture_output=True,
                           text=True, timeout=30)
     assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", "")
+
+
+def test_live_output_is_passed_on_at_once_and_never_includes_the_end_line() -> None:
+    """A listener gets each chunk as it arrives (nothing held back without a tag start), never the tag line."""
+    tag = new_tag()
+    got: list[bytes] = []
+    buf = BoundedBuffer(1 << 20)
+    stream = TaggedStream(buf, tag.encode(), got.append)
+    stream.feed(b"line one\n")
+    assert got == [b"line one\n"]
+    stream.feed(b"two\x1e")  # could be the start of the tag: the \x1e waits
+    assert got == [b"line one\n", b"two"]
+    stream.feed(b"not a tag\n" + tag.encode() + b'{"code": 0, "how": "exited"}\n')
+    assert b"".join(got) == b"line one\ntwo\x1enot a tag\n" == buf.full_bytes()[0]

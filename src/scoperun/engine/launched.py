@@ -47,9 +47,10 @@ def new_tag() -> str:
 class TaggedStream:
     """One output stream: bytes go to the buffer until the tag; the tag line carries the exit."""
 
-    def __init__(self, outcome_buffer: Any, tag: bytes) -> None:
+    def __init__(self, outcome_buffer: Any, tag: bytes, listener: Any = None) -> None:
         self.buffer = outcome_buffer
         self.tag = tag
+        self.listener = listener  # gets each chunk of output as soon as it is known not to be the tag
         self.held = b""  # the stream's last bytes, which might be the start of the tag
         self.end: dict[str, Any] | None = None
         self.malformed = False
@@ -66,7 +67,7 @@ class TaggedStream:
         data = self.held + data
         i = data.find(self.tag)
         if i >= 0:
-            self.buffer.write(data[:i])
+            self._out(data[:i])
             rest = data[i + len(self.tag):]
             nl = rest.find(b"\n")
             if nl < 0:
@@ -83,16 +84,28 @@ class TaggedStream:
             except ValueError:
                 self.malformed = True
             return
-        keep = len(self.tag) - 1
-        if len(data) > keep:
-            self.buffer.write(data[: len(data) - keep])
-            data = data[len(data) - keep:]
-        self.held = data
+        # Hold back only a tail that could be the start of the tag, so live output is not delayed.
+        keep = 0
+        if self.tag[:1] in data[-len(self.tag):]:
+            keep = next((k for k in range(min(len(self.tag) - 1, len(data)), 0, -1)
+                         if data.endswith(self.tag[:k])), 0)
+        self._out(data[: len(data) - keep])
+        self.held = data[len(data) - keep:]
+
+    def _out(self, data: bytes) -> None:
+        if not data:
+            return
+        self.buffer.write(data)
+        if self.listener is not None:
+            try:
+                self.listener(data)
+            except Exception:  # noqa: BLE001 - a listener's bug must not stop the output being kept
+                pass
 
     def close(self) -> None:
         """The stream ended without a tag: what was held back is output too."""
         if not self.ended and self.held:
-            self.buffer.write(self.held)
+            self._out(self.held)
         self.held = b""
 
 
@@ -177,7 +190,9 @@ class LaunchedRun:
         self.done = True
         outcome, spec = self.outcome, self.spec
         tag = self.tag.encode()
-        streams = {1: TaggedStream(outcome.stdout, tag), 2: TaggedStream(outcome.stderr, tag)}
+        live = spec.on_output
+        streams = {1: TaggedStream(outcome.stdout, tag, live and (lambda b: live("stdout", b))),
+                   2: TaggedStream(outcome.stderr, tag, live and (lambda b: live("stderr", b)))}
         removed_inline = False
         try:
             how = read_frames(_raw(self.sock), streams, self.started + spec.timeout + _LAUNCHER_GRACE)
