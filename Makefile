@@ -29,7 +29,7 @@ $(VENV)/.installed: pyproject.toml
 engine: ## install (Debian docker.io) and start the Docker engine when none answers (root only)
 	bash scripts/ensure-engine.sh
 
-tools: ## systemd-analyze (checks deploy/'s units), rclone + fuse3 (a bucket mounted as a workspace in the tests), promtool (deploy/alerts.yml), chromium (the page's browser tests), tmux (the CLI read in a real terminal)
+tools: ## systemd-analyze (checks deploy/'s units), rclone + fuse3 (a bucket mounted as a workspace in the tests), iproute2 + nsenter (the tests' two-node swarm), promtool (deploy/alerts.yml), chromium (the page's browser tests), tmux (the CLI read in a real terminal)
 	@missing=""; \
 	command -v tmux >/dev/null 2>&1 || missing="$$missing tmux"; \
 	command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
@@ -37,6 +37,8 @@ tools: ## systemd-analyze (checks deploy/'s units), rclone + fuse3 (a bucket mou
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	command -v rclone >/dev/null 2>&1 || missing="$$missing rclone"; \
 	command -v fusermount3 >/dev/null 2>&1 || missing="$$missing fuse3"; \
+	command -v ip >/dev/null 2>&1 || missing="$$missing iproute2"; \
+	command -v nsenter >/dev/null 2>&1 || missing="$$missing util-linux"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = "0" ]; then DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \

@@ -126,6 +126,9 @@ class Settings(BaseSettings):
     )
     runtime: str | None = Field(None, description="OCI runtime (e.g. runsc for gVisor); None = engine default.")
     docker_host: str | None = Field(None, description="Engine address; None = DOCKER_HOST or the local socket.")
+    backend: Literal["docker", "swarm"] = Field(
+        "docker", description="docker: one engine runs every container; swarm: each run is a one-shot task on a "
+        "swarm node labelled scoperun.workspace=true (docker_host is then a manager; see deploy/SWARM.md).")
     state_dir: Path | None = Field(
         None, description="Host-local state (audit index, chain heads); None = /var/lib/scoperun as root, "
         "else $XDG_STATE_HOME/scoperun (~/.local/state/scoperun). Never on the workspace mount.")

@@ -198,7 +198,26 @@ def run_checks(settings: Settings) -> list[Check]:
     checks.append(_check_pool(settings, client))
 
     checks.extend(_check_state(settings))  # audit index and chain (host-local state)
+    if settings.backend == "swarm":
+        checks.extend(_check_swarm(settings, client))
     return checks
+
+
+def _check_swarm(settings: Settings, client: object | None) -> list[Check]:
+    """The swarm backend: docker_host is a manager, labelled nodes, image and workspace on each node."""
+    if client is None:
+        return [Check("swarm", False, "not checked: no engine at docker_host", fix="set docker_host to a swarm manager")]
+    from scoperun.engine.swarmops import check_swarm
+    from scoperun.errors import EngineError
+
+    try:
+        found = check_swarm(client, image=settings.image, workspace=Path(settings.workspace).expanduser().resolve(),
+                            projects_dir=settings.projects_dir, tools_dir=settings.tools_dir)
+    except EngineError as exc:
+        return [Check("swarm", False, str(exc))]
+    except Exception as exc:  # noqa: BLE001 - any manager failure is a failed check, never a crash
+        return [Check("swarm", False, f"the swarm manager failed: {exc}")]
+    return [Check(name, ok, detail, fix=fix) for name, ok, detail, fix in found]
 
 
 def _check_state(settings: Settings) -> list[Check]:

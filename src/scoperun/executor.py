@@ -53,9 +53,14 @@ class Executor:
         """The engine backend, made on first use (so importing scoperun needs no engine)."""
         with self._backend_lock:
             if self._backend is None:
-                from scoperun.engine.docker import DockerBackend
+                if self.settings.backend == "swarm":
+                    from scoperun.engine.swarm import SwarmBackend
 
-                self._backend = DockerBackend(self.settings.docker_host, pool=self._pool_options())
+                    self._backend = SwarmBackend(self.settings.docker_host)
+                else:
+                    from scoperun.engine.docker import DockerBackend
+
+                    self._backend = DockerBackend(self.settings.docker_host, pool=self._pool_options())
             return self._backend
 
     @property

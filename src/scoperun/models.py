@@ -160,6 +160,7 @@ class ExecutionResult(BaseModel):
     durations: Durations = Field(default_factory=Durations)
     image: str = ""
     image_id: str | None = None
+    node: str | None = Field(None, description="Swarm node id that ran the script (swarm backend only).")
     limits: ResolvedLimits | None = Field(None, description="The limits the run got; None only in hand-made results.")
     network: str = ""
     read_only: bool = False

@@ -137,6 +137,20 @@ def _containers(api: Any, settings: Settings, *, any_workspace: bool, all_states
     return [c for c in found if (c.get("Labels") or {}).get(MANAGED_LABEL) == "1"]
 
 
+def _services(api: Any, settings: Settings, *, any_workspace: bool) -> list[dict[str, Any]]:
+    """A swarm manager's run services, shaped like container summaries (Id, Names, Labels)."""
+    from docker.errors import DockerException
+
+    try:
+        services = api.services(filters={"label": MANAGED_LABEL})
+    except DockerException as exc:
+        raise EngineError(f"cannot list the swarm's services ({exc}); is docker_host a swarm manager?") from None
+    workspace = None if any_workspace else _workspace_label(settings)
+    return [{"Id": s["ID"], "Names": [s["Spec"]["Name"]], "Labels": s["Spec"].get("Labels") or {}, "Service": True}
+            for s in services
+            if workspace is None or (s["Spec"].get("Labels") or {}).get(WORKSPACE_LABEL) == workspace]
+
+
 def _memory(api: Any, container_id: str) -> int | None:
     try:
         stats = api.stats(container_id, stream=False, one_shot=True)
@@ -202,8 +216,11 @@ def stop_runs(settings: Settings, execution_ids: list[str] | None, *, reason: st
     """
     client = client or _client(settings)
     api = client.api
-    found = _containers(api, settings, any_workspace=any_workspace, all_states=False)
-    found = [c for c in found if not _idle_pooled(c)]
+    if settings.backend == "swarm":
+        found = _services(api, settings, any_workspace=any_workspace)  # one per run in progress
+    else:
+        found = [c for c in _containers(api, settings, any_workspace=any_workspace, all_states=False)
+                 if not _idle_pooled(c)]
     by_id = {_execution_id(c): c for c in found}
     if execution_ids is not None:
         missing = [i for i in execution_ids if i not in by_id]
@@ -231,7 +248,12 @@ def _stop_one(api: Any, settings: Settings, container: dict[str, Any], *, reason
         except OSError as exc:
             detail = f"stop marker not written ({exc.strerror}); the record will not say why it ended. "
     try:
-        api.kill(container["Id"])
+        if container.get("Service"):
+            from scoperun.engine.swarmops import stop_service
+
+            stop_service(api, execution_id)
+        else:
+            api.kill(container["Id"])
     except NotFound:
         return StopOutcome(execution_id=execution_id, container=name, stopped=False, detail=detail + "already gone")
     except DockerException as exc:
@@ -429,6 +451,14 @@ def collect_garbage(settings: Settings, *, any_workspace: bool = False, dry_run:
         api = (client or _client(settings)).api
         _remove_containers(api, settings, report, now, any_workspace=any_workspace, dry_run=dry_run)
         _remove_volumes(api, settings, report, now, any_workspace=any_workspace, dry_run=dry_run)
+        if settings.backend == "swarm":
+            # docker_host is a manager: leftover run services (their task containers are removed by
+            # each node's agent, or by `scoperun gc` run against that node's engine).
+            from scoperun.engine.swarmops import remove_leftover_services
+
+            report.hooks["swarm"] = remove_leftover_services(
+                client or _client(settings), now=now - settings.gc_grace, dry_run=dry_run,
+                workspace=None if any_workspace else _workspace_label(settings))
     except EngineError as exc:
         report.errors.append(str(exc))
     _run_hooks(settings, report, now, dry_run)

@@ -365,7 +365,7 @@ def finish(ctx: RunContext, prepared: Prepared, outcome: RunOutcome, queue_wait:
         ctx, prepared.facts, status, message=message, finished=True, exit_code=outcome.exit_code, stdout=stdout,
         stderr=stderr, durations=Durations(queue_wait=queue_wait, container_start=outcome.container_start,
                                            run=outcome.run),
-        image_id=outcome.image_id, changes=changes, hazards=hazards,
+        image_id=outcome.image_id, node=outcome.node, changes=changes, hazards=hazards,
     )
     if outcome.exit_code is not None:
         result.exit_code_source = "launcher" if outcome.exit_source == "launcher" else "engine"
@@ -410,7 +410,7 @@ def _scan_hazards(ctx: RunContext, case_dir: Path) -> list[dict[str, Any]]:
 def _result(ctx: RunContext, facts: ScriptFacts, status: Status, *, message: str, finished: bool = False,
             queue_wait: float = 0.0, exit_code: int | None = None, stdout: OutputCapture | None = None,
             stderr: OutputCapture | None = None, durations: Durations | None = None, image_id: str | None = None,
-            changes: ChangeSet | None = None, hazards: list[dict[str, Any]] | None = None) -> ExecutionResult:
+            node: str | None = None, changes: ChangeSet | None = None, hazards: list[dict[str, Any]] | None = None) -> ExecutionResult:
     durations = durations or Durations(queue_wait=queue_wait)
     if finished:
         durations.total = time.monotonic() - ctx.t0
@@ -430,6 +430,7 @@ def _result(ctx: RunContext, facts: ScriptFacts, status: Status, *, message: str
         durations=durations,
         image=ctx.image,
         image_id=image_id,
+        node=node,
         limits=ctx.limits,
         network=ctx.network,
         read_only=ctx.write_mode == "read-only",

@@ -13,7 +13,8 @@ from scoperun.changes import rollback_changes
 from scoperun.config import Settings
 from scoperun.errors import FileAccessError
 from scoperun.executor import Executor
-from scoperun.files import CaseFiles, read_access_events
+from scoperun.audit.access import read_access_events
+from scoperun.files import CaseFiles
 from scoperun.sample import DEFAULT_CASE_NAME, create_sample_workspace
 from tests.integration import test_bucket_workspace as bucket_tests
 from tests.integration.conftest import IMAGE, assert_no_containers_left, read_record

@@ -257,6 +257,7 @@ def record_from_result(result: ExecutionResult, *, script_sha256: str | None, en
         "requested_by": result.requested_by,
         "image": result.image,
         "image_id": result.image_id,
+        "node": result.node,
         "limits": result.limits.model_dump() if result.limits else {},
         "exit_code_source": result.exit_code_source,
         "pooled": result.pooled,

@@ -312,6 +312,8 @@ def _print_stats_tables(out: Any, stats: Any) -> None:
                     f"{_sec(stats.duration.mean)} / {_sec(stats.duration.p50)} / {_sec(stats.duration.p95)}")
     summary.add_row("container start p50 / p95", f"{_sec(stats.container_start.p50)} / {_sec(stats.container_start.p95)}")
     summary.add_row("in progress", str(stats.in_progress))
+    if stats.file_access:
+        summary.add_row("file accesses", ", ".join(f"{k} {n}" for k, n in stats.file_access.items()))
     out.print(summary)
     if not stats.total:
         return

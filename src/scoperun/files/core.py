@@ -20,10 +20,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from scoperun.audit.access import record_access
 from scoperun.changes.safefs import CHUNK, CaseRoot
 from scoperun.config import Settings, load_settings
 from scoperun.errors import AuditError, FileAccessError, ScopeError
-from scoperun.files.events import record_access
 from scoperun.files.models import (
     CaseInfo,
     CaseList,

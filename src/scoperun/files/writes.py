@@ -68,8 +68,8 @@ def upload_file(files: CaseFiles, case: str, path: str, source: Path, *,
 
 def _write(files: CaseFiles, case: str, path: str, size: int, fill: Callable[[int], None], action: str,
            requested_by: str | None) -> WriteResult:
+    from scoperun.audit.access import who
     from scoperun.executor import new_execution_id
-    from scoperun.files.events import who
 
     settings = files.settings
     with files._audited(action, case, path, requested_by) as ws:

@@ -214,7 +214,9 @@ def page_routes(ctx: PageContext) -> list[Any]:
                 "duration_chart": charts.bars("Run duration histogram", ov.durations),
                 "start_chart": charts.bars("Container start histogram", ov.starts, colour="#7a5195"),
                 "status_chart": charts.bars("Runs by status", sorted(ov.stats.by_status.items(),
-                                                                     key=lambda kv: -kv[1]), colour="#2f7f6f")}
+                                                                     key=lambda kv: -kv[1]), colour="#2f7f6f"),
+                "access_chart": charts.bars("Case-file accesses by kind", list(ov.stats.file_access.items()),
+                                            colour="#a05195") if ov.stats.file_access else ""}
 
     def runs_values(request: Request) -> dict[str, Any]:
         catch_up()

@@ -10,6 +10,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from scoperun.audit.index import AuditIndex
@@ -65,6 +66,12 @@ def overview(index: AuditIndex, settings: Settings, *, window: str = "24h", now:
     assert since is not None
     stats = compute_stats(index, since=since, now=now, recent=0, top=8, default_timeout=settings.timeout,
                           grace=settings.gc_grace)
+    from scoperun.audit.access import access_counts
+
+    try:  # case-file accesses (reads included) are audited apart from runs
+        stats.file_access = access_counts(settings, Path(settings.workspace).expanduser().resolve(), since=since)
+    except OSError:
+        pass
     conn = index.connect()
     executed = ", ".join("?" * len(EXECUTED))
     hours = conn.execute(
