@@ -42,6 +42,63 @@ def _check_engine(settings: Settings) -> tuple[Check, object | None]:
         return Check("engine", False, str(exc), fix="make engine   # as root: installs and starts dockerd"), None
 
 
+# Container escapes fixed in runc: CVE-2019-5736 (1.0.0-rc7, overwriting the host's runc binary) and
+# CVE-2024-21626 (1.1.12, a leaked host file descriptor as the working folder).
+RUNC_FIXED = (1, 1, 12)
+# Distribution packages that carry the 1.1.12 fix in an older upstream version (dpkg version).
+RUNC_BACKPORTS = {"1.1.5+ds1": "1.1.5+ds1-1+deb12u1"}  # Debian 12 (DSA-5605-1)
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    import re
+
+    match = re.match(r"v?(\d+)\.(\d+)\.(\d+)", text)
+    return tuple(int(x) for x in match.groups()) if match else ()
+
+
+def _dpkg_has(package: str, at_least: str) -> bool | None:
+    """Whether the installed Debian package is at least `at_least`; None when dpkg cannot say."""
+    import subprocess
+
+    try:
+        installed = subprocess.run(["dpkg-query", "-W", "-f=${Version}", package], capture_output=True, text=True,
+                                   timeout=10, check=False).stdout.strip()
+        if not installed:
+            return None
+        return subprocess.run(["dpkg", "--compare-versions", installed, "ge", at_least], timeout=10,
+                              check=False).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def check_runc(version: str | None, *, backport_check=_dpkg_has) -> Check:
+    """Is the engine's runc free of the known container escapes (CVE-2019-5736, CVE-2024-21626)?"""
+    fix = "upgrade runc to 1.1.12 or later (apt-get install --only-upgrade runc containerd, or your engine's update)"
+    if not version:
+        return Check("runc", False, "the engine does not report its runc version; check it by hand (`runc --version`"
+                     " on the engine's host must be 1.1.12 or later)", fix=fix, severity="warning")
+    found = _version_tuple(version)
+    if found and found >= RUNC_FIXED:
+        return Check("runc", True, f"runc {version}: has the fixes for CVE-2019-5736 and CVE-2024-21626")
+    package = RUNC_BACKPORTS.get(version)
+    if package and backport_check("runc", package):
+        return Check("runc", True, f"runc {version}: the distribution package ({package} or later) carries the "
+                     f"fix for CVE-2024-21626")
+    return Check("runc", False, f"runc {version} predates the fix for CVE-2024-21626 (1.1.12): a container can "
+                 f"escape to the host through a leaked file descriptor", fix=fix)
+
+
+def _check_runc(client: object | None) -> Check:
+    if client is None:
+        return Check("runc", False, "not checked: no engine", fix="make engine")
+    try:
+        components = client.version().get("Components") or []  # type: ignore[attr-defined]
+    except Exception as exc:  # noqa: BLE001 - any engine failure is reported, never raised
+        return Check("runc", False, f"cannot read the engine's versions ({exc})", fix="scoperun doctor again")
+    runc = next((c.get("Version") for c in components if str(c.get("Name", "")).lower() == "runc"), None)
+    return check_runc(runc)
+
+
 def _check_image(name: str, tag: str, client: object | None, *, fix: str, severity: str = "error") -> Check:
     if client is None:
         return Check(name, False, "not checked: no engine", fix="make engine", severity=severity)
@@ -188,6 +245,7 @@ def run_checks(settings: Settings) -> list[Check]:
     engine, client = _check_engine(settings)
     checks = [
         engine,
+        _check_runc(client),
         _check_image("image", settings.image, client, fix="make image   # or: scoperun image build"),
         # Only browser runs need it: a warning, not a failure.
         _check_image("browser", settings.browser_image, client, severity="warning",

@@ -64,6 +64,7 @@ class RunSpec:
     shm_size_bytes: int | None = None  # /dev/shm size; None = the engine's default (64m)
     labels: dict[str, str] = field(default_factory=dict)
     spill_limit: int = 0  # keep up to this many bytes of an over-cap stream on local disk (BoundedBuffer)
+    seccomp: str | None = None  # seccomp profile (JSON text); None = the engine's default profile
     # Live output: called with ("stdout" | "stderr", raw bytes) for each chunk as it is read, from the
     # backend's reader thread; it must not block (it must not raise either; errors are ignored).
     on_output: Callable[[str, bytes], None] | None = field(default=None, compare=False, repr=False)

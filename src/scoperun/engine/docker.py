@@ -141,11 +141,17 @@ class DockerBackend:
                 outcome.error = _explain_not_found(spec, exc)
                 return run
             except APIError as exc:
-                if not volumes or "mount" not in str(exc).lower():
-                    raise
-                outcome.error = (f"the engine could not mount the staging overlay ({_short(exc)}). Put staging_dir "
-                                 f"on a local disk (ext4 or xfs), or run with write_mode direct.")
-                return run
+                text = str(exc).lower()
+                if volumes and "mount" in text:
+                    outcome.error = (f"the engine could not mount the staging overlay ({_short(exc)}). Put "
+                                     f"staging_dir on a local disk (ext4 or xfs), or run with write_mode direct.")
+                    return run
+                if "oci runtime" in text or "chdir" in text or "cwd" in text:
+                    # The engine answered: the runtime refused to start this container (e.g. its working
+                    # folder changed under it). The engine is fine; the script never ran.
+                    outcome.error = f"the container could not start; the script never ran ({_short(exc)})"
+                    return run
+                raise
             run.started = time.monotonic()
             outcome.container_start = run.started - t0
         except (APIError, RequestsConnectionError, DockerException) as exc:
@@ -337,7 +343,7 @@ class DockerBackend:
                      *([Ulimit(name="fsize", soft=spec.fsize, hard=spec.fsize)] if spec.fsize else [])],
             devices=[],  # no host device; the engine's default /dev (null, zero, random, tty...) only
             cap_drop=["ALL"],
-            security_opt=["no-new-privileges"],
+            security_opt=["no-new-privileges", *([f"seccomp={spec.seccomp}"] if spec.seccomp else [])],
             read_only=True,
             tmpfs={"/tmp": f"rw,nosuid,nodev,size={spec.tmp_size_bytes},mode=1777"},
             log_config=LogConfig(type="none"),
