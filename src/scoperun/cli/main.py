@@ -122,7 +122,8 @@ def _execute(settings: Settings, as_json: bool, call: Any, *, quiet: bool = Fals
         shown = result if as_json else result.model_copy(update={"stdout": OutputCapture(), "stderr": OutputCapture()})
         _print_result(shown, as_json, Path(settings.workspace).expanduser().resolve())
         raise typer.Exit(exit_code_for(result))
-    executor = Executor(settings)
+    # One run per process: warm containers would outlive their use (and cost their start-up).
+    executor = Executor(settings.model_copy(update={"pool": False}))
     try:
         if not as_json and not quiet and err.is_terminal:
             from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
