@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export SCOPERUN_WORKSPACE ?= $(CURDIR)/workspace
 
-.PHONY: demo test lint unit integration venv engine image gvisor tools bench bench-stats clean
+.PHONY: demo test lint unit integration venv engine image gvisor tools bench bench-peers bench-stats clean
 
 demo: image ## sample workspace + the inventory tool run on its case, through scoperun
 	$(BIN)/scoperun demo
@@ -33,7 +33,7 @@ $(VENV)/.installed: pyproject.toml
 engine: ## install (Debian docker.io) and start the Docker engine when none answers (root only)
 	bash scripts/ensure-engine.sh
 
-tools: ## systemd-analyze (checks deploy/'s units), rclone + fuse3 (a bucket mounted as a workspace in the tests), promtool (deploy/alerts.yml), chromium (the page's browser tests), tmux (the CLI read in a real terminal)
+tools: ## systemd-analyze (checks deploy/'s units), rclone + fuse3 (a bucket mounted as a workspace in the tests), iproute2 + nsenter (the tests' two-node swarm), promtool (deploy/alerts.yml), chromium (the page's browser tests), tmux (the CLI read in a real terminal)
 	@missing=""; \
 	command -v tmux >/dev/null 2>&1 || missing="$$missing tmux"; \
 	command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
@@ -41,6 +41,8 @@ tools: ## systemd-analyze (checks deploy/'s units), rclone + fuse3 (a bucket mou
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	command -v rclone >/dev/null 2>&1 || missing="$$missing rclone"; \
 	command -v fusermount3 >/dev/null 2>&1 || missing="$$missing fuse3"; \
+	command -v ip >/dev/null 2>&1 || missing="$$missing iproute2"; \
+	command -v nsenter >/dev/null 2>&1 || missing="$$missing util-linux"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = "0" ]; then DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
@@ -56,6 +58,10 @@ gvisor: engine ## register gVisor (Debian's runsc) with the engine as runtime "r
 
 bench: image
 	$(BIN)/python benchmarks/overhead.py
+
+bench-peers: image ## print(1) against epicbox, llm-sandbox, docker-py, the CLI and the exec floor (bench extra)
+	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/python benchmarks/peers.py
 
 bench-stats: venv ## indexed statistics vs the plan's read-every-file method, 100,000 records
 	$(BIN)/python benchmarks/stats.py

@@ -56,7 +56,9 @@ def main() -> None:
         print(f"{opts.n} records indexed in {time.perf_counter() - t:.1f} s")
 
         tokens = StaticTokens({"bench": ("bench", "read")})
-        app = create_page_app(PageContext(settings=settings, lookup=tokens.by_hash))
+        # Every overview computed afresh: what the first viewer of a window waits for (the page
+        # caches a window's figures for max(5 s, 5x their cost) for the viewers after).
+        app = create_page_app(PageContext(settings=settings, lookup=tokens.by_hash, overview_cache=False))
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()

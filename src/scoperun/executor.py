@@ -53,9 +53,14 @@ class Executor:
         """The engine backend, made on first use (so importing scoperun needs no engine)."""
         with self._backend_lock:
             if self._backend is None:
-                from scoperun.engine.docker import DockerBackend
+                if self.settings.backend == "swarm":
+                    from scoperun.engine.swarm import SwarmBackend
 
-                self._backend = DockerBackend(self.settings.docker_host)
+                    self._backend = SwarmBackend(self.settings.docker_host)
+                else:
+                    from scoperun.engine.docker import DockerBackend
+
+                    self._backend = DockerBackend(self.settings.docker_host, pool=self._pool_options())
             return self._backend
 
     @property
@@ -142,6 +147,19 @@ class Executor:
         `request.script` is only a label for results and audit records.
         """
         return self._execute(self._context(request, execution_id=execution_id, program=program))
+
+    def _pool_options(self) -> Any:
+        """Warm-pool options from the settings (None: every run starts a fresh container)."""
+        st = self.settings
+        if not st.pool or st.pool_size <= 0:
+            return None
+        import secrets
+
+        from scoperun.audit.state import state_dir
+        from scoperun.engine.pool import PoolOptions
+
+        root = state_dir(st) / "pool" / f"{os.getpid()}-{secrets.token_hex(4)}"
+        return PoolOptions(size=st.pool_size, idle=st.pool_idle, root=root)
 
     # -- the pipeline ---------------------------------------------------------------------------
 

@@ -145,6 +145,9 @@ class ExecutionResult(BaseModel):
     execution_id: str
     status: Status
     exit_code: int | None = None
+    exit_code_source: Literal["launcher", "engine"] | None = Field(
+        None, description="Who reported exit_code: the launcher's tagged end line, or the engine (wait/inspect).")
+    pooled: bool = Field(False, description="Served by a warm container prepared ahead of the run.")
     message: str = Field("", description="One sentence on what happened and, if it failed, what to do.")
     script: str
     case: str
@@ -157,6 +160,7 @@ class ExecutionResult(BaseModel):
     durations: Durations = Field(default_factory=Durations)
     image: str = ""
     image_id: str | None = None
+    node: str | None = Field(None, description="Swarm node id that ran the script (swarm backend only).")
     limits: ResolvedLimits | None = Field(None, description="The limits the run got; None only in hand-made results.")
     network: str = ""
     read_only: bool = False

@@ -3,6 +3,7 @@ on loopback, real runs on the real engine and real files."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import threading
@@ -17,7 +18,7 @@ import pytest
 from scoperun.config import Settings
 from scoperun.executor import Executor
 from tests.conftest import CASE
-from tests.integration.conftest import unavailable
+from tests.integration.conftest import read_record, unavailable
 
 CHROMIUM = "/usr/bin/chromium"
 SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
@@ -142,14 +143,17 @@ def test_admin_sees_a_run_live_reads_it_and_rolls_it_back(settings: Settings, ex
         assert "+a new summary" in page.locator("main").inner_text()
         shot(page, "run-detail")
 
-        page.get_by_role("button", name="Roll back the applied changes (restore the case)").click()
-        page.get_by_role("button", name="Yes, rollback").wait_for()
+        page.get_by_role("button", name="Roll back changes").click()
+        page.get_by_role("button", name="Yes, roll back changes").wait_for()
         shot(page, "confirm")
-        page.get_by_role("button", name="Yes, rollback").click()
+        page.get_by_role("button", name="Yes, roll back changes").click()
         page.wait_for_url(f"{page_server.url}/runs/{execution_id}?done=rollback")
         assert page.locator("#cs-status").inner_text() == "rolled_back"
         assert (case_dir / "notes" / "intake.txt").read_bytes() == before
         assert not (case_dir / "notes" / "summary.txt").exists()
+        events = read_record(workspace, execution_id)["events"]
+        assert events[-1]["event"] == "rolled_back" and events[-1]["by"] == "page:alice"
+        assert "rolled_back by page:alice" in page.locator("ul.events").inner_text()
 
         for path, name in (("/", "overview"), ("/cases", "cases"), ("/alerts", "alerts")):
             page.goto(page_server.url + path)
@@ -195,7 +199,7 @@ def test_read_token_sees_no_buttons_and_is_refused(settings: Settings, executor:
     try:
         page.goto(f"{page_server.url}/runs/{result.execution_id}")
         assert page.locator("#cs-status").inner_text() == "applied"
-        assert page.get_by_role("button", name="Roll back the applied changes (restore the case)").count() == 0
+        assert page.get_by_role("button", name="Roll back changes").count() == 0
         assert page.locator("form[action$='/rollback'], form[action$='/apply']").count() == 0
         for action in ("rollback", "apply", "discard"):
             answer = page.request.post(f"{page_server.url}/runs/{result.execution_id}/{action}",
@@ -248,3 +252,46 @@ def test_page_lives_beside_the_api_and_revoking_a_token_ends_its_session(setting
         TokenStore.from_settings(settings).revoke("rita")
         gone = client.get("/runs", follow_redirects=False)
         assert gone.status_code == 303 and gone.headers["location"].startswith("/login?next=")
+
+
+def test_run_page_shows_output_live_while_the_run_goes_on(settings: Settings, page_server: PageServer,
+                                                          browser: Any) -> None:
+    """A run started through the API shows its output on its page while it runs, then its result, with no
+    reload by the user."""
+    code = "import time\nprint('tick 1', flush=True)\ntime.sleep(6)\nprint('tick 2', flush=True)\n"
+    with httpx.Client(base_url=page_server.url, headers={"Authorization": f"Bearer {page_server.admin}"}) as api:
+        answer = api.post("/v1/runs", json={"code": code, "case": CASE, "script_name": "live.py"})
+        assert answer.status_code == 202, answer.text
+        execution_id = answer.json()["execution_id"]
+    context, page, _ = open_page(browser, page_server, page_server.admin)
+    try:
+        page.goto(f"{page_server.url}/runs/{execution_id}")
+        # Opened at once: the run may still be queued, with no record yet; the page follows it anyway.
+        page.locator("pre#stdout", has_text="tick 1").wait_for(timeout=60_000)
+        assert page.locator("#run-status").inner_text() == "running"
+        assert "tick 2" not in page.locator("pre#stdout").inner_text()
+        assert page.get_by_role("button", name="Stop run").count() == 1
+        page.locator("#run-status", has_text="succeeded").wait_for(timeout=120_000)
+        assert "tick 2" in page.locator("pre#stdout").inner_text()
+    finally:
+        context.close()
+
+
+def test_admin_stops_a_running_run_from_its_page(settings: Settings, page_server: PageServer, browser: Any,
+                                                 docker_client) -> None:
+    """The Stop button (after its confirmation) kills the run's container; the run ends cancelled, audited."""
+    code = "import time\nprint('long job', flush=True)\ntime.sleep(120)\n"
+    with httpx.Client(base_url=page_server.url, headers={"Authorization": f"Bearer {page_server.admin}"}) as api:
+        execution_id = api.post("/v1/runs", json={"code": code, "case": CASE}).json()["execution_id"]
+    context, page, _ = open_page(browser, page_server, page_server.admin)
+    try:
+        page.goto(f"{page_server.url}/runs/{execution_id}")
+        page.locator("pre#stdout", has_text="long job").wait_for(timeout=60_000)
+        page.get_by_role("button", name="Stop run").click()
+        page.get_by_role("button", name="Yes, stop run").click()
+        page.wait_for_url(f"{page_server.url}/runs/{execution_id}?done=stop")
+        page.locator("#run-status", has_text="cancelled").wait_for(timeout=60_000)
+    finally:
+        context.close()
+    record = read_record(settings.workspace, execution_id)
+    assert record["status"] == "cancelled" and "page:alice" in json.dumps(record)

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from scoperun.audit.access import read_access_events
 from scoperun.changes import rollback_changes
 from scoperun.config import Settings
 from scoperun.errors import FileAccessError, ScopeError
-from scoperun.files import CaseFiles, read_access_events
+from scoperun.files import CaseFiles
 from scoperun.files.core import MAX_DEPTH
 from scoperun.sample import DEFAULT_CASE_NAME, create_sample_workspace
 from scoperun.scope import suggest_cases
@@ -236,3 +237,17 @@ def test_cases_show_the_last_run_from_the_audit_index(files: CaseFiles) -> None:
     info = files.cases(CASE).cases[0]
     assert (info.last_run_id, info.last_run_status) == (run.execution_id, "succeeded")
     assert files.cases("doe").cases[0].last_run_id is None
+
+
+def test_stats_count_file_accesses(files: CaseFiles) -> None:
+    """`scoperun stats` (and the agents' monitor tool) count file accesses by kind, refusals apart."""
+    from scoperun.audit.stats import render_stats_markdown, stats_for_settings
+
+    files.read_file(CASE, "client_intake.txt")
+    files.list_files(CASE)
+    with pytest.raises(ScopeError):
+        files.read_file(CASE, "../x")
+    stats = stats_for_settings(files.settings, since="1h")
+    assert stats.file_access == {"list": 1, "read": 2, "refused": 1}
+    assert "File accesses (audited): list 1, read 2, refused 1" in render_stats_markdown(stats)
+    assert stats_for_settings(files.settings, case="Doe-John-MVA-2024").file_access == {}

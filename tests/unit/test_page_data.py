@@ -66,3 +66,21 @@ def test_chart_labels_are_escaped() -> None:
     """A label with markup is drawn as text in the SVG."""
     svg = charts.bars("t", [("<script>x</script>", 3)])
     assert "<script>" not in svg and "&lt;script&gt;" in svg
+
+
+def test_overview_counts_case_file_accesses(tmp_path: Path, workspace: Path) -> None:
+    """The overview's statistics carry the audited case-file accesses of its window, refusals apart."""
+    import pytest
+
+    from scoperun.errors import ScopeError
+    from scoperun.files import CaseFiles
+    from tests.conftest import CASE
+
+    settings = Settings(workspace=workspace)
+    files = CaseFiles(settings=settings)
+    files.read_file(CASE, "notes/intake.txt")
+    with pytest.raises(ScopeError):
+        files.read_file("nobody", "x.txt")
+    index, _ = make_index(tmp_path)
+    ov = data.overview(index, settings, window="24h", now=time.time())
+    assert ov.stats.file_access == {"read": 2, "refused": 1}

@@ -111,6 +111,8 @@ class Stats(BaseModel):
     busiest_scripts: list[Busiest] = Field(default_factory=list)
     busiest_cases: list[Busiest] = Field(default_factory=list)
     targets: list[Target] = Field(default_factory=list)
+    file_access: dict[str, int] = Field(default_factory=dict, description=(
+        "Case-file accesses by kind (read, list, read_document, search, download, write, ...) and `refused`."))
 
 
 def _rank(sorted_values: list[float], p: float) -> float | None:
@@ -255,8 +257,16 @@ def stats_for_settings(settings: Settings, *, since: str | float | None = None, 
     if reindex:
         audit.index.reindex_if_stale(max_age)
     since_epoch = parse_since(since) if isinstance(since, str) else since
-    return compute_stats(audit.index, since=since_epoch, case=case, default_timeout=settings.timeout,
-                         grace=settings.gc_grace, **kwargs)
+    stats = compute_stats(audit.index, since=since_epoch, case=case, default_timeout=settings.timeout,
+                          grace=settings.gc_grace, **kwargs)
+    from scoperun.audit.access import access_counts
+
+    try:
+        stats.file_access = access_counts(settings, Path(settings.workspace).expanduser().resolve(),
+                                          since=since_epoch, case=case)
+    except OSError:
+        pass  # the statistics of runs stand without them
+    return stats
 
 
 def _pct(value: float | None) -> str:
@@ -275,6 +285,9 @@ def render_stats_markdown(stats: Stats) -> str:
     if stats.case:
         scope.append(f"case {stats.case}")
     lines = [f"**Execution statistics** ({', '.join(scope) or 'all time'}): {stats.total} runs", ""]
+    if stats.file_access:
+        accesses = ", ".join(f"{kind} {n}" for kind, n in stats.file_access.items())
+        lines += [f"File accesses (audited): {accesses}", ""]
     if not stats.total:
         return "\n".join([*lines, "No executions logged yet."])
     lines += [f"- {status}: {n}" for status, n in sorted(stats.by_status.items(), key=lambda kv: -kv[1])]

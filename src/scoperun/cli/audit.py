@@ -24,6 +24,7 @@ from scoperun.cli.common import (
     fail_on,
     is_quiet,
     out,
+    plain,
     print_table,
     safe,
     settings_of,
@@ -208,6 +209,7 @@ def audit_show(
         more = "" if shown >= (length or 0) else f"; first {shown} shown (--max-bytes)"
         out.print(f"\n[bold]{stream}[/] ({length} bytes{more}):")
         sys.stdout.flush()
+        text = plain(text, lines=True)  # the run's own output: ESC sequences shown, never obeyed
         out.file.write(text if text.endswith("\n") else text + "\n")
 
 
@@ -260,7 +262,7 @@ def audit_verify(
         for f in report.findings:
             style = "red" if f.kind in failing else "yellow"
             where = f" #{f.seq}" if f.seq is not None else ""
-            out.print(f"[{style}]{f.kind:<10}[/] {escape(f.execution_id or '-')}{where}: {escape(f.detail)}")
+            out.print(f"[{style}]{f.kind:<10}[/] {safe(f.execution_id or '-')}{where}: {safe(f.detail)}")
         verdict = "[green]ok[/]" if report.ok else "[bold red]PROBLEMS FOUND[/]"
         events = f" and {report.events} events" if report.events else ""
         out.print(f"{verdict}: {report.records} records{events}, {report.chained} chained in {len(report.chains)} chain(s)")
@@ -310,6 +312,8 @@ def _print_stats_tables(out: Any, stats: Any) -> None:
                     f"{_sec(stats.duration.mean)} / {_sec(stats.duration.p50)} / {_sec(stats.duration.p95)}")
     summary.add_row("container start p50 / p95", f"{_sec(stats.container_start.p50)} / {_sec(stats.container_start.p95)}")
     summary.add_row("in progress", str(stats.in_progress))
+    if stats.file_access:
+        summary.add_row("file accesses", ", ".join(f"{k} {n}" for k, n in stats.file_access.items()))
     out.print(summary)
     if not stats.total:
         return

@@ -78,11 +78,16 @@ def _main(
     ctx: typer.Context,
     workspace: Annotated[Path | None, typer.Option("--workspace", "-w", help="Workspace root (default: $SCOPERUN_WORKSPACE or ./workspace).")] = None,
     image: Annotated[str | None, typer.Option(help="Runner image (default: $SCOPERUN_IMAGE or scoperun-runner:latest).")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only results and errors (no progress, notes or summaries).")] = False,
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print scoperun's version and exit.")] = False,
+    backend: Annotated[str | None, typer.Option(help="docker (one engine) or swarm (docker_host is a swarm manager).")] = None,
+    quiet: Annotated[bool, typer.Option(
+        "--quiet", "-q", help="Print only results and errors (no progress, notes or summaries).")] = False,
+    version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True, help="Print scoperun's version and exit.")] = False,
 ) -> None:
     """Run scripts on case files in scoped, hardened containers. Colour follows NO_COLOR / FORCE_COLOR."""
     overrides: dict[str, Any] = {}
+    if backend is not None:
+        overrides["backend"] = backend
     if workspace is not None:
         overrides["workspace"] = workspace
     if image is not None:
@@ -117,7 +122,8 @@ def _execute(settings: Settings, as_json: bool, call: Any, *, quiet: bool = Fals
         shown = result if as_json else result.model_copy(update={"stdout": OutputCapture(), "stderr": OutputCapture()})
         _print_result(shown, as_json, Path(settings.workspace).expanduser().resolve())
         raise typer.Exit(exit_code_for(result))
-    executor = Executor(settings)
+    # One run per process: warm containers would outlive their use (and cost their start-up).
+    executor = Executor(settings.model_copy(update={"pool": False}))
     try:
         if not as_json and not quiet and err.is_terminal:
             from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -344,11 +350,20 @@ def run_code(
 
 
 @app.command()
-def doctor(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+def doctor(
+    ctx: typer.Context,
+    as_json: JsonOpt = False,
+    backend: Annotated[str | None, typer.Option(help="Check this backend (swarm: manager, labelled nodes, image and workspace on each).")] = None,
+) -> None:
     """Check the engine, the image and the workspace; print the fix for each problem."""
     from scoperun.doctor import run_checks
 
-    checks = run_checks(settings_of(ctx))
+    settings = settings_of(ctx)
+    if backend is not None:
+        if backend not in ("docker", "swarm"):
+            raise fail(f"--backend must be docker or swarm, not {backend!r}", EXIT_REJECTED)
+        settings = settings.model_copy(update={"backend": backend})
+    checks = run_checks(settings)
     failed = [c for c in checks if not c.ok and c.severity == "error"]
     if as_json:
         sys.stdout.write(json.dumps({"ok": not failed, "checks": [c.as_dict() for c in checks]}, indent=2) + "\n")
@@ -364,12 +379,17 @@ def doctor(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 @image_app.command("build")
 def image_build(
     ctx: typer.Context,
-    base: Annotated[str | None, typer.Option(help="Base image (default: the one the image was last built from, else python:3.11-slim-bookworm if present, else scoperun-base:bookworm).")] = None,
-    ca_bundle: Annotated[Path | None, typer.Option(help="Extra CA bundle (PEM) trusted during the build, for TLS-intercepting proxies (default: the one the image was last built with, else the system bundle).")] = None,
+    base: Annotated[str | None, typer.Option(help=(
+        "Base image (default: the one the image was last built from, else python:3.11-slim-bookworm if "
+        "present, else scoperun-base:bookworm)."))] = None,
+    ca_bundle: Annotated[Path | None, typer.Option(help=(
+        "Extra CA bundle (PEM) trusted during the build, for TLS-intercepting proxies (default: the one "
+        "the image was last built with, else the system bundle)."))] = None,
     tag: Annotated[str | None, typer.Option(help="Image tag (default: the configured image).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Rebuild even when the inputs are unchanged.")] = False,
     browser: Annotated[bool, typer.Option("--browser", help="Build the browser image (FROM the runner image; --base defaults to it).")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say whether a build is needed and with which inputs; build nothing.")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Say whether a build is needed and with which inputs; build nothing.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Build the runner (or --browser) image; skipped when an image with the same inputs exists.
@@ -408,6 +428,26 @@ def image_build(
     inputs = f"base {result.base_image}, CA bundle {result.ca_bundle or 'none'}"
     out.print(f"[green]{safe(result.tag)}[/] {verb}: {safe(result.image_id or '-')} inputs "
               f"{result.inputs_hash[:12]} ({safe(inputs)})", highlight=False)
+
+
+@image_app.command("push-nodes")
+def image_push_nodes(
+    ctx: typer.Context,
+    to: Annotated[list[str], typer.Option("--to", help="A node's engine address, e.g. ssh://admin@worker-1 or unix:///run/docker-2.sock (repeatable).")],
+    image: Annotated[list[str] | None, typer.Option("--image", help="Image to copy (repeatable; default: the runner image).")] = None,
+) -> None:
+    """Copy images to swarm nodes without a registry: `docker save | docker -H NODE load` per node."""
+    from scoperun.engine.swarmops import push_image
+    from scoperun.errors import ScopeRunError
+
+    settings = settings_of(ctx)
+    for name in image or [settings.image]:
+        try:
+            done = push_image(name, to, source_host=settings.docker_host)
+        except ScopeRunError as exc:
+            raise fail(str(exc), EXIT_ENGINE) from None
+        for host in done:
+            out.print(f"[green]{escape(name)}[/] loaded on {escape(host)}")
 
 
 @app.command()

@@ -12,8 +12,8 @@ audited; writes go through a staged change set (undo with `scoperun rollback`).
 
 from __future__ import annotations
 
+from scoperun.audit.access import read_access_events, record_access
 from scoperun.files.core import CaseFiles, sniff_kind
-from scoperun.files.events import read_access_events, record_access
 from scoperun.files.models import (
     CaseInfo,
     CaseList,

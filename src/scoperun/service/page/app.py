@@ -13,6 +13,7 @@ import hmac
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +24,11 @@ from scoperun.config import Settings
 
 __all__ = ["PageContext", "create_page_app", "page_routes"]
 
-ACTIONS = {"apply": "Apply the staged changes to the case", "discard": "Discard the staged changes",
-           "rollback": "Roll back the applied changes (restore the case)", "stop": "Stop the running run"}
+# action -> (button text, what it does): the button's visible text is its accessible name.
+ACTIONS = {"apply": ("Apply changes", "Apply the staged changes to the case"),
+           "discard": ("Discard changes", "Discard the staged changes; the case stays as it is"),
+           "rollback": ("Roll back changes", "Restore the case as it was before the run's changes were applied"),
+           "stop": ("Stop run", "Kill the run's container; the run ends cancelled")}
 OUTPUT_SHOWN = 256 * 1024
 CATCH_UP_EVERY = 10.0  # seconds between catch-ups of the index with other hosts' records
 log = logging.getLogger(__name__)
@@ -49,6 +53,7 @@ class PageContext:
     stop: Callable[[str, str], bool] | None = None  # (id, by) -> True when the server stopped its own run
     open_access: Callable[[], bool] | None = None  # True: no token exists, loopback server: anonymous admin
     secure_cookies: bool = False
+    overview_cache: bool = True  # False: compute every overview afresh (benchmarks)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -180,11 +185,26 @@ def page_routes(ctx: PageContext) -> list[Any]:
             return render(request, name, values.pop("_status", 200), user=principal, csrf=csrf, **values)
         return endpoint
 
+    overviews: dict[str, tuple[float, float, Any]] = {}
+
+    def cached_overview(window: str) -> Any:
+        # Every open overview polls; a window's figures are computed at most once per max(5 s, 5x their
+        # cost), so many viewers of a month of runs do not keep the host busy.
+        now = time.monotonic()
+        hit = overviews.get(window)
+        if ctx.overview_cache and hit is not None and now - hit[0] < max(5.0, 5 * hit[1]):
+            return hit[2]
+        ov = data.overview(index, settings, window=window)
+        overviews[window] = (now, time.monotonic() - now, ov)
+        if len(overviews) > 16:
+            overviews.pop(next(iter(overviews)))
+        return ov
+
     def overview_values(request: Request) -> dict[str, Any]:
         from scoperun.alerts import load_alert_state
 
         catch_up()
-        ov = data.overview(index, settings, window=request.query_params.get("window", "24h"))
+        ov = cached_overview(request.query_params.get("window", "24h"))
         state = load_alert_state(settings)
         status = ctx.status() if ctx.status else {}
         return {"ov": ov, "alerts": list(state.active.values()), "health": state.measurements,
@@ -194,7 +214,9 @@ def page_routes(ctx: PageContext) -> list[Any]:
                 "duration_chart": charts.bars("Run duration histogram", ov.durations),
                 "start_chart": charts.bars("Container start histogram", ov.starts, colour="#7a5195"),
                 "status_chart": charts.bars("Runs by status", sorted(ov.stats.by_status.items(),
-                                                                     key=lambda kv: -kv[1]), colour="#2f7f6f")}
+                                                                     key=lambda kv: -kv[1]), colour="#2f7f6f"),
+                "access_chart": charts.bars("Case-file accesses by kind", list(ov.stats.file_access.items()),
+                                            colour="#a05195") if ov.stats.file_access else ""}
 
     def runs_values(request: Request) -> dict[str, Any]:
         catch_up()
@@ -210,7 +232,10 @@ def page_routes(ctx: PageContext) -> list[Any]:
         try:
             record = audit.read(execution_id)
         except AuditError as exc:
-            return {"_status": 404, "missing": str(exc), "record": None, "execution_id": execution_id}
+            if ctx.live_output is None or ctx.live_output(execution_id) is None:
+                return {"_status": 404, "missing": str(exc), "record": None, "execution_id": execution_id}
+            # The server accepted it; its record is written when it leaves the queue.
+            record = {"execution_id": execution_id, "status": "queued", "message": "waiting for a container"}
         outputs: dict[str, str] = {}
         cut: dict[str, bool] = {}
         for stream in ("stdout", "stderr"):
@@ -218,7 +243,7 @@ def page_routes(ctx: PageContext) -> list[Any]:
             if raw is not None:
                 cut[stream] = len(raw) > OUTPUT_SHOWN
                 outputs[stream] = raw[:OUTPUT_SHOWN].decode("utf-8", "replace")
-        running = record.get("status") == "running"
+        running = record.get("status") in ("running", "queued")
         if running and ctx.live_output is not None:
             live = ctx.live_output(execution_id)
             if live is not None:
@@ -331,7 +356,8 @@ class _SecurityHeaders:
         async def send_with_headers(message: Any) -> None:
             if message["type"] == "http.response.start":
                 present = {k.lower() for k, _ in message.get("headers", [])}
-                extra = [(k.lower().encode(), v.encode()) for k, v in _HEADERS.items() if k.lower().encode() not in present]
+                extra = [(k.lower().encode(), v.encode()) for k, v in _HEADERS.items()
+                         if k.lower().encode() not in present]
                 message = {**message, "headers": [*message.get("headers", []), *extra]}
             await send(message)
 

@@ -10,6 +10,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from scoperun.audit.index import AuditIndex
@@ -40,7 +41,8 @@ class Overview:
     running: int = 0
 
 
-def _histogram(conn: Any, column: str, bounds: tuple[float, ...], since: float, *, positive: bool) -> list[tuple[str, int]]:
+def _histogram(conn: Any, column: str, bounds: tuple[float, ...], since: float, *,
+               positive: bool) -> list[tuple[str, int]]:
     marks = ", ".join(f"SUM({column} <= {b})" for b in bounds)
     cond = f"{column} > 0" if positive else f"{column} IS NOT NULL"
     row = conn.execute(f"SELECT COUNT(*), {marks} FROM records WHERE started >= ? AND {cond} "
@@ -65,6 +67,12 @@ def overview(index: AuditIndex, settings: Settings, *, window: str = "24h", now:
     assert since is not None
     stats = compute_stats(index, since=since, now=now, recent=0, top=8, default_timeout=settings.timeout,
                           grace=settings.gc_grace)
+    from scoperun.audit.access import access_counts
+
+    try:  # case-file accesses (reads included) are audited apart from runs
+        stats.file_access = access_counts(settings, Path(settings.workspace).expanduser().resolve(), since=since)
+    except OSError:
+        pass
     conn = index.connect()
     executed = ", ".join("?" * len(EXECUTED))
     hours = conn.execute(

@@ -27,7 +27,7 @@
           holder.innerHTML = res.text;
           var section = holder.querySelector("[data-status]");
           var done = el.hasAttribute("data-live-reload-when-done") && section &&
-            section.getAttribute("data-status") !== "running";
+            ["running", "queued"].indexOf(section.getAttribute("data-status")) < 0;
           if (done) { window.location.reload(); return; }
           el.replaceChildren.apply(el, Array.prototype.slice.call(holder.childNodes));
           setTimeout(tick, every);

@@ -1,4 +1,4 @@
-"""One audit event per file access (reads included): who, case, path, bytes, outcome.
+"""One audit event per case-file access (reads included): who, case, path, bytes, outcome.
 
 Every access goes through `record_access`, the one place that writes these events, so moving
 them to the workspace's append-only event log is a change here only. Today they are JSON lines
@@ -19,7 +19,7 @@ from typing import Any
 from scoperun.config import Settings
 from scoperun.errors import AuditError
 
-__all__ = ["access_log_path", "read_access_events", "record_access", "who"]
+__all__ = ["access_counts", "access_log_path", "read_access_events", "record_access", "who"]
 
 _LOCK = threading.Lock()
 
@@ -76,6 +76,35 @@ def read_access_events(settings: Settings, workspace_root: Path, *, case: str | 
             if len(found) > limit:
                 del found[0]
     return found
+
+
+def access_counts(settings: Settings, workspace_root: Path, *, since: float | None = None, case: str | None = None,
+                  tail_bytes: int = 16 * 1024 * 1024) -> dict[str, int]:
+    """Access events by kind (`read`, `list`, ...) plus `refused`, over the newest `tail_bytes` of the log."""
+    path = access_log_path(settings, workspace_root)
+    counts: dict[str, int] = {}
+    try:
+        with open(path, "rb") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, size - tail_bytes))
+            if size > tail_bytes:
+                fh.readline()  # a partial first line
+            lines = fh.read().splitlines()
+    except FileNotFoundError:
+        return counts
+    for raw in lines:
+        try:
+            event = json.loads(raw)
+            at = datetime.fromisoformat(event["at"]).timestamp()
+        except (ValueError, KeyError, TypeError):
+            continue
+        if (since is not None and at < since) or (case is not None and event.get("case") != case):
+            continue
+        kind = str(event.get("event", "")).removeprefix("files.")
+        counts[kind] = counts.get(kind, 0) + 1
+        if event.get("outcome") == "refused":
+            counts["refused"] = counts.get("refused", 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def _lines(path: Path) -> Iterator[dict[str, Any]]:
