@@ -63,6 +63,8 @@ def bucket_mount(tmp_path: Path, docker_client) -> Iterator[tuple[Path, object]]
             subprocess.run(["fusermount3", "-u", "-z", str(mount)], check=False, capture_output=True)
             proc.terminate()
             proc.wait(timeout=10)
+            if proc.stderr is not None:
+                proc.stderr.close()
         server.stop()
         os.environ.pop("STORAGE_EMULATOR_HOST", None)
 

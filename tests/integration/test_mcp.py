@@ -135,6 +135,8 @@ def http_server(workspace: Path, docker_client) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
         assert_no_containers_left(docker_client, workspace)
 
 

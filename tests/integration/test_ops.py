@@ -147,6 +147,8 @@ def test_metrics_endpoint_serves_runs_over_loopback(executor: Executor, workspac
     finally:
         server.terminate()
         server.wait(30)
+        if server.stderr is not None:
+            server.stderr.close()
     assert 'scoperun_runs_total{status="succeeded"} 1.0' in body
     assert 'scoperun_runs_total{status="failed"} 1.0' in body
     assert "scoperun_run_duration_seconds_count 2.0" in body
