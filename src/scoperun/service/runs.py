@@ -275,7 +275,7 @@ def _record(service: Service, execution_id: str) -> dict[str, Any] | None:
 
     audit = AuditLog(Path(service.settings.workspace).expanduser().resolve() / service.settings.audit_dir)
     try:
-        return audit.read(execution_id)
+        return audit.view(execution_id)  # with the events logged after the run
     except AuditError:
         return None
 

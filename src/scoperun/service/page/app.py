@@ -230,7 +230,7 @@ def page_routes(ctx: PageContext) -> list[Any]:
 
         execution_id = request.path_params["execution_id"]
         try:
-            record = audit.read(execution_id)
+            record = audit.view(execution_id)  # with the events logged after the run
         except AuditError as exc:
             if ctx.live_output is None or ctx.live_output(execution_id) is None:
                 return {"_status": 404, "missing": str(exc), "record": None, "execution_id": execution_id}
