@@ -87,7 +87,7 @@ def test_twenty_runs_land_on_both_nodes_with_results_and_records_as_local(swarm,
         results = list(pool.map(lambda i: ex.run(ExecutionRequest(script="Tools/hello.py", case=CASE,
                                                                   write_mode="direct", args=[str(i)])), range(20)))
     assert [r.status for r in results] == [Status.SUCCEEDED] * 20, [r.message for r in results]
-    assert {r.node for r in results} == {swarm.manager.node_id, swarm.worker.node_id}
+    assert {r.node for r in results} == {swarm.manager.node_id, swarm.worker.node_id}, [r.node for r in results]
     for r in results:
         assert r.stdout.text == f"hello from {CASE}\n" and r.stderr.text == "to stderr\n" and r.exit_code == 0
         record = json.loads((swarm_settings.workspace / r.audit_record).read_text())
@@ -271,6 +271,31 @@ def test_kill_through_the_run_handle_ends_the_task_and_keeps_its_output(swarm, s
         backend.close()
     assert outcome.error is None and not outcome.timed_out and outcome.exit_code == 137
     assert outcome.stdout.capture().text == "up\n" and outcome.node == swarm.worker.node_id
+    _assert_nothing_left(swarm)
+
+
+def test_gc_removes_the_service_and_network_of_a_run_whose_scoperun_died(swarm, swarm_settings) -> None:
+    """A run service nobody waits for (scoperun crashed) is removed by gc past its deadline, with its network."""
+    from scoperun.engine.base import RunSpec
+    from scoperun.ops import collect_garbage
+
+    backend = SwarmBackend(swarm.manager.host)
+    spec = RunSpec(execution_id=f"exec_gc_{os.getpid()}", image=IMAGE, command=("sleep", "600"),
+                   working_dir="/tmp", mounts=(), env={}, user="1000:1000", timeout=1, memory_bytes=64 * 1024**2,
+                   cpus=0.5, pids_limit=64, nofile=256, tmp_size_bytes=1024**2, network="none", output_cap=4096,
+                   labels={"org.scoperun.workspace": str(swarm_settings.workspace.resolve())})
+    backend.start(spec)  # never waited for: as if scoperun had died here
+    backend.close()
+    assert f"scoperun-exec-gc-{os.getpid()}" in swarm.manager.docker("service", "ls", "--format", "{{.Name}}")
+    deadline = time.monotonic() + 60
+    removed: list[str] = []
+    while time.monotonic() < deadline:  # the network goes once its task has left it
+        report = collect_garbage(swarm_settings, now=time.time() + 3600)
+        removed += report.hooks.get("swarm", [])
+        if any(r.startswith("network") for r in removed):
+            break
+        time.sleep(2)
+    assert f"service scoperun-exec-gc-{os.getpid()}" in removed and any(r.startswith("network") for r in removed)
     _assert_nothing_left(swarm)
 
 
