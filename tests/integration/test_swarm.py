@@ -23,7 +23,6 @@ from scoperun.changes import rollback_changes
 from scoperun.config import Settings
 from scoperun.engine.base import MANAGED_LABEL
 from scoperun.engine.swarm import SwarmBackend
-from scoperun.errors import ScopeRunError
 from scoperun.executor import Executor
 from scoperun.models import ExecutionRequest, Status
 from tests.conftest import CASE, OTHER_CASE, make_workspace
@@ -218,7 +217,7 @@ def test_timeout_kills_the_task_on_the_worker(swarm, swarm_settings) -> None:
 
 def test_oom_and_failure_and_operator_stop_on_the_swarm(swarm, swarm_settings) -> None:
     """Out of memory is oom_killed, a non-zero exit is failed with its code, an operator stop ends the run failed."""
-    from scoperun.ops import stop_runs
+    from scoperun.ops import list_runs, stop_runs
 
     with _executor(swarm_settings, swarm) as ex:
         oom = ex.run_code("x = bytearray(400 * 2**20)", case=CASE, limits={"memory": "64m"}, write_mode="direct")
@@ -229,18 +228,18 @@ def test_oom_and_failure_and_operator_stop_on_the_swarm(swarm, swarm_settings) -
             "import time\nprint('up', flush=True)\ntime.sleep(600)", case=CASE, write_mode="direct")))
         thread.start()
         deadline = time.monotonic() + 60
-        stopped = []
-        while not stopped and time.monotonic() < deadline:
+        listed = []
+        while not listed and time.monotonic() < deadline:  # `scoperun ps` on the swarm: the run's service
             time.sleep(1)
-            try:
-                stopped = stop_runs(swarm_settings, None, reason="test stop", by="pytest")
-            except ScopeRunError:  # its service does not exist yet
-                stopped = []
+            listed = list_runs(swarm_settings)
+        stopped = stop_runs(swarm_settings, None, reason="test stop", by="pytest")
         thread.join(90)
     assert oom.status is Status.OOM_KILLED and oom.stderr.text == "", oom.message
     assert failed.status is Status.FAILED and failed.exit_code == 7
     assert (failed.stdout.text, failed.stderr.text) == ("out\n", "err\n")
     stopped_result = holder["r"]
+    assert len(listed) == 1 and listed[0].case == CASE and listed[0].state == "running"
+    assert listed[0].execution_id == stopped_result.execution_id
     assert stopped and stopped_result.status is Status.FAILED, stopped_result.message
     assert "stopped by an operator: test stop" in stopped_result.message
     _assert_nothing_left(swarm)
