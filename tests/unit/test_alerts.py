@@ -29,7 +29,8 @@ def receiver():
 
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
-    return Settings(**{"workspace": tmp_path / "ws", "state_dir": tmp_path / "state", "alert_verify": False, **overrides})
+    fields: dict[str, Any] = {"workspace": tmp_path / "ws", "state_dir": tmp_path / "state", "alert_verify": False}
+    return Settings(**{**fields, **overrides})
 
 
 def write_runs(settings: Settings, statuses: list[str], *, duration: float = 1.0, start: float = 0.3,
@@ -160,10 +161,11 @@ def test_prometheus_rules_are_the_same_rules() -> None:
 
 def test_promtool_checks_and_tests_the_rules() -> None:
     """promtool check rules accepts deploy/alerts.yml and promtool test rules passes its unit tests."""
-    check = subprocess.run([promtool(), "check", "rules", str(DEPLOY / "alerts.yml")], capture_output=True,
+    check = subprocess.run([promtool(), "check", "rules", str(DEPLOY / "alerts.yml")], check=False, capture_output=True,
                            text=True, timeout=120)
     assert check.returncode == 0 and "SUCCESS: 9 rules found" in check.stdout, check.stdout + check.stderr
-    test = subprocess.run([promtool(), "test", "rules", str(DEPLOY / "alerts.test.yml")], capture_output=True,
+    test = subprocess.run([promtool(), "test", "rules", str(DEPLOY / "alerts.test.yml")], check=False,
+                          capture_output=True,
                           text=True, timeout=120)
     assert test.returncode == 0 and "SUCCESS" in test.stdout, test.stdout + test.stderr
 
@@ -178,7 +180,8 @@ def test_metrics_export_what_the_prometheus_rules_read(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, docker_host="unix:///nonexistent.sock", alert_verify=True, audit_chain=False)
     write_runs(settings, ["succeeded", "failed"], duration=3, start=0.4)
     text = prometheus_client.generate_latest(make_registry(settings, extra=[HealthCollector(settings)])).decode()
-    for series in ('scoperun_runs_total{status="succeeded"} 1.0', 'scoperun_container_start_seconds_bucket{le="0.5"} 2.0',
+    for series in ('scoperun_runs_total{status="succeeded"} 1.0',
+                   'scoperun_container_start_seconds_bucket{le="0.5"} 2.0',
                    "scoperun_run_duration_seconds_count 2.0", "scoperun_engine_up 0.0", "scoperun_audit_verify_ok 1.0",
                    'scoperun_disk_free_ratio{volume="workspace"}', "scoperun_window_hazard_runs 0.0"):
         assert series in text, series

@@ -15,7 +15,8 @@ from rich.markup import escape
 from scoperun.cli.common import EXIT_PROBLEM, EXIT_REJECTED, fail, out, settings_of
 from scoperun.errors import ScopeRunError
 
-app = typer.Typer(no_args_is_help=True, help="Alerts when the plan's targets slip (success rate, durations, engine, disk).")
+app = typer.Typer(no_args_is_help=True,
+                  help="Alerts when the plan's targets slip (success rate, durations, engine, disk).")
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")]
 
 

@@ -41,7 +41,8 @@ class Overview:
     running: int = 0
 
 
-def _histogram(conn: Any, column: str, bounds: tuple[float, ...], since: float, *, positive: bool) -> list[tuple[str, int]]:
+def _histogram(conn: Any, column: str, bounds: tuple[float, ...], since: float, *,
+               positive: bool) -> list[tuple[str, int]]:
     marks = ", ".join(f"SUM({column} <= {b})" for b in bounds)
     cond = f"{column} > 0" if positive else f"{column} IS NOT NULL"
     row = conn.execute(f"SELECT COUNT(*), {marks} FROM records WHERE started >= ? AND {cond} "
