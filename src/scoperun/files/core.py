@@ -12,6 +12,7 @@ import errno
 import fnmatch
 import json
 import os
+import secrets
 import stat
 import time
 from collections.abc import Iterator
@@ -282,7 +283,7 @@ class CaseFiles:
         if changed:
             try:
                 path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-                tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+                tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
                 tmp.write_text(json.dumps(cache))
                 os.replace(tmp, path)
             except OSError:
@@ -302,7 +303,7 @@ class CaseFiles:
         try:
             cache = json.loads(path.read_text())
             if cache.pop(case, None) is not None:
-                tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+                tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
                 tmp.write_text(json.dumps(cache))
                 os.replace(tmp, path)
         except (OSError, ValueError):
