@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from scoperun.audit.access import record_access
 from scoperun.changes.safefs import CHUNK, CaseRoot
@@ -122,7 +122,7 @@ class CaseFiles:
             self._executor.close()
             self._executor = None
 
-    def __enter__(self) -> CaseFiles:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
