@@ -65,6 +65,9 @@ def test_unknown_case_suggests_close_names(files: CaseFiles) -> None:
     assert _refusals(files)[-1]["reason"] == "unknown-case"
     assert suggest_cases("doe", ["Doe-John-MVA-2024", "Smith-Ann"]) == ["Doe-John-MVA-2024"]
     assert suggest_cases("Smtih-Ann", ["Doe-John-MVA-2024", "Smith-Ann"]) == ["Smith-Ann"]
+    many = [f"Client{i:02d}-Zed-MVA-2024" for i in range(20)] + ["Roe-Jane-MVA-2024"]
+    assert suggest_cases("Roe-MVA-2024", many) == ["Roe-Jane-MVA-2024"]  # not every case that shares 'MVA'
+    assert suggest_cases("nothing-alike", many) == []
 
 
 def test_list_files_pages_and_patterns(files: CaseFiles) -> None:
