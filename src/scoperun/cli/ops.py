@@ -110,9 +110,8 @@ def gc(
     as_json: JsonOpt = False,
 ) -> None:
     """Mark runs whose scoperun process died `abandoned`; remove leftover and overdue scoperun containers."""
-    from scoperun.ops import collect_garbage
-
     from scoperun.engine.docker import connect
+    from scoperun.ops import collect_garbage
 
     settings = settings_of(ctx)
     try:  # gc still marks abandoned records without an engine; the exit code says the engine failed
