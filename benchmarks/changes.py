@@ -6,6 +6,10 @@ on-success (overlay, change set, journal, apply), and a staged run kept for revi
 and rolled back by hand. Prints medians and the staged/direct ratio. Goal: staged < 1.20 x direct.
 
     .venv/bin/python benchmarks/changes.py [-n 15] [--image scoperun-runner:latest]
+
+`--wipe 60000` measures instead the apply and the rollback of a staged run that deleted every
+file of a case of that many files (600 folders of 100), N times each: the worst case for the
+journal (every file saved, every file put back).
 """
 
 from __future__ import annotations
@@ -46,11 +50,52 @@ def make_case(root: Path, files: int = 10_000, per_dir: int = 100) -> str:
     return case.name
 
 
+WIPE = """import os, shutil
+for name in os.listdir('.'):
+    shutil.rmtree(name)
+"""
+
+
+def wipe_bench(n: int, files: int, image: str) -> None:
+    """Apply and rollback of a staged run that deleted every file of a `files`-file case."""
+    root = Path(tempfile.mkdtemp(prefix="scoperun-bench-wipe-"))
+    case = make_case(root, files=files)
+    (root / "Tools" / "wipe.py").write_text(WIPE)
+    settings = Settings(workspace=root, image=image, network="none", staging_dir=root.parent / f"{root.name}-staging",
+                        changes_max_files=files * 2, post_run_budget=3600, timeout=600)
+    times: dict[str, list[float]] = {"run": [], "apply": [], "rollback": []}
+    with Executor(settings) as executor:
+        for _ in range(n):
+            t = time.perf_counter()
+            result = executor.run(ExecutionRequest(script="Tools/wipe.py", case=case, apply="never"))
+            times["run"].append(time.perf_counter() - t)
+            assert result.changes is not None and result.changes.totals.files_deleted == files, result.message
+            t = time.perf_counter()
+            assert apply_changes(settings, result.execution_id).status.value == "applied"
+            times["apply"].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            assert rollback_changes(settings, result.execution_id).status.value == "rolled_back"
+            times["rollback"].append(time.perf_counter() - t)
+    shutil.rmtree(root, ignore_errors=True)
+    shutil.rmtree(settings.staging_dir, ignore_errors=True)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"scoperun change sets: staged run deleting all {files:,} files of a case, N={n} "
+          f"({platform.node()}, {os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f})")
+    for key, label in [("run", "run (container + change set read back)"), ("apply", "apply (journal + deletions)"),
+                       ("rollback", "rollback (every file put back)")]:
+        print(f"  {label:<45} median {med[key]:8.2f} s   ({med[key] / files * 1e6:6.0f} us per file)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-n", type=int, default=15, help="runs of each kind")
     parser.add_argument("--image", default=os.environ.get("SCOPERUN_IMAGE", "scoperun-runner:latest"))
+    parser.add_argument("--wipe", type=int, default=0, metavar="FILES",
+                        help="measure apply and rollback of a run that deleted all FILES files of a case instead")
     opts = parser.parse_args()
+    if opts.wipe:
+        wipe_bench(opts.n, opts.wipe, opts.image)
+        return
 
     root = Path(tempfile.mkdtemp(prefix="scoperun-bench-changes-"))
     case = make_case(root)

@@ -142,6 +142,8 @@ class ChangeSet(BaseModel):
     totals: ChangeTotals = Field(default_factory=ChangeTotals)
     entries: list[Change] = Field(default_factory=list)
     truncated: bool = Field(False, description="True when `entries` was capped; totals always count everything.")
+    complete: bool = Field(True, description="False when the host could not read every change (too deep, "
+                           "unreadable, post_run_budget spent): never applied by policy, only with --force.")
     conflicts: list[str] = Field(default_factory=list, description="Paths changed in the case since the run started.")
     note: str = Field("", description="Why the changes were (not) applied, and what to do next.")
     journal: str | None = Field(None, description="Journal folder (relative to the workspace) once applied.")

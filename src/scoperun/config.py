@@ -115,9 +115,18 @@ class Settings(BaseSettings):
                                     "`url` (SCOPERUN_TOKEN).")
     output_cap: int = Field(64 * 1024, ge=1024, description="Bytes of stdout and of stderr kept in a result, each.")
     max_concurrent: int = Field(4, ge=1, le=256, description="Containers running at once; the rest wait.")
+    pool: bool = Field(True, description="Keep warm one-run containers ready (root controller: the case is mounted "
+                       "into a pre-started container's slot); each serves exactly one run. Off: every run starts fresh.")
+    pool_size: int = Field(2, ge=0, le=64, description="Warm containers kept ready per kind of run (image, user, "
+                           "network, ...); 0 = no pool.")
+    pool_idle: float = Field(600.0, ge=30, le=24 * 3600, description="Seconds a warm container waits for a run "
+                             "before it removes itself (a new one is made on demand).")
     safety_policy: Literal["off", "warn", "block"] = Field(
         "warn", description="Script scanner: off, warn (findings reported), block (findings refuse the run)."
     )
+    seccomp: str = Field(
+        "scoperun", description="Seccomp profile of runs: scoperun (shipped: the engine default's refusals plus "
+        "io_uring, ptrace, namespaces, ...), engine (the engine's default), or the path of a JSON profile.")
     runtime: str | None = Field(None, description="OCI runtime (e.g. runsc for gVisor); None = engine default.")
     docker_host: str | None = Field(None, description="Engine address; None = DOCKER_HOST or the local socket.")
     backend: Literal["docker", "swarm"] = Field(
@@ -141,6 +150,15 @@ class Settings(BaseSettings):
                               description="Local-disk folder (outside the workspace) for staged runs' writes.")
     journal_dir: str = Field("Database/journal", description="Pre-images of applied changes, for rollback.")
     changes_record_cap: int = Field(200, ge=0, description="Changed paths listed in a result and audit record.")
+    changes_max_files: int = Field(
+        20_000, ge=1, description="Most paths a staged run's change set may hold and still be applied by policy; "
+        "beyond, it is kept for review.")
+    changes_max_bytes: str = Field(
+        "2g", description="Most bytes (file sizes) a staged run's change set may add and still be applied by policy; "
+        "beyond, it is kept for review.")
+    post_run_budget: float = Field(
+        120.0, gt=0, description="Seconds of host work after a run (change set, apply, hazard scan); past it the "
+        "change set is kept for review and the run says so.")
     staging_retention_days: float = Field(7.0, ge=0, description="Age after which gc removes finished staging.")
     # Retention, applied by `scoperun gc` (None = keep). Hashes of what goes stay in retention.jsonl.
     temp_scripts_max_age_days: float | None = Field(
@@ -185,7 +203,7 @@ class Settings(BaseSettings):
     browser_shm_size: str = Field("512m", description="/dev/shm of a browser run (Chromium's renderers share memory).")
     browser_tmp_size: str = Field("256m", description="/tmp of a browser run (Chromium's profile and cache).")
 
-    @field_validator("memory", "tmp_size", "max_file_size", "browser_memory", "browser_shm_size", "browser_tmp_size")
+    @field_validator("memory", "tmp_size", "max_file_size", "changes_max_bytes", "browser_memory", "browser_shm_size", "browser_tmp_size")
     @classmethod
     def _check_size(cls, value: str) -> str:
         parse_memory(value)

@@ -42,6 +42,63 @@ def _check_engine(settings: Settings) -> tuple[Check, object | None]:
         return Check("engine", False, str(exc), fix="make engine   # as root: installs and starts dockerd"), None
 
 
+# Container escapes fixed in runc: CVE-2019-5736 (1.0.0-rc7, overwriting the host's runc binary) and
+# CVE-2024-21626 (1.1.12, a leaked host file descriptor as the working folder).
+RUNC_FIXED = (1, 1, 12)
+# Distribution packages that carry the 1.1.12 fix in an older upstream version (dpkg version).
+RUNC_BACKPORTS = {"1.1.5+ds1": "1.1.5+ds1-1+deb12u1"}  # Debian 12 (DSA-5605-1)
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    import re
+
+    match = re.match(r"v?(\d+)\.(\d+)\.(\d+)", text)
+    return tuple(int(x) for x in match.groups()) if match else ()
+
+
+def _dpkg_has(package: str, at_least: str) -> bool | None:
+    """Whether the installed Debian package is at least `at_least`; None when dpkg cannot say."""
+    import subprocess
+
+    try:
+        installed = subprocess.run(["dpkg-query", "-W", "-f=${Version}", package], capture_output=True, text=True,
+                                   timeout=10, check=False).stdout.strip()
+        if not installed:
+            return None
+        return subprocess.run(["dpkg", "--compare-versions", installed, "ge", at_least], timeout=10,
+                              check=False).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def check_runc(version: str | None, *, backport_check=_dpkg_has) -> Check:
+    """Is the engine's runc free of the known container escapes (CVE-2019-5736, CVE-2024-21626)?"""
+    fix = "upgrade runc to 1.1.12 or later (apt-get install --only-upgrade runc containerd, or your engine's update)"
+    if not version:
+        return Check("runc", False, "the engine does not report its runc version; check it by hand (`runc --version`"
+                     " on the engine's host must be 1.1.12 or later)", fix=fix, severity="warning")
+    found = _version_tuple(version)
+    if found and found >= RUNC_FIXED:
+        return Check("runc", True, f"runc {version}: has the fixes for CVE-2019-5736 and CVE-2024-21626")
+    package = RUNC_BACKPORTS.get(version)
+    if package and backport_check("runc", package):
+        return Check("runc", True, f"runc {version}: the distribution package ({package} or later) carries the "
+                     f"fix for CVE-2024-21626")
+    return Check("runc", False, f"runc {version} predates the fix for CVE-2024-21626 (1.1.12): a container can "
+                 f"escape to the host through a leaked file descriptor", fix=fix)
+
+
+def _check_runc(client: object | None) -> Check:
+    if client is None:
+        return Check("runc", False, "not checked: no engine", fix="make engine")
+    try:
+        components = client.version().get("Components") or []  # type: ignore[attr-defined]
+    except Exception as exc:  # noqa: BLE001 - any engine failure is reported, never raised
+        return Check("runc", False, f"cannot read the engine's versions ({exc})", fix="scoperun doctor again")
+    runc = next((c.get("Version") for c in components if str(c.get("Name", "")).lower() == "runc"), None)
+    return check_runc(runc)
+
+
 def _check_image(name: str, tag: str, client: object | None, *, fix: str, severity: str = "error") -> Check:
     if client is None:
         return Check(name, False, "not checked: no engine", fix="make engine", severity=severity)
@@ -141,11 +198,54 @@ def _check_staging(settings: Settings, projects: Path) -> Check:
     )
 
 
+def _check_pool(settings: Settings, client: object | None) -> Check:
+    """What warm one-run containers need: the launcher in the image, a root controller, the new mount API."""
+    if not settings.pool or settings.pool_size <= 0:
+        return Check("pool", True, "warm pool off: every run starts a fresh container", severity="warning")
+    fix_image = "make image   # or: scoperun image build (the runner image ships the launcher)"
+    if client is not None:
+        from docker.errors import DockerException
+
+        try:
+            labels = client.images.get(settings.image).labels or {}  # type: ignore[attr-defined]
+        except DockerException:
+            labels = {}
+        if not labels.get("org.scoperun.launcher"):
+            return Check("pool", False, f"image {settings.image} has no launcher: no warm containers, and secrets "
+                         f"travel in the container's configuration", fix=fix_image, severity="warning")
+    from scoperun.engine import slots
+
+    problem = slots.usable()
+    if problem is not None:
+        return Check("pool", False, problem, fix="run scoperun as root (or set pool = false)", severity="warning")
+    from scoperun.audit.state import state_dir
+
+    probe = state_dir(settings) / "pool" / f"doctor-{os.getpid()}"
+    try:
+        probe.mkdir(parents=True, exist_ok=True)
+        (probe / "src").mkdir(exist_ok=True)
+        (probe / "dst").mkdir(exist_ok=True)
+        slots.bind(probe / "src", probe / "dst", read_only=True)  # the read-only-from-the-start mount a slot needs
+        slots.unmount(probe / "dst")
+    except OSError as exc:
+        return Check("pool", False, f"cannot make a read-only slot mount under {probe.parent} ({exc}); runs start "
+                     f"fresh", fix="a kernel >= 5.12 (mount_setattr) and a local state_dir", severity="warning")
+    finally:
+        for sub in ("dst", "src", ""):
+            try:
+                (probe / sub).rmdir() if sub else probe.rmdir()
+            except OSError:
+                pass
+    return Check("pool", True, f"warm pool: {settings.pool_size} per kind of run, idle {settings.pool_idle:g} s, "
+                 f"slots under {probe.parent}")
+
+
 def run_checks(settings: Settings) -> list[Check]:
     """Run every check; never raises for a failed check."""
     engine, client = _check_engine(settings)
     checks = [
         engine,
+        _check_runc(client),
         _check_image("image", settings.image, client, fix="make image   # or: scoperun image build"),
         # Only browser runs need it: a warning, not a failure.
         _check_image("browser", settings.browser_image, client, severity="warning",
@@ -153,6 +253,7 @@ def run_checks(settings: Settings) -> list[Check]:
     ]
     checks.extend(_check_workspace(settings))
     checks.append(_check_firewall(settings))
+    checks.append(_check_pool(settings, client))
 
     checks.extend(_check_state(settings))  # audit index and chain (host-local state)
     if settings.backend == "swarm":

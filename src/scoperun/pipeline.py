@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import stat
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -27,7 +28,8 @@ from scoperun.audit.log import AuditLog, keep_full_output, record_from_result
 from scoperun.changeset import ChangeSet, WriteMode
 from scoperun.config import Settings, parse_memory
 from scoperun.engine.base import Backend, BindMount, OverlayMount, RunHandle, RunOutcome, RunSpec
-from scoperun.errors import ChangesError, SafetyError, ScopeError, UnsupportedScriptError
+from scoperun.engine.seccomp import profile_json
+from scoperun.errors import AuditError, ChangesError, SafetyError, ScopeError, UnsupportedScriptError
 from scoperun.models import Durations, ExecutionRequest, ExecutionResult, OutputCapture, ResolvedLimits, Status
 from scoperun.safety.redaction import Redactor
 from scoperun.scope import CONTAINER_ROOT, ResolvedScript, Workspace
@@ -215,6 +217,11 @@ def prepare(ctx: RunContext) -> Prepared | Refused:
         mounts.extend(extra_mounts)
     except REFUSALS as exc:
         return Refused(exc, facts)
+    except OSError as exc:  # a path of the request that the host cannot even look at: still a refusal
+        shown = exc.filename if isinstance(exc.filename, str) else ""
+        return Refused(ScopeError(f"rejected (unreadable-path): {shown or 'a path of the request'} cannot be read on "
+                                  f"the host ({exc.strerror or exc}); use plain folders of the case",
+                                  rule="unreadable-path", value=shown or None), facts)
     spec = _spec(ctx, command=command, working_dir=str(container_workdir), mounts=tuple(mounts),
                  script_label=script.relative.as_posix() if script else req.script)
     return Prepared(spec=spec, case_dir=case_dir, tracker=tracker, facts=facts)
@@ -273,6 +280,7 @@ def _spec(ctx: RunContext, *, command: tuple[str, ...], working_dir: str, mounts
         output_cap=st.output_cap,
         spill_limit=st.full_output_limit,
         runtime=st.runtime,
+        seccomp=profile_json(st.seccomp),
         fsize=parse_memory(st.max_file_size),
         labels={"org.scoperun.case": req.case, "org.scoperun.script": script_label,
                 "org.scoperun.workspace": str(ctx.workspace.root)},
@@ -311,11 +319,14 @@ def refuse(ctx: RunContext, refused: Refused) -> ExecutionResult:
 
 def finish_error(ctx: RunContext, prepared: Prepared, message: str, queue_wait: float) -> ExecutionResult:
     """The engine failed (or scoperun was interrupted): settle the changes, record an `error`."""
-    changes = _settle_changes(ctx, prepared.tracker, Status.ERROR)
+    message = _explain_start_failure(ctx, prepared, message)
+    try:
+        changes, _ = _settle_changes(ctx, prepared, Status.ERROR)
+    except Exception as exc:  # noqa: BLE001 - the record must still be written
+        changes, message = None, f"{message}; the changes could not be settled ({type(exc).__name__}: {exc})"
     result = _result(ctx, prepared.facts, Status.ERROR, message=message, finished=True, queue_wait=queue_wait,
                      changes=changes)
-    write_record(ctx, prepared.facts, result, prepared.tracker)
-    return result
+    return _write_final(ctx, prepared, result)
 
 
 def cancelled_before_start(ctx: RunContext, by: str) -> ExecutionResult:
@@ -331,8 +342,33 @@ def finish(ctx: RunContext, prepared: Prepared, outcome: RunOutcome, queue_wait:
     """Judge the outcome, settle the changes, scan for hazards, keep the output; write the final record.
 
     `cancelled_by`: who cancelled the run (its container was killed); the status is then `cancelled`.
+    Never raises for a host-side failure after the container ran: whatever goes wrong ends in a
+    terminal record (or, when even that cannot be written, in a result that says so).
     """
+    try:
+        return _finish(ctx, prepared, outcome, queue_wait, cancelled_by=cancelled_by)
+    except AuditError:
+        raise  # _write_final already turned a record failure into a result; this is from elsewhere
+    except Exception as exc:
+        import logging
+
+        logging.getLogger(__name__).exception("post-run work of %s failed", ctx.execution_id)
+        status, _ = _judge(ctx, outcome)
+        message = (f"the script ended ({status.value}), then scoperun failed on the host ({type(exc).__name__}: "
+                   f"{exc}); whatever the run staged is kept for review: `scoperun changes {ctx.execution_id}`")
+        stdout, stderr = outcome.stdout.capture(ctx.redactor), outcome.stderr.capture(ctx.redactor)
+        result = _result(ctx, prepared.facts, Status.ERROR, message=message, finished=True,
+                         exit_code=outcome.exit_code, stdout=stdout, stderr=stderr, queue_wait=queue_wait,
+                         image_id=outcome.image_id, node=outcome.node)
+        return _write_final(ctx, prepared, result)
+
+
+def _finish(ctx: RunContext, prepared: Prepared, outcome: RunOutcome, queue_wait: float, *,
+            cancelled_by: str | None = None) -> ExecutionResult:
+    t_finish = time.monotonic()
     status, message = _judge(ctx, outcome)
+    if outcome.error:
+        message = _explain_start_failure(ctx, prepared, message)
     if cancelled_by is not None and status is not Status.SUCCEEDED:
         status, message = Status.CANCELLED, f"cancelled by {cancelled_by}; the container was killed"
     from scoperun.ops import read_stop_marker
@@ -340,26 +376,33 @@ def finish(ctx: RunContext, prepared: Prepared, outcome: RunOutcome, queue_wait:
     stop = read_stop_marker(ctx.audit.directory, ctx.execution_id)  # an operator's `scoperun stop`
     if stop is not None and status not in (Status.SUCCEEDED, Status.CANCELLED):
         status, message = Status.CANCELLED, f"stopped by an operator: {stop}"
-    changes = _settle_changes(ctx, prepared.tracker, status)  # staged runs apply first: the scan sees what landed
+    # Staged runs apply first (the decision recorded before), so the scan sees what landed.
+    changes, full = _settle_changes(ctx, prepared, status)
     if status is Status.FAILED and stop is None and ctx.program and ctx.program.explain_failure:
         message = ctx.program.explain_failure(outcome) or message  # reads what the run left
-    hazards = _scan_hazards(ctx, prepared.case_dir)
-    if changes is not None:
+    # Hazards on paths this run changed are its own; the rest were there before (unknown: neither).
+    changed: set[bytes] | None = {c.raw_path for c in full.entries} if full is not None else None
+    if full is not None and ("incomplete" in full.note or "could not" in full.note):
+        changed = None
+    if ctx.write_mode == "read-only":
+        changed = set()  # a read-only run cannot have left anything
+    hazards = _scan_hazards(ctx, prepared.case_dir, changed, deadline=t_finish + ctx.settings.post_run_budget)
+    if full is not None:
         from scoperun.changes.tracker import setid_hazards
 
-        hazards = [*setid_hazards(changes), *hazards]
-    if hazards:
-        kinds = sorted({h["kind"] for h in hazards} - {"scan-summary"})
-        message += f"; the run left hazards in the case ({', '.join(kinds)}): see `hazards`"
+        hazards = [*({**h, "introduced": True} for h in setid_hazards(full)), *hazards]
+    message += _hazard_words(hazards)
     if changes is not None and changes.status.value in ("staged", "conflict"):
-        message += f"; changes not applied ({changes.status.value}): `scoperun changes {ctx.execution_id}`"
-    stdout, stderr = outcome.stdout.capture(ctx.redactor), outcome.stderr.capture(ctx.redactor)
+        message += f"; changes not applied ({changes.status.value}): {changes.note}"
+    raw_out, raw_err = outcome.stdout.capture(None).text, outcome.stderr.capture(None).text
+    redactor = ctx.redactor.for_streams(raw_out, raw_err)  # a secret split between the two streams
+    stdout, stderr = outcome.stdout.capture(redactor), outcome.stderr.capture(redactor)
     if status is Status.FAILED and ctx.write_mode == "staged" and _EXDEV_TEXT in stderr.text:
         # The staging overlay cannot rename a folder that existed before the run (EXDEV).
         message += ("; in a staged run an existing folder cannot be renamed in place: use shutil.move or "
                     "`mv` (they copy), or run with write_mode 'direct'")
     for name, cap, buf in (("stdout", stdout, outcome.stdout), ("stderr", stderr, outcome.stderr)):
-        kept = keep_full_output(ctx.audit, ctx.execution_id, name, buf, ctx.redactor)
+        kept = keep_full_output(ctx.audit, ctx.execution_id, name, buf, redactor)
         cap.full_output = str(Path(ctx.settings.audit_dir) / kept) if kept else None
     result = _result(
         ctx, prepared.facts, status, message=message, finished=True, exit_code=outcome.exit_code, stdout=stdout,
@@ -367,7 +410,58 @@ def finish(ctx: RunContext, prepared: Prepared, outcome: RunOutcome, queue_wait:
                                            run=outcome.run),
         image_id=outcome.image_id, node=outcome.node, changes=changes, hazards=hazards,
     )
-    write_record(ctx, prepared.facts, result, prepared.tracker)
+    if outcome.exit_code is not None:
+        result.exit_code_source = "launcher" if outcome.exit_source == "launcher" else "engine"
+    result.pooled = outcome.pooled
+    return _write_final(ctx, prepared, result)
+
+
+def _hazard_words(hazards: list[dict[str, Any]]) -> str:
+    """The message's words on hazards: what this run introduced, apart from what was there before."""
+    kinds = lambda items: ", ".join(sorted({h["kind"] for h in items}))
+    real = [h for h in hazards if h["kind"] not in ("scan-summary", "unscanned", "scan-failed")]
+    new = [h for h in real if h.get("introduced") is not False]
+    old = [h for h in real if h.get("introduced") is False]
+    words = ""
+    if new:
+        words += f"; the run left hazards in the case ({kinds(new)}): see `hazards`"
+    if old:
+        words += f"; hazards already in the case before this run ({kinds(old)}) are listed in `hazards`"
+    if any(h["kind"] in ("unscanned", "scan-failed") for h in hazards):
+        words += "; part of the case could not be checked for hazards: see `hazards`"
+    return words
+
+
+def _explain_start_failure(ctx: RunContext, prepared: Prepared, message: str) -> str:
+    """Say what happened when the container could not start because the case changed under it."""
+    sub = ctx.request.working_dir
+    if not sub or sub.strip() in ("", "."):
+        return message
+    try:
+        st = os.lstat(prepared.case_dir / sub)
+        if stat.S_ISDIR(st.st_mode):
+            return message
+        what = "a symlink" if stat.S_ISLNK(st.st_mode) else "something other than a folder"
+    except OSError:
+        what = "removed"
+    return (f"the working folder {sub!r} was replaced ({what}) while the run was starting; the script never ran "
+            f"there. Nothing is wrong with the engine: run it again on a plain folder ({message})")
+
+
+def _write_final(ctx: RunContext, prepared: Prepared, result: ExecutionResult) -> ExecutionResult:
+    """Write the terminal record; if the audit trail refuses it, return a result that says so."""
+    try:
+        write_record(ctx, prepared.facts, result, prepared.tracker)
+    except AuditError as exc:
+        import logging
+
+        logging.getLogger(__name__).error("final audit record of %s not written: %s", ctx.execution_id, exc)
+        applied = result.changes is not None and result.changes.status.value == "applied"
+        fate = ("its changes were applied (the decision is in the audit trail)" if applied else
+                "nothing was applied to the case")
+        return result.model_copy(update={"status": Status.ERROR, "message": ctx.redactor.redact(
+            f"the run ended ({result.status.value}: {result.message}) but its final audit record could not be "
+            f"written ({exc}); {fate}. Fix the audit folder, then see `scoperun audit verify`.")})
     return result
 
 
@@ -385,18 +479,38 @@ def _judge(ctx: RunContext, outcome: RunOutcome) -> tuple[Status, str]:
     return Status.FAILED, f"the script exited with code {outcome.exit_code}"
 
 
-def _settle_changes(ctx: RunContext, tracker: CaseTracker, status: Status) -> ChangeSet | None:
-    """Apply or keep the run's changes by policy; the change set, capped for the record."""
-    cs = tracker.finish(status)
-    return cs.capped(ctx.settings.changes_record_cap) if cs is not None else None
+def _settle_changes(ctx: RunContext, prepared: Prepared, status: Status) -> tuple[ChangeSet | None, ChangeSet | None]:
+    """Apply or keep the run's changes by policy: (redacted copy capped for the record, full change set).
+
+    The decision to apply is written to the audit trail (a 'running' record with an event)
+    before anything reaches the case; if that write fails, nothing is applied.
+    """
+    tracker = prepared.tracker
+
+    def decide(cs: ChangeSet) -> None:
+        event = {"at": _now().isoformat(), "event": "apply_decided", "by": ctx.request.requested_by or "scoperun",
+                 "detail": ctx.redactor.redact(f"the run ended {status.value}; applying: {cs.summary}")}
+        tracker.events.append(event)
+        pending = _result(ctx, prepared.facts, Status.RUNNING, message="the run ended; applying its changes")
+        try:
+            write_record(ctx, prepared.facts, pending, tracker)
+        except BaseException:
+            tracker.events.remove(event)
+            raise
+
+    cs = tracker.finish(status, decide)
+    if cs is None:
+        return None, None
+    return ctx.redactor.redact_changes(cs.capped(ctx.settings.changes_record_cap)), cs
 
 
-def _scan_hazards(ctx: RunContext, case_dir: Path) -> list[dict[str, Any]]:
+def _scan_hazards(ctx: RunContext, case_dir: Path, changed: set[bytes] | None, *,
+                  deadline: float | None = None) -> list[dict[str, Any]]:
     """After the container: report (and defuse) what the run left in the case; see hazards.py."""
     from scoperun.safety.hazards import scan_case
 
     try:
-        return scan_case(case_dir, limit=ctx.settings.hazard_scan_limit).as_list()
+        return scan_case(case_dir, limit=ctx.settings.hazard_scan_limit, changed=changed, deadline=deadline).as_list()
     except OSError as exc:  # the case vanished or became unreadable: say so, never crash the record
         return [{"kind": "scan-failed", "path": "", "detail": f"hazard scan failed: {exc}"}]
 
@@ -445,5 +559,5 @@ def write_record(ctx: RunContext, facts: ScriptFacts, result: ExecutionResult, t
     env_names = sorted(set(ctx.request.env) | set(ctx.secrets))
     record = record_from_result(result, script_sha256=facts.script_sha256, env_names=env_names)
     if tracker is not None and tracker.events:
-        record["events"] = list(tracker.events)
+        record["events"] = ctx.redactor.redact_data(list(tracker.events))  # details name paths
     ctx.audit.write(record)

@@ -250,10 +250,15 @@ class Workspace:
         if sub is None or sub.strip() in {"", "."}:
             return case_dir, self.container_case_dir(case)
         rel = check_relative_path(sub, what="working folder")
-        real = (case_dir / rel).resolve()
+        try:
+            real = (case_dir / rel).resolve()
+            is_dir = real.is_dir()
+        except (OSError, RuntimeError) as exc:  # e.g. a link into /proc/1/root: resolving it is refused
+            raise _reject("workdir-unresolvable", f"working folder {sub!r} cannot be resolved on the host "
+                          f"({getattr(exc, 'strerror', None) or exc}); choose a plain folder of the case", sub) from None
         if not _is_within(real, case_dir):
             raise _reject("workdir-outside-case", f"working folder {sub!r} leaves the case", sub)
-        if not real.is_dir():
+        if not is_dir:
             raise _reject("workdir-not-found", f"working folder {sub!r} does not exist in case {case!r}", sub)
         return real, self.container_case_dir(case) / real.relative_to(case_dir).as_posix()
 

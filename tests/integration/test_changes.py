@@ -127,14 +127,15 @@ def test_staged_success_applies_every_kind_of_change_and_rollback_restores_it(
     assert (case_dir / "new.txt").stat().st_uid == CONTAINER_UID  # the next run can change it
     record = read_record(workspace, result.execution_id)
     assert record["changes"]["status"] == "applied" and record["write_mode"] == "staged"
-    assert [e["event"] for e in record["events"]] == ["applied"]
+    # The decision to apply is in the audit trail before the case is touched, then the apply itself.
+    assert [e["event"] for e in record["events"]] == ["apply_decided", "applied"]
     assert (workspace / cs.journal / "manifest.json").is_file()
 
     rolled = rollback_changes(executor.settings, result.execution_id)
     assert rolled.status.value == "rolled_back"
     assert tree(case_dir) == before
     record = read_record(workspace, result.execution_id)
-    assert [e["event"] for e in record["events"]] == ["applied", "rolled_back"]
+    assert [e["event"] for e in record["events"]] == ["apply_decided", "applied", "rolled_back"]
     assert record["changes"]["status"] == "rolled_back"
 
 

@@ -20,7 +20,8 @@ from tests.conftest import CASE
 from tests.integration.conftest import IMAGE, leftover_containers, unavailable
 from tests.integration.test_ops import wait_for
 
-FLOOD = ("import sys\nfor i in range(30000):\n    sys.stdout.write('{\"line\": %d, \"pad\": \"%s\"},\\n' % (i, 'x' * 20))\n"
+FLOOD = ("import sys\nfor i in range(30000):\n"
+         "    sys.stdout.write('{\"line\": %d, \"pad\": \"%s\"},\\n' % (i, 'x' * 20))\n"
          "sys.stdout.write('THE END')\n")
 
 
@@ -113,7 +114,8 @@ def _screen(socket: str, workspace: Path, width: int, command: str) -> str:
     token = uuid.uuid4().hex[:6]
     env = " ".join(f"{k}={v}" for k, v in {
         "SCOPERUN_WORKSPACE": workspace, "SCOPERUN_IMAGE": IMAGE, "SCOPERUN_NETWORK": "none",
-        "SCOPERUN_STATE_DIR": os.environ["SCOPERUN_STATE_DIR"], "SCOPERUN_STAGING_DIR": os.environ["SCOPERUN_STAGING_DIR"],
+        "SCOPERUN_STATE_DIR": os.environ["SCOPERUN_STATE_DIR"],
+        "SCOPERUN_STAGING_DIR": os.environ["SCOPERUN_STAGING_DIR"],
         "TERM": "xterm-256color"}.items())
     _tmux(socket, "new-session", "-d", "-x", str(width), "-y", "200", "-s", f"w{width}",
           f"env -u COLUMNS -u LINES {env} bash --norc --noprofile")

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from scoperun.audit.access import read_access_events
 from scoperun.changes import rollback_changes
 from scoperun.config import Settings
 from scoperun.errors import FileAccessError
 from scoperun.executor import Executor
-from scoperun.audit.access import read_access_events
 from scoperun.files import CaseFiles
 from scoperun.sample import DEFAULT_CASE_NAME, create_sample_workspace
 from tests.integration import test_bucket_workspace as bucket_tests
@@ -144,3 +144,26 @@ def test_documents_and_search_over_http(local) -> None:
         assert [(h["path"], h["page"]) for h in found["hits"]] == [("MRI_report.pdf", 1)]
         binary = httpx.get(f"{url}/v1/cases/{CASE}/text", params={"path": "MRI_report.pdf"})
         assert binary.status_code == 422 and binary.json()["rule"] == "binary-file"
+
+
+def test_an_image_without_the_extractor_says_to_rebuild(tmp_path: Path, docker_client) -> None:
+    """With a runner image that lacks the extractor, read_document is refused with 'rebuild the image'."""
+    ws = tmp_path / "ws"
+    create_sample_workspace(ws)
+    settings = Settings(workspace=ws, image=IMAGE, network="none", timeout=60, state_dir=tmp_path / "state")
+    ex = Executor(settings)
+    files = CaseFiles(ex)
+    try:
+        from scoperun.files import documents
+
+        original = documents.EXTRACTOR
+        documents.EXTRACTOR = "/opt/scoperun/not-there.py"
+        try:
+            with pytest.raises(FileAccessError, match=r"no document extractor .*scoperun image build"):
+                files.read_document(CASE, "MRI_report.pdf")
+        finally:
+            documents.EXTRACTOR = original
+    finally:
+        ex.close()
+        assert_no_containers_left(docker_client, ws)
+

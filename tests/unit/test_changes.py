@@ -145,10 +145,8 @@ def test_listing_tolerates_files_vanishing_mid_scan(tmp_path: Path, monkeypatch)
 
     def racing_scandir(path):
         entries = list(original(path))
-        for name in (b".apply.tmp", ".apply.tmp"):
-            target = real_os.path.join(path, name) if isinstance(path, type(name)) else None
-            if target and real_os.path.exists(target):
-                real_os.remove(target)  # renamed away by the other run after we read the folder
+        if (tmp_path / ".apply.tmp").exists():
+            (tmp_path / ".apply.tmp").unlink()  # renamed away by the other run after we read the folder
         if real_os.path.isdir(tmp_path / "sub"):
             (tmp_path / "sub").rmdir()
         return _Listed(entries)

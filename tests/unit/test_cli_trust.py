@@ -164,10 +164,12 @@ def _scoperun(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[st
 
 
 def test_engine_unreachable_is_125_everywhere_and_names_the_address(workspace: Path) -> None:
-    """With DOCKER_HOST pointing nowhere, ps, stop, gc and run all exit 125 and name the address tried."""
+    """With DOCKER_HOST pointing nowhere, ps, stop, gc, run, image build and files read all exit 125 and name
+    the address tried."""
     env = {"DOCKER_HOST": "tcp://127.0.0.1:9", "SCOPERUN_WORKSPACE": str(workspace)}
+    (workspace / "projects" / CASE / "notes" / "report.pdf").write_bytes(b"%PDF-1.4\n")
     for args in (["ps"], ["stop", "--all"], ["gc"], ["run", "Tools/hello.py", "--case", CASE],
-                 ["image", "build"]):
+                 ["image", "build"], ["files", "read", CASE, "notes/report.pdf"]):
         proc = _scoperun(*args, env=env)
         assert proc.returncode == 125, (args, proc.stdout, proc.stderr)
         assert "tcp://127.0.0.1:9" in proc.stderr and "DOCKER_HOST" in proc.stderr, (args, proc.stderr)

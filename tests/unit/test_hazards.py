@@ -103,11 +103,11 @@ def test_hazards_reach_the_result_message_and_audit_record(settings: Settings, w
         return FakeRun()
 
     ex = Executor(settings, backend=FakeBackend(script=plant))
-    result = ex.run(ExecutionRequest(script="Tools/hello.py", case=CASE))
+    result = ex.run(ExecutionRequest(script="Tools/hello.py", case=CASE, write_mode="direct"))
     assert result.hazards == [{"kind": "symlink-outside", "path": "shadow", "target": "/etc/shadow",
-                               "neutralised": False,
+                               "neutralised": False, "introduced": True,
                                "detail": "symlink leading out of the case; host code must not follow it"}]
-    assert "symlink-outside" in result.message
+    assert "the run left hazards in the case (symlink-outside)" in result.message
     record = json.loads((workspace / result.audit_record).read_text())
     assert record["hazards"] == result.hazards
 

@@ -11,7 +11,6 @@ and are renamed over the target. If a step fails, what was done is rolled back f
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 from pathlib import Path
 
@@ -26,11 +25,12 @@ from scoperun.changes.journal import (
     write_manifest,
 )
 from scoperun.changes.overlay import StagingArea
-from scoperun.changes.safefs import CaseRoot
+from scoperun.changes.safefs import CaseRoot, sync_fs
 from scoperun.changes.store import StagingState, case_lock, change_lock, load_state, now, record_event, save_state
 from scoperun.changeset import Change, ChangeAction, ChangeSet, ChangeSetStatus, decode_name
 from scoperun.config import Settings
 from scoperun.errors import ChangesError, ScopeRunError
+from scoperun.fswalk import remove_tree
 from scoperun.scope import Workspace
 
 __all__ = ["apply_changes", "apply_staged", "discard_changes", "find_conflicts", "journal_dir", "plan"]
@@ -59,6 +59,9 @@ def find_conflicts(case: CaseRoot, entries: list[Change]) -> list[str]:
     for c in entries:
         by_path.setdefault(c.raw_path, []).append(c)
     added_dirs = {p for p, cs in by_path.items() if any(c.action is ChangeAction.ADDED and c.type == "dir" for c in cs)}
+    children: dict[bytes, set[bytes]] = {}
+    for p in by_path:
+        children.setdefault(p.rpartition(b"/")[0], set()).add(p)
     conflicts: list[str] = []
     for rel, changes in by_path.items():
         start = next((c.start for c in changes if c.start is not None), None)
@@ -74,7 +77,7 @@ def find_conflicts(case: CaseRoot, entries: list[Change]) -> list[str]:
             if kind != start[0] or (kind != "dir" and (st.st_size, st.st_mtime_ns) != (start[1], start[2])):
                 conflicts.append(shown)
             elif kind == "dir" and any(c.action is ChangeAction.DELETED for c in changes):
-                expected = {r for r in by_path if r.startswith(rel + b"/") and b"/" not in r[len(rel) + 1:]}
+                expected = children.get(rel, set())
                 if any(rel + b"/" + name not in expected for name in case.listdir(rel)):
                     conflicts.append(shown)  # something was added to a folder the run removed
         parent = rel.rpartition(b"/")[0]
@@ -98,7 +101,7 @@ def _planned_post(changes: list[Change], pre: PathState) -> PathState:
 _NO_SETID = ~(stat.S_ISUID | stat.S_ISGID)  # a run's setuid/setgid bits never reach the case
 
 
-def _apply_one(case: CaseRoot, upper: Path, c: Change, by_path: dict[str, Change]) -> str | None:
+def _apply_one(case: CaseRoot, upper: CaseRoot, c: Change, by_path: dict[str, Change]) -> str | None:
     rel = c.raw_path
     if c.action is ChangeAction.DELETED:
         case.rmdir(rel) if c.type == "dir" else case.unlink(rel)
@@ -106,8 +109,9 @@ def _apply_one(case: CaseRoot, upper: Path, c: Change, by_path: dict[str, Change
     if c.action is ChangeAction.MODE_CHANGED:
         case.chmod(rel, (c.mode_after if c.mode_after is not None else 0o644) & (_NO_SETID if c.type == "file" else ~0))
         return None
-    src = os.fsencode(upper) + b"/" + rel
-    st = os.stat(src, follow_symlinks=False)
+    st = upper.lstat(rel)  # the staged copy, reached one folder at a time (no path longer than a name)
+    if st is None:
+        raise ChangesError(f"the staged copy of {c.path} is gone from staging; nothing of it was applied")
     if c.type == "dir":
         case.mkdir(rel, mode=stat.S_IMODE(st.st_mode), uid=st.st_uid, gid=st.st_gid)
     elif c.type == "symlink":
@@ -116,12 +120,9 @@ def _apply_one(case: CaseRoot, upper: Path, c: Change, by_path: dict[str, Change
         first = by_path.get(c.hardlink_to) if c.hardlink_to else None
         if first is not None and case.hardlink(rel, first.raw_path):
             return c.sha256_after
-        fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        try:
-            digest, _ = case.write_file(rel, fd, mode=stat.S_IMODE(st.st_mode) & _NO_SETID, uid=st.st_uid, gid=st.st_gid,
-                                        mtime_ns=st.st_mtime_ns)
-        finally:
-            os.close(fd)
+        with upper.open_read(rel) as fd:
+            digest, _ = case.write_file(rel, fd, mode=stat.S_IMODE(st.st_mode) & _NO_SETID, uid=st.st_uid,
+                                        gid=st.st_gid, mtime_ns=st.st_mtime_ns, durable=False)
         if digest != c.sha256_after:
             raise ChangesError(f"the staged copy of {c.path} changed after the run ended; nothing of it was trusted")
         return digest
@@ -151,6 +152,10 @@ def apply_staged(settings: Settings, area: StagingArea, state: StagingState, *, 
         else:
             events.append({"at": now().isoformat(), "event": name, "by": by or "scoperun", "detail": detail, **data})
 
+    if not cs.complete and not force:
+        raise ChangesError(f"run {state.execution_id}'s change set is incomplete (the host could not read all of "
+                           f"it: {cs.note}); `scoperun apply {state.execution_id} --force` applies what was read, "
+                           f"or `scoperun discard {state.execution_id}`", execution_id=state.execution_id)
     journal = journal_dir(settings, ws.root, state.execution_id)
     with case_lock(settings, case_dir), CaseRoot(case_dir) as case:
         conflicts = find_conflicts(case, cs.entries)
@@ -166,27 +171,36 @@ def apply_staged(settings: Settings, area: StagingArea, state: StagingState, *, 
             raise ChangesError(f"run {state.execution_id} already has a journal in state {old.state} ({journal})",
                                execution_id=state.execution_id)
         if old is not None:
-            shutil.rmtree(journal)
+            remove_tree(journal)
         journal.mkdir(parents=True)
         paths: list[JournalPath] = []
         mismatched: list[str] = []
-        for i, (rel, changes) in enumerate(touched.items()):
-            pre = capture(case, rel, journal, f"{i:06d}")
+        (journal / "pre").mkdir()
+        pre_fd = os.open(journal / "pre", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            pres = [capture(case, rel, journal, f"{i:06d}", durable=False, pre_fd=pre_fd)
+                    for i, rel in enumerate(touched)]
+        finally:
+            os.close(pre_fd)
+        for pre, (rel, changes) in zip(pres, touched.items(), strict=True):
             before = next((c.sha256_before for c in changes if c.sha256_before), None)
             if before and pre.type == "file" and pre.sha256 != before and not force:
                 mismatched.append(changes[0].path)
             paths.append(JournalPath(path=changes[0].path, path_b64=changes[0].path_b64, pre=pre,
                                      post=_planned_post(changes, pre)))
         if mismatched:
-            shutil.rmtree(journal)
+            remove_tree(journal)
             return _conflict(area, state, cs, mismatched, event), events
         manifest = Manifest(execution_id=state.execution_id, case=state.case, state="applying", created_at=now(),
                             updated_at=now(), change_set=cs.model_copy(), paths=paths)
+        _sync_folder(journal)  # every pre-image on disk before the manifest names them (one syncfs, not N fsyncs)
         write_manifest(journal, manifest)
         digests: dict[bytes, str | None] = {}
         try:
-            for c in order:
-                digests[c.raw_path] = _apply_one(case, area.upper, c, by_path) or digests.get(c.raw_path)
+            with CaseRoot(area.upper) as upper:
+                for c in order:
+                    digests[c.raw_path] = _apply_one(case, upper, c, by_path) or digests.get(c.raw_path)
+            sync_fs(case.fd)  # the applied files on disk before the manifest says applied
         except (OSError, ScopeRunError) as exc:
             restore_all(case, manifest, journal, force=True, execution_id=state.execution_id)
             manifest.state = "rolled_back"
@@ -210,6 +224,14 @@ def apply_staged(settings: Settings, area: StagingArea, state: StagingState, *, 
     save_state(area, state)
     event("applied", cs.summary + (" (forced over conflicts)" if force and conflicts else ""), files=len(paths))
     return cs, events
+
+
+def _sync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        sync_fs(fd)
+    finally:
+        os.close(fd)
 
 
 def _conflict(area: StagingArea, state: StagingState, cs: ChangeSet, conflicts: list[str], event) -> ChangeSet:

@@ -18,7 +18,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from scoperun.changes.safefs import CaseRoot, copy_fd, hash_fd
+from scoperun.changes.safefs import CaseRoot, copy_fd, hash_fd, sync_fs
 from scoperun.changes.snapshot import type_of
 from scoperun.changeset import ChangeSet, EntryType, decode_name, encode_name
 from scoperun.errors import ChangedSinceError, ChangesError
@@ -86,20 +86,55 @@ def observe(case: CaseRoot, rel: bytes, *, sha256: str | None = None, hash_file:
     return state
 
 
-def capture(case: CaseRoot, rel: bytes, journal: Path, blob_name: str) -> PathState:
-    """Save the pre-image of `rel` (a copy if it is a file) into the journal; return its state."""
+def capture(case: CaseRoot, rel: bytes, journal: Path, blob_name: str, *, durable: bool = True,
+            pre_fd: int | None = None) -> PathState:
+    """Save the pre-image of `rel` (a file: a hard link, else a copy) into the journal; return its state.
+
+    A hard link costs no copy: the apply replaces or removes the case's name, never writes into
+    the inode, so the journal's link keeps the pre-image (checked by sha256 on restore). Where
+    the journal is on another filesystem or links are refused, the file is copied. `durable=False`
+    skips the per-copy fsync: the caller syncs the journal once (`sync_fs`). `pre_fd`: the open
+    `pre/` folder of the journal (made if None).
+    """
     state = observe(case, rel)
-    if state.type == "file":
+    if state.type != "file":
+        return state
+    own_fd = pre_fd is None
+    if pre_fd is None:
+        (journal / "pre").mkdir(exist_ok=True)
+        pre_fd = os.open(journal / "pre", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        with case.parent(rel) as (dfd, name):
+            try:
+                os.link(name, blob_name, src_dir_fd=dfd, dst_dir_fd=pre_fd, follow_symlinks=False)
+                linked = True
+            except OSError:
+                linked = False
+        if linked:
+            fd = os.open(blob_name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=pre_fd)
+            try:
+                st = os.fstat(fd)
+                if stat.S_ISREG(st.st_mode) and (st.st_size, st.st_mtime_ns) == (state.size, state.mtime_ns):
+                    state.sha256, state.size = hash_fd(fd)
+                    state.blob = f"pre/{blob_name}"
+                    return state
+            finally:
+                os.close(fd)
+            os.unlink(blob_name, dir_fd=pre_fd)  # not the file observed (swapped meanwhile): copy instead
         with case.open_read(rel) as src:
-            (journal / "pre").mkdir(exist_ok=True)
-            dst = os.open(journal / "pre" / blob_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            dst = os.open(blob_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                          dir_fd=pre_fd)
             try:
                 state.sha256, state.size = copy_fd(src, dst)
-                os.fsync(dst)
+                if durable:
+                    os.fsync(dst)
             finally:
                 os.close(dst)
         state.blob = f"pre/{blob_name}"
-    return state
+        return state
+    finally:
+        if own_fd:
+            os.close(pre_fd)
 
 
 def write_manifest(journal: Path, manifest: Manifest) -> None:
@@ -107,7 +142,7 @@ def write_manifest(journal: Path, manifest: Manifest) -> None:
     from scoperun.changes.store import now, write_json_atomic
 
     manifest.updated_at = now()
-    write_json_atomic(journal / "manifest.json", manifest.model_dump(mode="json"))
+    write_json_atomic(journal / "manifest.json", manifest)
 
 
 def load_manifest(journal: Path) -> Manifest | None:
@@ -204,9 +239,12 @@ def restore(case: CaseRoot, jp: JournalPath, journal: Path) -> bool:
             if digest != pre.sha256:
                 raise ChangesError(f"the journal's copy of {jp.path} ({journal / pre.blob}) does not match its "
                                    f"recorded sha256; it was damaged. The case file was left as it is.")
-            os.lseek(fd, 0, os.SEEK_SET)
-            case.write_file(rel, fd, mode=pre.mode if pre.mode is not None else 0o644, uid=pre.uid, gid=pre.gid,
-                            mtime_ns=pre.mtime_ns)
+            mode = pre.mode if pre.mode is not None else 0o644
+            # The journal is done with this pre-image once it is back: link it rather than copy it.
+            if not case.link_in(rel, journal / pre.blob, mode=mode, uid=pre.uid, gid=pre.gid, mtime_ns=pre.mtime_ns):
+                os.lseek(fd, 0, os.SEEK_SET)
+                case.write_file(rel, fd, mode=mode, uid=pre.uid, gid=pre.gid, mtime_ns=pre.mtime_ns,
+                                durable=False)  # restore_all syncs once at the end
         finally:
             os.close(fd)
     return True
@@ -232,4 +270,5 @@ def restore_all(case: CaseRoot, manifest: Manifest, journal: Path, *, force: boo
                 displaced.append(f"{jp.path} -> {name}")
         if not restore(case, jp, journal):
             kept.append(jp.path)
+    sync_fs(case.fd)  # every restored file on disk before the manifest says rolled back
     return kept, displaced

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import difflib
 import os
-import shutil
 from datetime import timedelta
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from scoperun.changes.store import (
 from scoperun.changeset import Change, ChangeAction, ChangeSet, ChangeSetStatus
 from scoperun.config import Settings
 from scoperun.errors import AuditError, ChangesError
+from scoperun.fswalk import display_path, remove_tree
 from scoperun.scope import Workspace
 
 __all__ = ["gc_staging", "load_change_set", "rollback_changes", "text_diffs"]
@@ -144,7 +144,7 @@ def text_diffs(settings: Settings, cs: ChangeSet, *, limit: int = 64 * 1024, max
             b = (after or b"").decode("utf-8").splitlines(keepends=True)
         except UnicodeDecodeError:
             continue  # binary: the hashes say enough
-        name = c.path
+        name = display_path(c.path)  # a header line: a newline or ESC in a name must not make its own line
         diffs.append("".join(difflib.unified_diff(a, b, f"a/{name}" if before is not None else "/dev/null",
                                                   f"b/{name}" if after is not None else "/dev/null")))
     return [d for d in diffs if d]
@@ -177,7 +177,7 @@ def gc_staging(settings: Settings, older_than: timedelta) -> list[str]:
         if updated > cutoff or phase not in _FINISHED | {"running"} or area.is_mounted():
             continue
         with change_lock(settings, entry.name):
-            shutil.rmtree(entry, ignore_errors=True)
+            remove_tree(entry, ignore_errors=True)
         (root / ".locks" / f"{entry.name}.lock").unlink(missing_ok=True)
         if not entry.exists():
             removed.append(entry.name)

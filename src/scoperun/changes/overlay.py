@@ -26,6 +26,7 @@ from scoperun.changes.safefs import CaseRoot, hash_fd
 from scoperun.changes.snapshot import Entry, Listing, entry_from_stat, make_change
 from scoperun.changeset import Change, ChangeAction
 from scoperun.errors import ChangesError
+from scoperun.fswalk import WalkEntry, WalkReport, open_dir_at, walk
 
 __all__ = ["OVERLAY_OPTIONS", "StagingArea", "read_upper"]
 
@@ -99,18 +100,25 @@ def _is_whiteout(st: os.stat_result) -> bool:
     return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
 
 
-def _is_opaque(path: bytes) -> bool:
+def _is_opaque(dir_fd: int, name: bytes) -> bool:
+    fd = open_dir_at(dir_fd, name)
     try:
-        return os.getxattr(path, _OPAQUE, follow_symlinks=False) == b"y"
+        return os.getxattr(fd, _OPAQUE) == b"y"
     except OSError as exc:
         if exc.errno == 1 or exc.errno == 13:  # EPERM/EACCES: trusted.* needs CAP_SYS_ADMIN
             raise ChangesError("reading a staged run's overlay needs root (trusted.overlay.* attributes); "
                                "run scoperun as root on the Docker host") from None
         return False
+    finally:
+        os.close(fd)
 
 
 class _UpperReader:
-    """Turns an upper layer plus the case's listing at the start into a list of changes."""
+    """Turns an upper layer plus the case's listing at the start into a list of changes.
+
+    The upper layer is walked by directory descriptors (`fswalk.walk`): no recursion, no path
+    longer than one name, so a hostile run's PATH_MAX-deep tree is read like any other.
+    """
 
     def __init__(self, upper: Path, start: Listing, case: CaseRoot) -> None:
         self.upper = os.fsencode(upper)
@@ -119,59 +127,56 @@ class _UpperReader:
         self.changes: list[Change] = []
         self.whiteouts = 0
         self.opaque_dirs = 0
+        self.walk = WalkReport()
         self.children: dict[bytes, list[bytes]] = defaultdict(list)
         for rel in start:
             parent, _, _ = rel.rpartition(b"/")
             self.children[parent].append(rel)
         self._links: dict[int, Change] = {}
+        self.limit: int | None = None
+        self.deadline: float | None = None
 
     def run(self) -> list[Change]:
-        self.visit(b"", lower_visible=True)
-        self._pair_renames()
-        return self.changes
-
-    def upper_path(self, rel: bytes) -> bytes:
-        return self.upper + b"/" + rel
-
-    def visit(self, rel_dir: bytes, *, lower_visible: bool) -> None:
         seen: set[bytes] = set()
-        with os.scandir(self.upper_path(rel_dir) if rel_dir else self.upper) as it:
-            names = sorted(de.name for de in it)
-        for name in names:
-            rel = rel_dir + b"/" + name if rel_dir else name
+        hidden: set[bytes] = set()  # folders of upper below which the case's old entries are hidden
+        for e in walk(self.upper, self.walk, sort=True, limit=self.limit, deadline=self.deadline):
+            rel, st = e.rel, e.st
             seen.add(rel)
-            st = os.stat(self.upper_path(rel), follow_symlinks=False)
+            parent_hidden = rel.rpartition(b"/")[0] in hidden
             lower = self.start.get(rel)
             if _is_whiteout(st):
                 self.whiteouts += 1
                 if lower is not None:
                     self.deleted(rel, lower)
             elif stat.S_ISDIR(st.st_mode):
-                opaque = _is_opaque(self.upper_path(rel))
+                opaque = _is_opaque(e.dir_fd, e.name)
                 self.opaque_dirs += opaque
                 if lower is not None and lower.type == "dir":
                     if stat.S_IMODE(st.st_mode) != lower.mode:
                         self.changes.append(make_change(rel, ChangeAction.MODE_CHANGED, "dir", mode_before=lower.mode,
                                                         mode_after=stat.S_IMODE(st.st_mode), start=lower.key))
-                    self.visit(rel, lower_visible=lower_visible and not opaque)
+                    if parent_hidden or opaque:
+                        hidden.add(rel)
                 else:
                     if lower is not None:
                         self.deleted(rel, lower)
                     self.changes.append(make_change(rel, ChangeAction.ADDED, "dir", mode_after=stat.S_IMODE(st.st_mode),
                                                     start=None))
-                    self.visit(rel, lower_visible=False)
+                    hidden.add(rel)
             else:
-                self.entry(rel, entry_from_stat(st, os.readlink(self.upper_path(rel)) if stat.S_ISLNK(st.st_mode)
-                                                else None), lower)
-        if not lower_visible:
-            # Below an opaque folder the case's old entries are hidden: whatever upper lacks is gone.
+                self.entry(e, entry_from_stat(st, e.readlink() if stat.S_ISLNK(st.st_mode) else None), lower)
+        # Below an opaque (or re-created) folder the case's old entries are hidden: what upper lacks is gone.
+        for rel_dir in sorted(hidden):
             for rel in self.children.get(rel_dir, ()):
                 if rel not in seen:
                     self.deleted(rel, self.start[rel])
+        self._pair_renames()
+        return self.changes
 
-    def entry(self, rel: bytes, new: Entry, lower: Entry | None) -> None:
+    def entry(self, e: WalkEntry, new: Entry, lower: Entry | None) -> None:
+        rel = e.rel
         if lower is not None and lower.type == new.type == "file":
-            after = self._hash_upper(rel)
+            after = self._hash_upper(e)
             before = self.case.sha256(rel)
             if after != before or new.size != lower.size:
                 self.changes.append(make_change(
@@ -193,7 +198,7 @@ class _UpperReader:
             self.deleted(rel, lower)
         fields: dict[str, object] = {"mode_after": new.mode, "start": None}
         if new.type == "file":
-            fields.update(size_after=new.size, sha256_after=self._hash_upper(rel))
+            fields.update(size_after=new.size, sha256_after=self._hash_upper(e))
         elif new.type == "symlink":
             fields["target"] = new.target
         change = make_change(rel, ChangeAction.ADDED, new.type, **fields)
@@ -202,18 +207,24 @@ class _UpperReader:
             self._link(rel, new, change)
 
     def deleted(self, rel: bytes, lower: Entry) -> None:
-        if lower.type == "dir":
-            for child in self.children.get(rel, ()):
-                self.deleted(child, self.start[child])
-        fields: dict[str, object] = {"mode_before": lower.mode, "start": lower.key}
-        if lower.type == "file":
-            fields.update(size_before=lower.size, sha256_before=self.case.sha256(rel))
-        elif lower.type == "symlink":
-            fields["target_before"] = lower.target
-        self.changes.append(make_change(rel, ChangeAction.DELETED, lower.type, **fields))
+        # Post-order without recursion: a folder's entries are deleted before the folder.
+        stack: list[tuple[bytes, bool]] = [(rel, False)]
+        while stack:
+            path, expanded = stack.pop()
+            entry = self.start[path] if path != rel else lower
+            if entry.type == "dir" and not expanded:
+                stack.append((path, True))
+                stack.extend((child, False) for child in reversed(self.children.get(path, ())))
+                continue
+            fields: dict[str, object] = {"mode_before": entry.mode, "start": entry.key}
+            if entry.type == "file":
+                fields.update(size_before=entry.size, sha256_before=self.case.sha256(path))
+            elif entry.type == "symlink":
+                fields["target_before"] = entry.target
+            self.changes.append(make_change(path, ChangeAction.DELETED, entry.type, **fields))
 
-    def _hash_upper(self, rel: bytes) -> str:
-        fd = os.open(self.upper_path(rel), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    def _hash_upper(self, e: WalkEntry) -> str:
+        fd = os.open(e.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=e.dir_fd)
         try:
             return hash_fd(fd)[0]
         finally:
@@ -236,7 +247,15 @@ class _UpperReader:
                 c.renamed_from = gone.pop(c.sha256_after).path  # type: ignore[arg-type]
 
 
-def read_upper(upper: Path, start: Listing, case: CaseRoot) -> tuple[list[Change], int, int]:
-    """The changes a staged run made: (changes, whiteouts, opaque folders)."""
+def read_upper(upper: Path, start: Listing, case: CaseRoot, report: WalkReport | None = None, *,
+               limit: int | None = None, deadline: float | None = None) -> tuple[list[Change], int, int]:
+    """The changes a staged run made: (changes, whiteouts, opaque folders).
+
+    What the walk of upper could not read (too deep, unreadable, past `limit` entries or the
+    `deadline`) goes to `report`; a change set read with problems is incomplete: never apply it.
+    """
     reader = _UpperReader(upper, start, case)
+    reader.limit, reader.deadline = limit, deadline
+    if report is not None:
+        reader.walk = report
     return reader.run(), reader.whiteouts, reader.opaque_dirs

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from scoperun.errors import ScopeError
 
-__all__ = ["CHUNK", "CaseRoot", "check_rel", "copy_fd", "hash_fd"]
+__all__ = ["CHUNK", "CaseRoot", "check_rel", "copy_fd", "hash_fd", "sync_fs"]
 
 CHUNK = 1024 * 1024
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -39,27 +39,109 @@ def check_rel(rel: bytes) -> list[bytes]:
     return parts
 
 
+_ZEROS = bytes(CHUNK)
+
+
+def _segments(fd: int) -> Iterator[tuple[int, int, bool]]:
+    """(offset, length, is_data) runs of `fd` from its current offset to its end; holes come as not data.
+
+    Uses SEEK_DATA/SEEK_HOLE, so a sparse file's holes are neither read nor written as real data;
+    a filesystem without them reports the whole file as data.
+    """
+    pos = os.lseek(fd, 0, os.SEEK_CUR)
+    end = os.fstat(fd).st_size
+    while pos < end:
+        try:
+            data = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # only a hole is left
+                yield pos, end - pos, False
+                return
+            yield pos, end - pos, True  # no SEEK_DATA here: everything is data
+            return
+        if data > pos:
+            yield pos, data - pos, False
+        try:
+            hole = min(os.lseek(fd, data, os.SEEK_HOLE), end)
+        except OSError:
+            hole = end
+        yield data, hole - data, True
+        pos = hole
+
+
+def _read_range(fd: int, offset: int, length: int) -> Iterator[bytes]:
+    while length > 0:
+        chunk = os.pread(fd, min(CHUNK, length), offset)
+        if not chunk:
+            return
+        offset += len(chunk)
+        length -= len(chunk)
+        yield chunk
+
+
+def _zeros(length: int) -> Iterator[memoryview]:
+    view = memoryview(_ZEROS)
+    while length > 0:
+        n = min(CHUNK, length)
+        length -= n
+        yield view[:n]
+
+
 def hash_fd(fd: int) -> tuple[str, int]:
-    """sha256 and size of what is left to read on `fd`."""
+    """sha256 and size of what is left to read on `fd` (holes of a sparse file are not read)."""
     h = hashlib.sha256()
     size = 0
-    while chunk := os.read(fd, CHUNK):
-        h.update(chunk)
-        size += len(chunk)
+    for offset, length, is_data in _segments(fd):
+        for chunk in (_read_range(fd, offset, length) if is_data else _zeros(length)):
+            h.update(chunk)
+            size += len(chunk)
+    os.lseek(fd, 0, os.SEEK_END)
     return h.hexdigest(), size
 
 
 def copy_fd(src: int, dst: int) -> tuple[str, int]:
-    """Copy `src` to `dst`, hashing on the way; return (sha256, size)."""
+    """Copy `src` to `dst`, hashing on the way; holes stay holes (sparse files stay sparse). Return (sha256, size)."""
     h = hashlib.sha256()
     size = 0
-    while chunk := os.read(src, CHUNK):
-        h.update(chunk)
-        view = memoryview(chunk)
-        while view:
-            view = view[os.write(dst, view):]
-        size += len(chunk)
+    for offset, length, is_data in _segments(src):
+        if not is_data:
+            for chunk in _zeros(length):
+                h.update(chunk)
+            size += length
+            continue
+        for chunk in _read_range(src, offset, length):
+            h.update(chunk)
+            view = memoryview(chunk)
+            pos = offset
+            while view:
+                n = os.pwrite(dst, view, pos)
+                view, pos = view[n:], pos + n
+            offset += len(chunk)
+            size += len(chunk)
+    os.ftruncate(dst, size)  # a trailing hole: the size without writing zeros
+    os.lseek(src, 0, os.SEEK_END)
     return h.hexdigest(), size
+
+
+def sync_fs(fd: int) -> None:
+    """Flush every write of the filesystem holding `fd` to disk at once (syncfs; sync as fallback).
+
+    Applying thousands of files with one fsync each cost most of the time; one syncfs before the
+    step that depends on durability (the manifest's next state) gives the same guarantee.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        if libc.syncfs(fd) == 0:
+            return
+    except (OSError, AttributeError):
+        pass
+    os.sync()
+
+
+_DIR_CACHE_MAX = 4096
 
 
 def _tmp_name(name: bytes) -> bytes:
@@ -74,10 +156,18 @@ class CaseRoot:
         self.real = os.path.realpath(case_dir)
         self.fd = os.open(case_dir, _DIR_FLAGS)
         self.as_root = os.geteuid() == 0
+        # Folders already reached and checked, by relative path: applying 60,000 files must not
+        # walk and resolve the same folders 60,000 times. Dropped when a folder is removed.
+        self._dirs: dict[bytes, int] = {}
 
     def close(self) -> None:
-        """Close the case's descriptor."""
+        """Close the case's descriptor (and the folders kept open)."""
+        self._forget(b"")
         os.close(self.fd)
+
+    def _forget(self, rel: bytes) -> None:
+        for key in [k for k in self._dirs if not rel or k == rel or k.startswith(rel + b"/")]:
+            os.close(self._dirs.pop(key))
 
     def __enter__(self) -> CaseRoot:
         return self
@@ -91,28 +181,49 @@ class CaseRoot:
     def parent(self, rel: bytes) -> Iterator[tuple[int, bytes]]:
         """Yield (descriptor of the folder holding `rel`, its last part); refuse symlinked folders."""
         parts = check_rel(rel)
-        fd = os.dup(self.fd)
+        yield self._folder(rel, parts[:-1]), parts[-1]
+
+    def _folder(self, rel: bytes, parts: list[bytes]) -> int:
+        """The (cached) descriptor of the folder `parts`, reached one name at a time with O_NOFOLLOW."""
+        if not parts:
+            return self.fd
+        key = b"/".join(parts)
+        cached = self._dirs.get(key)
+        if cached is not None:
+            return cached
+        # Start from the deepest cached ancestor.
+        depth, fd = 0, self.fd
+        for i in range(len(parts) - 1, 0, -1):
+            hit = self._dirs.get(b"/".join(parts[:i]))
+            if hit is not None:
+                depth, fd = i, hit
+                break
+        for i in range(depth, len(parts)):
+            part = parts[i]
+            try:
+                nxt = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR) and _is_symlink(fd, part):
+                    shown = rel.decode("utf-8", "backslashreplace")
+                    raise ScopeError(f"rejected (outside-case): {shown!r} passes through a symlink; scoperun "
+                                     f"never writes through links", rule="outside-case", value=shown) from None
+                raise
+            if len(self._dirs) >= _DIR_CACHE_MAX:
+                self._forget(b"")
+            self._dirs[b"/".join(parts[: i + 1])] = nxt
+            fd = nxt
+        # Resolve-and-check: the folder reached must still be inside the case. A folder deeper than
+        # PATH_MAX has no resolvable name; the O_NOFOLLOW chain from the case already guarantees it.
         try:
-            for part in parts[:-1]:
-                try:
-                    nxt = os.open(part, _DIR_FLAGS, dir_fd=fd)
-                except OSError as exc:
-                    if exc.errno in (errno.ELOOP, errno.ENOTDIR) and _is_symlink(fd, part):
-                        shown = rel.decode("utf-8", "backslashreplace")
-                        raise ScopeError(f"rejected (outside-case): {shown!r} passes through a symlink; scoperun "
-                                         f"never writes through links", rule="outside-case", value=shown) from None
-                    raise
-                os.close(fd)
-                fd = nxt
-            # Resolve-and-check: the folder reached must still be inside the case.
             where = os.path.realpath(f"/proc/self/fd/{fd}")
-            if where != self.real and not where.startswith(self.real.rstrip("/") + "/"):
-                shown = rel.decode("utf-8", "backslashreplace")
-                raise ScopeError(f"rejected (outside-case): {shown!r} resolves outside the case", rule="outside-case",
-                                 value=shown)
-            yield fd, parts[-1]
-        finally:
-            os.close(fd)
+        except OSError:
+            return fd
+        if where != self.real and not where.startswith(self.real.rstrip("/") + "/"):
+            self._forget(key)
+            shown = rel.decode("utf-8", "backslashreplace")
+            raise ScopeError(f"rejected (outside-case): {shown!r} resolves outside the case", rule="outside-case",
+                             value=shown)
+        return fd
 
     def lstat(self, rel: bytes) -> os.stat_result | None:
         """lstat of `rel`, or None when it (or a folder on its way) does not exist."""
@@ -150,8 +261,11 @@ class CaseRoot:
     # -- changing a path ----------------------------------------------------------------------
 
     def write_file(self, rel: bytes, src_fd: int, *, mode: int, uid: int | None = None, gid: int | None = None,
-                   mtime_ns: int | None = None) -> tuple[str, os.stat_result]:
-        """Write `src_fd`'s content to `rel` via a temporary file and a rename; return (sha256, stat)."""
+                   mtime_ns: int | None = None, durable: bool = True) -> tuple[str, os.stat_result]:
+        """Write `src_fd`'s content to `rel` via a temporary file and a rename; return (sha256, stat).
+
+        `durable=False` skips the per-file fsync: the caller syncs the filesystem once (`sync_fs`).
+        """
         with self.parent(rel) as (dfd, name):
             tmp = _tmp_name(name)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dfd)
@@ -162,7 +276,8 @@ class CaseRoot:
                     os.fchmod(fd, mode)
                     if mtime_ns is not None:
                         os.utime(fd, ns=(mtime_ns, mtime_ns))
-                    os.fsync(fd)
+                    if durable:
+                        os.fsync(fd)
                     st = os.fstat(fd)
                 finally:
                     os.close(fd)
@@ -171,6 +286,34 @@ class CaseRoot:
                 _unlink_quiet(tmp, dfd)
                 raise
             return digest, st
+
+    def link_in(self, rel: bytes, src: Path, *, mode: int, uid: int | None = None, gid: int | None = None,
+                mtime_ns: int | None = None) -> bool:
+        """Make `rel` a hard link of file `src` from outside the case (the journal); False when links fail.
+
+        Rollback puts a pre-image back this way without copying it; the inode then gets `mode`,
+        owner and mtime as recorded.
+        """
+        with self.parent(rel) as (dfd, name):
+            tmp = _tmp_name(name)
+            try:
+                os.link(src, tmp, dst_dir_fd=dfd, follow_symlinks=False)
+            except OSError:
+                return False
+            try:
+                fd = os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+                try:
+                    self._own(fd, uid, gid)
+                    os.fchmod(fd, mode)
+                    if mtime_ns is not None:
+                        os.utime(fd, ns=(mtime_ns, mtime_ns))
+                finally:
+                    os.close(fd)
+                os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+            except BaseException:
+                _unlink_quiet(tmp, dfd)
+                raise
+            return True
 
     def symlink(self, rel: bytes, target: bytes, *, uid: int | None = None, gid: int | None = None) -> None:
         """Create (or replace) symlink `rel` pointing at `target`; the target is never touched."""
@@ -240,6 +383,7 @@ class CaseRoot:
 
     def rmdir(self, rel: bytes) -> None:
         """Remove empty folder `rel` (missing is fine)."""
+        self._forget(rel)
         with self.parent(rel) as (dfd, name):
             try:
                 os.rmdir(name, dir_fd=dfd)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from scoperun.changes.safefs import CaseRoot
 from scoperun.changeset import Change, ChangeAction, EntryType, StatKey, encode_name
+from scoperun.fswalk import WalkReport, walk
 
 __all__ = ["Entry", "Listing", "diff_listings", "entry_from_stat", "scan"]
 
@@ -58,27 +59,21 @@ def entry_from_stat(st: os.stat_result, target: bytes | None = None) -> Entry:
                  stat.S_IMODE(st.st_mode), target)
 
 
-def scan(root: Path) -> Listing:
-    """Every path below `root` (not `root` itself), by lstat; symlinks are listed, not entered."""
+def scan(root: Path, report: WalkReport | None = None, *, deadline: float | None = None) -> Listing:
+    """Every path below `root` (not `root` itself), by lstat; symlinks are listed, not entered.
+
+    The walk goes by directory descriptors (no recursion, no long paths); entries it could not
+    read are noted in `report` (a listing with problems is incomplete).
+    """
     listing: Listing = {}
-    stack: list[tuple[bytes, bytes]] = [(os.fsencode(root), b"")]
-    while stack:
-        abs_dir, rel_dir = stack.pop()
-        try:
-            it = os.scandir(abs_dir)
-        except FileNotFoundError:
-            continue  # removed while we listed (another run's apply, a person): not part of the case now
-        with it:
-            for de in it:
-                rel = rel_dir + b"/" + de.name if rel_dir else de.name
-                try:
-                    st = de.stat(follow_symlinks=False)
-                    target = os.readlink(de.path) if stat.S_ISLNK(st.st_mode) else None
-                except FileNotFoundError:
-                    continue  # e.g. a temporary file of a concurrent apply, already renamed
-                listing[rel] = entry_from_stat(st, target)
-                if stat.S_ISDIR(st.st_mode):
-                    stack.append((de.path, rel))
+    for e in walk(root, report, deadline=deadline):
+        target = None
+        if stat.S_ISLNK(e.st.st_mode):
+            try:
+                target = e.readlink()
+            except FileNotFoundError:
+                continue  # e.g. a temporary link of a concurrent apply, already renamed
+        listing[e.rel] = entry_from_stat(e.st, target)
     return listing
 
 

@@ -67,12 +67,15 @@ def area_for(settings: Settings, execution_id: str) -> StagingArea:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to `path` through a temporary file, fsync and rename."""
+    """Write JSON (data, or a pydantic model) to `path` through a temporary file, fsync and rename."""
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    # A model serialises in pydantic's core: tens of thousands of change entries in well under a second.
+    body = data.model_dump_json().encode() if isinstance(data, BaseModel) else \
+        json.dumps(data, indent=1, ensure_ascii=True, default=str).encode("ascii")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(json.dumps(data, indent=1, ensure_ascii=True, default=str).encode("ascii"))
+            fh.write(body)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -84,7 +87,7 @@ def write_json_atomic(path: Path, data: Any) -> None:
 def save_state(area: StagingArea, state: StagingState) -> None:
     """Persist a staging folder's state."""
     state.updated_at = now()
-    write_json_atomic(area.state_file, state.model_dump(mode="json"))
+    write_json_atomic(area.state_file, state)
 
 
 def load_state(settings: Settings, execution_id: str) -> tuple[StagingArea, StagingState] | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -14,9 +15,10 @@ from scoperun.changes.safefs import CaseRoot
 from scoperun.changes.snapshot import Listing, diff_listings, scan
 from scoperun.changes.store import StagingState, change_lock, now, save_state, staging_root
 from scoperun.changeset import ChangeSet, ChangeSetStatus, compute_totals, summarize
-from scoperun.config import Settings
+from scoperun.config import Settings, parse_memory
 from scoperun.engine.base import BindMount, OverlayMount
 from scoperun.errors import ChangesError, ScopeRunError
+from scoperun.fswalk import WalkReport, display_path, remove_tree
 from scoperun.models import Status
 
 __all__ = ["CaseTracker", "begin_tracking", "setid_hazards"]
@@ -38,6 +40,9 @@ def setid_hazards(cs: ChangeSet | None) -> list[dict[str, Any]]:
     return found
 
 
+Decide = Callable[[ChangeSet], None]
+
+
 class CaseTracker(Protocol):
     """Mounts the case for one run and reports what the run changed."""
 
@@ -51,8 +56,13 @@ class CaseTracker(Protocol):
         """Just before the container starts: note what the case holds."""
         ...
 
-    def finish(self, status: Status) -> ChangeSet | None:
-        """After the run: the change set (applied or kept by policy). Never raises."""
+    def finish(self, status: Status, decide: Decide | None = None) -> ChangeSet | None:
+        """After the run: the change set (applied or kept by policy).
+
+        `decide(change_set)` is called just before anything reaches the case and must make the
+        decision durable (the audit trail); if it raises, nothing is applied. OSError and
+        ScopeRunError end in a change set whose note says what happened.
+        """
         ...
 
 
@@ -75,8 +85,15 @@ class _ReadOnly:
     def start(self) -> None:
         pass
 
-    def finish(self, status: Status) -> None:
+    def finish(self, status: Status, decide: Decide | None = None) -> None:
         return None
+
+
+def _walk_problem(report: WalkReport, what: str) -> str:
+    rel, why = report.problems[0] if report.problems else (b"", "")
+    where = display_path(rel)[:200] or "the case folder"
+    more = f" (and {report.count - 1} more)" if report.count > 1 else ""
+    return f"{what} could not be read completely: {where}: {why}{more}"
 
 
 @dataclass
@@ -86,24 +103,32 @@ class _Direct:
     execution_id: str
     case: str
     case_dir: Path
+    budget: float = 120.0
     before: Listing = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
 
     def start(self) -> None:
-        self.before = scan(self.case_dir)
+        self.before_report = WalkReport()
+        self.before = scan(self.case_dir, self.before_report)
 
     def mount(self, target: str) -> BindMount:
         return BindMount(self.case_dir, target, read_only=False)
 
-    def finish(self, status: Status) -> ChangeSet:
+    def finish(self, status: Status, decide: Decide | None = None) -> ChangeSet:
         cs = ChangeSet(execution_id=self.execution_id, case=self.case, mode="direct", status=ChangeSetStatus.RECORDED,
                        note="written in place (direct mode): recorded, no undo")
+        after_report = WalkReport()
         try:
             with CaseRoot(self.case_dir) as root:
-                cs.entries = diff_listings(self.before, scan(self.case_dir), root)
+                after = scan(self.case_dir, after_report, deadline=time.monotonic() + self.budget)
+                cs.entries = diff_listings(self.before, after, root)
         except (OSError, ScopeRunError) as exc:
             cs.note = f"the change set could not be computed ({exc})"
-        if not cs.entries:
+        cs.complete = self.before_report.complete and after_report.complete
+        for report, when in ((self.before_report, "before"), (after_report, "after")):
+            if not report.complete:
+                cs.note += f"; incomplete record: {_walk_problem(report, f'the case {when} the run')}"
+        if not cs.entries and not cs.note.startswith("the change set"):
             cs.status = ChangeSetStatus.EMPTY
         return _finalise(cs)
 
@@ -132,18 +157,22 @@ class _Staged:
         save_state(self.area, self.state)
 
     def start(self) -> None:
-        self.listing = scan(self.case_dir)
+        self.listing_report = WalkReport()
+        self.listing = scan(self.case_dir, self.listing_report)
 
     def mount(self, target: str) -> OverlayMount:
         return OverlayMount(lower=self.case_dir, upper=self.area.upper, work=self.area.work, target=target,
                             options=self.area.volume_options())
 
-    def finish(self, status: Status) -> ChangeSet:
+    def finish(self, status: Status, decide: Decide | None = None) -> ChangeSet:
         cs = ChangeSet(execution_id=self.execution_id, case=self.case, mode="staged", status=ChangeSetStatus.STAGED)
+        deadline = time.monotonic() + self.settings.post_run_budget
+        upper_report = WalkReport()
         try:
             self._wait_unmounted()
             with CaseRoot(self.case_dir) as root:
-                entries, whiteouts, opaque = read_upper(self.area.upper, self.listing, root)
+                entries, whiteouts, opaque = read_upper(self.area.upper, self.listing, root, upper_report,
+                                                        limit=self.settings.changes_max_files + 1, deadline=deadline)
             cs.entries = entries
             _finalise(cs, {"whiteouts": whiteouts, "opaque_dirs": opaque})
         except (OSError, ScopeRunError) as exc:
@@ -152,15 +181,21 @@ class _Staged:
             self.state.phase, self.state.change_set = cs.status.value, cs
             save_state(self.area, self.state)
             return cs
-        if not cs.entries:
+        if not cs.entries and upper_report.complete:
             cs.status, cs.note = ChangeSetStatus.EMPTY, "the run changed nothing"
-            import shutil
-
-            shutil.rmtree(self.area.root, ignore_errors=True)
+            remove_tree(self.area.root, ignore_errors=True)
             return cs
+        cs.complete = upper_report.complete and self.listing_report.complete
         self.state.phase, self.state.change_set = cs.status.value, cs
         save_state(self.area, self.state)
-        if self.policy == "always" or (self.policy == "on-success" and status is Status.SUCCEEDED):
+        held = self._held(cs, upper_report, deadline)
+        wanted = self.policy == "always" or (self.policy == "on-success" and status is Status.SUCCEEDED)
+        if held is None and wanted and decide is not None:
+            try:
+                decide(cs)  # the decision to apply is in the audit trail before the case is touched
+            except Exception as exc:  # noqa: BLE001 - whatever failed, nothing may be applied unrecorded
+                held = f"the audit trail could not record the decision to apply ({exc})"
+        if held is None and wanted:
             try:
                 from scoperun.changes.apply import apply_staged
 
@@ -171,12 +206,32 @@ class _Staged:
             except (OSError, ScopeRunError) as exc:
                 cs.note = f"not applied: {exc}"
         else:
-            why = "apply policy is never" if self.policy == "never" else f"the run ended {status.value}"
+            why = held or ("apply policy is never" if self.policy == "never" else f"the run ended {status.value}")
             cs.note = (f"kept for review ({why}); the case is unchanged. See `scoperun changes {self.execution_id}`, "
                        f"then `scoperun apply {self.execution_id}` or `scoperun discard {self.execution_id}`")
             self.state.change_set = cs
             save_state(self.area, self.state)
         return cs
+
+    def _held(self, cs: ChangeSet, upper_report: WalkReport, deadline: float) -> str | None:
+        """Why this change set must wait for a person rather than be applied by policy, or None."""
+        st = self.settings
+        if any(why.startswith("walk stopped after") for _, why in upper_report.problems):
+            return f"the run changed more than changes_max_files = {st.changes_max_files} paths"
+        if any(why.startswith("walk stopped: time") for _, why in upper_report.problems):
+            return (f"reading the changes took longer than post_run_budget = {st.post_run_budget:g} s; the "
+                    f"change set is incomplete")
+        if not upper_report.complete:
+            return _walk_problem(upper_report, "the run's changes")
+        if not self.listing_report.complete:
+            return _walk_problem(self.listing_report, "the case at the start")
+        if cs.totals.count > st.changes_max_files:
+            return f"{cs.totals.count} paths changed, more than changes_max_files = {st.changes_max_files}"
+        if cs.totals.bytes_added > parse_memory(st.changes_max_bytes):
+            return (f"{cs.totals.bytes_added} bytes written, more than changes_max_bytes = {st.changes_max_bytes}")
+        if time.monotonic() > deadline:
+            return f"reading the changes took longer than post_run_budget = {st.post_run_budget:g} s"
+        return None
 
     def _wait_unmounted(self) -> None:
         # The backend removes the volume before returning; this only guards a slow engine.
@@ -194,7 +249,7 @@ def begin_tracking(settings: Settings, *, workspace_root: Path, execution_id: st
     if write_mode == "read-only":
         return _ReadOnly(case_dir)
     if write_mode == "direct":
-        return _Direct(execution_id, case, case_dir)
+        return _Direct(execution_id, case, case_dir, budget=settings.post_run_budget)
     problem = overlay_lower_problem(case_dir)
     if problem:
         raise ChangesError(
@@ -225,6 +280,8 @@ def overlay_lower_problem(case_dir: Path) -> str | None:
     for path in probe:
         try:
             os.getxattr(path, "trusted.overlay.metacopy", follow_symlinks=False)
+        except FileNotFoundError:
+            continue  # removed since it was listed (a concurrent apply): says nothing about the filesystem
         except OSError as exc:
             if exc.errno not in _XATTR_FINE:
                 return (f"its filesystem fails extended-attribute reads ({errno.errorcode.get(exc.errno, exc.errno)} "

@@ -24,6 +24,7 @@ from scoperun.cli.common import (
     fail_on,
     is_quiet,
     out,
+    plain,
     print_table,
     safe,
     settings_of,
@@ -208,6 +209,7 @@ def audit_show(
         more = "" if shown >= (length or 0) else f"; first {shown} shown (--max-bytes)"
         out.print(f"\n[bold]{stream}[/] ({length} bytes{more}):")
         sys.stdout.flush()
+        text = plain(text, lines=True)  # the run's own output: ESC sequences shown, never obeyed
         out.file.write(text if text.endswith("\n") else text + "\n")
 
 
@@ -263,7 +265,7 @@ def audit_verify(
         for f in report.findings:
             style = "red" if f.kind in failing else "yellow"
             where = f" #{f.seq}" if f.seq is not None else ""
-            out.print(f"[{style}]{f.kind:<10}[/] {escape(f.execution_id or '-')}{where}: {escape(f.detail)}")
+            out.print(f"[{style}]{f.kind:<10}[/] {safe(f.execution_id or '-')}{where}: {safe(f.detail)}")
         verdict = "[green]ok[/]" if report.ok else "[bold red]PROBLEMS FOUND[/]"
         out.print(f"{verdict}: {report.records} records, {report.chained} chained in {len(report.chains)} chain(s)")
     raise typer.Exit(0 if report.ok else EXIT_PROBLEM)

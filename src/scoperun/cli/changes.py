@@ -12,9 +12,8 @@ from datetime import timedelta
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
-from scoperun.cli.common import fail, out, settings_of
+from scoperun.cli.common import fail, out, plain, settings_of, shown
 from scoperun.errors import ChangedSinceError, ScopeRunError
 
 IdArg = Annotated[str, typer.Argument(help="Execution id (exec_...), as printed by `scoperun run`.")]
@@ -26,16 +25,23 @@ def _mode(value: int | None) -> str:
     return "" if value is None else oct(value)[2:]
 
 
-def print_change_set(cs, *, as_json: bool, source: str = "", diffs: list[str] | None = None) -> None:
-    """Print a change set as a table (or JSON), with optional text diffs."""
+def print_change_set(cs, *, as_json: bool, source: str = "", diffs: list[str] | None = None,
+                     settings=None) -> None:
+    """Print a change set as a table (or JSON), with optional text diffs; secrets redacted, controls escaped."""
+    if settings is not None:
+        from scoperun.safety.redaction import redactor_for
+
+        redactor = redactor_for(settings.secret_env)
+        cs = redactor.redact_changes(cs)
+        diffs = [redactor.redact(d) for d in diffs or []]
     if as_json:
         sys.stdout.write(cs.model_dump_json(indent=2) + "\n")
         return
     colour = {"applied": "green", "conflict": "red", "staged": "yellow"}.get(cs.status.value, "white")
-    out.print(f"[bold]{escape(cs.execution_id)}[/] case {escape(cs.case)} · {cs.mode} · "
-              f"[bold {colour}]{cs.status.value}[/] · {escape(cs.summary)}" + (f" (from {source})" if source else ""))
+    out.print(f"[bold]{shown(cs.execution_id)}[/] case {shown(cs.case)} · {cs.mode} · "
+              f"[bold {colour}]{cs.status.value}[/] · {shown(cs.summary)}" + (f" (from {source})" if source else ""))
     if cs.note:
-        out.print(escape(cs.note))
+        out.print(shown(cs.note))
     for c in cs.entries:
         extra = []
         if c.size_before is not None or c.size_after is not None:
@@ -50,11 +56,11 @@ def print_change_set(cs, *, as_json: bool, source: str = "", diffs: list[str] | 
         if c.hardlink_to:
             extra.append(f"hard link of {c.hardlink_to}")
         mark = "!" if c.path in cs.conflicts else " "
-        out.print(f"{mark}{c.action.value:>12} {c.type:<7} {escape(c.path)}  [dim]{escape(', '.join(extra))}[/]")
+        out.print(f"{mark}{c.action.value:>12} {c.type:<7} {shown(c.path)}  [dim]{shown(', '.join(extra))}[/]")
     if cs.truncated:
         out.print(f"[yellow]list capped; totals count all {cs.totals.count} paths[/]")
     for d in diffs or []:
-        out.print(escape(d), highlight=False, markup=False)
+        out.print(plain(d, lines=True), highlight=False, markup=False)
 
 
 def changes(
@@ -82,7 +88,7 @@ def changes(
         diffs = text_diffs(settings, cs) if diff and not as_json else []
     except ScopeRunError as exc:
         raise fail(str(exc)) from None
-    print_change_set(cs, as_json=as_json, source=source, diffs=diffs)
+    print_change_set(cs, as_json=as_json, source=source, diffs=diffs, settings=settings)
 
 
 def apply(
@@ -95,10 +101,11 @@ def apply(
     from scoperun.changes import apply_changes
 
     try:
-        cs = apply_changes(settings_of(ctx), execution_id, force=force, by=by)
+        settings = settings_of(ctx)
+        cs = apply_changes(settings, execution_id, force=force, by=by)
     except ScopeRunError as exc:
         raise fail(str(exc)) from None
-    print_change_set(cs, as_json=as_json)
+    print_change_set(cs, as_json=as_json, settings=settings)
     raise typer.Exit(1 if cs.status.value == "conflict" else 0)
 
 
@@ -107,10 +114,11 @@ def discard(ctx: typer.Context, execution_id: IdArg, by: ByOpt = None, as_json: 
     from scoperun.changes import discard_changes
 
     try:
-        cs = discard_changes(settings_of(ctx), execution_id, by=by)
+        settings = settings_of(ctx)
+        cs = discard_changes(settings, execution_id, by=by)
     except ScopeRunError as exc:
         raise fail(str(exc)) from None
-    print_change_set(cs, as_json=as_json)
+    print_change_set(cs, as_json=as_json, settings=settings)
 
 
 def rollback(
@@ -123,14 +131,15 @@ def rollback(
     from scoperun.changes import rollback_changes
 
     try:
-        cs = rollback_changes(settings_of(ctx), execution_id, force=force, by=by)
+        settings = settings_of(ctx)
+        cs = rollback_changes(settings, execution_id, force=force, by=by)
     except ChangedSinceError as exc:
         if as_json:
             sys.stdout.write(json.dumps({"refused": str(exc), "paths": exc.paths}) + "\n")
         raise fail(str(exc), 1) from None
     except ScopeRunError as exc:
         raise fail(str(exc)) from None
-    print_change_set(cs, as_json=as_json)
+    print_change_set(cs, as_json=as_json, settings=settings)
 
 
 def register(app: typer.Typer) -> None:

@@ -96,18 +96,28 @@ def is_quiet(ctx: typer.Context | None) -> bool:
     return bool(ctx is not None and ctx.find_root().meta.get("scoperun.quiet"))
 
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_CONTROL_OR_BREAK = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
-def plain(text: object) -> str:
-    """`text` with control characters shown as escapes (a file name must not drive the terminal)."""
+def plain(text: object, *, lines: bool = False) -> str:
+    """`text` with control characters shown as escapes (ESC as \\x1b, a newline as \\n).
+
+    A run controls file names, its output and `requested_by`: an ESC sequence, a bidi override
+    or a newline in them could forge or erase lines of a review view. `lines=True` keeps
+    newlines and tabs (captured output shown as lines), escaping everything else.
+    """
     s = str(text)
-    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], s) if _CONTROL.search(s) else s
+    pattern = _CONTROL if lines else _CONTROL_OR_BREAK
+    return pattern.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), s) if pattern.search(s) else s
 
 
 def safe(text: object) -> str:
     """`plain(text)` made safe to print with rich markup on."""
     return escape(plain(text))
+
+
+shown = safe  # the name the change-set views use
 
 
 def status_parts(status: str, message: str) -> tuple[str, str]:

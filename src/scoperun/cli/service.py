@@ -125,8 +125,8 @@ class _LiveClient:
 
 def execute_remote(settings: object, as_json: bool, call: object) -> object:
     """Run `call(client)` against the server at `settings.url`; Ctrl-C cancels the run there."""
+    from scoperun.cli.common import EXIT_ENGINE, EXIT_INTERRUPTED
     from scoperun.client import Client
-    from scoperun.cli.common import EXIT_INTERRUPTED, EXIT_ENGINE
     from scoperun.errors import ScopeRunError
 
     token = settings.token.get_secret_value() if settings.token else None  # type: ignore[attr-defined]

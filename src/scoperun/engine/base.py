@@ -64,6 +64,7 @@ class RunSpec:
     shm_size_bytes: int | None = None  # /dev/shm size; None = the engine's default (64m)
     labels: dict[str, str] = field(default_factory=dict)
     spill_limit: int = 0  # keep up to this many bytes of an over-cap stream on local disk (BoundedBuffer)
+    seccomp: str | None = None  # seccomp profile (JSON text); None = the engine's default profile
     # Live output: called with ("stdout" | "stderr", raw bytes) for each chunk as it is read, from the
     # backend's reader thread; it must not block (it must not raise either; errors are ignored).
     on_output: Callable[[str, bytes], None] | None = field(default=None, compare=False, repr=False)
@@ -82,6 +83,8 @@ class RunOutcome:
     container_start: float = 0.0
     run: float = 0.0
     error: str | None = None  # the engine failed mid-run; the message says what to do
+    exit_source: str = "engine"  # who gave exit_code: "launcher" (the tagged end line) or "engine" (wait/inspect)
+    pooled: bool = False  # served by a warm container from the pool
     node: str | None = None  # the swarm node that ran it (swarm backend); None on a single engine
 
 

@@ -101,17 +101,31 @@ class CaseFiles:
 
     def __init__(self, executor: Executor | None = None, *, settings: Settings | None = None) -> None:
         self._executor = executor
+        self._owns_executor = False
         self.settings = executor.settings if executor is not None else (settings or load_settings())
         self.redactor = Redactor({n: os.environ[n] for n in self.settings.secret_env if os.environ.get(n)})
 
     @property
     def executor(self) -> Executor:
-        """The executor document extraction and writes run through (made on first use)."""
+        """The executor document extraction runs through (made on first use, then owned and closed by us)."""
         if self._executor is None:
             from scoperun.executor import Executor
 
             self._executor = Executor(self.settings)
+            self._owns_executor = True
         return self._executor
+
+    def close(self) -> None:
+        """Close the executor this object made (one given to it stays open)."""
+        if self._executor is not None and self._owns_executor:
+            self._executor.close()
+            self._executor = None
+
+    def __enter__(self) -> CaseFiles:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def workspace(self) -> Workspace:

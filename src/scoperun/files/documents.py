@@ -113,11 +113,18 @@ def _extract(files: CaseFiles, ws: Workspace, case: str, paths: list[str], reque
                         records[rec["path"]] = rec
         except OSError:
             pass
+        if not records and not result.success and result.status.value == "error":
+            from scoperun.errors import EngineError
+
+            # The engine failed (unreachable, image missing): the same error, and exit code, as a run's.
+            raise EngineError(f"the document extraction run {result.execution_id} could not run: {result.message}")
         if not records and not result.success:
-            raise FileAccessError(f"rejected (extraction-failed): the document extraction run "
-                                  f"{result.execution_id} ended {result.status.value}: {result.message}. If it says "
-                                  f"{EXTRACTOR} is missing, rebuild the runner image (`scoperun image build`).",
-                                  rule="extraction-failed", value=case)
+            if EXTRACTOR in result.stderr.text and "No such file" in result.stderr.text:
+                why = (f"the runner image {files.settings.image} has no document extractor ({EXTRACTOR}): it was "
+                       f"built by an older scoperun; rebuild it with `scoperun image build` (or `make image`)")
+            else:
+                why = f"the extraction run {result.execution_id} ended {result.status.value}: {result.message}"
+            raise FileAccessError(f"rejected (extraction-failed): {why}", rule="extraction-failed", value=case)
         return records, result.execution_id
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)

@@ -10,7 +10,6 @@ No container is needed: nothing is executed.
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 import time
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from scoperun.changeset import ChangeSet, ChangeSetStatus, compute_totals, summa
 from scoperun.config import parse_memory
 from scoperun.errors import FileAccessError, ScopeError, ScopeRunError
 from scoperun.files.models import WriteResult
+from scoperun.fswalk import remove_tree
 from scoperun.models import Durations, ExecutionResult, Status
 
 if TYPE_CHECKING:
@@ -179,12 +179,12 @@ def _stage(files: CaseFiles, ws: Workspace, case: str, case_dir: Path, rel: byte
             old is not None and _sha_of(case_dir, rel)) or None
         if not cs.entries:
             cs.status, cs.note = ChangeSetStatus.EMPTY, "the file already has this content; nothing changed"
-            shutil.rmtree(area.root, ignore_errors=True)
+            remove_tree(area.root, ignore_errors=True)
             return cs, [], digest
         state.phase, state.change_set = cs.status.value, cs
         save_state(area, state)
     except BaseException:
-        shutil.rmtree(area.root, ignore_errors=True)
+        remove_tree(area.root, ignore_errors=True)
         raise
     events: list = []
     if settings.apply_policy == "never":

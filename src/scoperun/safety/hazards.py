@@ -10,9 +10,13 @@ case tree is walked with `lstat` only (`os.scandir`, `follow_symlinks=False`) an
   (through a file descriptor opened with O_NOFOLLOW, checked to be the same inode);
 - `device`, `fifo`, `socket`: special files (a FIFO can block a host reader forever);
 - `hardlink`: a regular file with more than one link; `outside_links` counts the links that
-  are not in the case (a link to a file outside the case makes "the case" reach it).
+  are not in the case (a link to a file outside the case makes "the case" reach it);
+- `unscanned`: an entry or folder the scan could not examine (too deep, unreadable, vanished
+  as a folder); it is reported and skipped, and the scan goes on — it never fails open.
 
-`walk_no_follow` is the traversal other host-side code should reuse.
+Each hazard says whether this run `introduced` it (its path is in the run's change set) or it
+was already there, so a later harmless run is not blamed for what an earlier one left.
+The walk is `scoperun.fswalk.walk` (directory descriptors, no recursion, no symlink followed).
 """
 
 from __future__ import annotations
@@ -24,18 +28,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from scoperun.fswalk import WalkReport, display_path, walk
+
 __all__ = ["Hazard", "HazardReport", "display_path", "scan_case", "walk_no_follow"]
 
-HazardKind = Literal["symlink-outside", "setuid", "setgid", "device", "fifo", "socket", "hardlink"]
+HazardKind = Literal["symlink-outside", "setuid", "setgid", "device", "fifo", "socket", "hardlink", "unscanned"]
 MAX_REPORTED = 50  # hazards kept in a result; the total is still counted
-
-
-def display_path(raw: bytes | str) -> str:
-    """A printable, JSON-safe form of a file name: undecodable bytes and controls escaped."""
-    data = os.fsencode(raw)
-    text = data.decode("utf-8", "backslashreplace")
-    return "".join(ch if ch.isprintable() or ch == " " else ch.encode("unicode_escape").decode("ascii")
-                   for ch in text)
 
 
 @dataclass
@@ -48,10 +46,13 @@ class Hazard:
     neutralised: bool = False
     target: str | None = None
     outside_links: int | None = None
+    introduced: bool | None = None  # True: this run's change set holds the path; False: it was there before
+    raw: bytes = field(default=b"", repr=False)  # the exact name, for matching with a change set
+
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready, without empty fields."""
-        return {k: v for k, v in self.__dict__.items() if v is not None}
+        return {k: v for k, v in self.__dict__.items() if v is not None and k != "raw"}
 
 
 @dataclass
@@ -63,11 +64,19 @@ class HazardReport:
     entries: int = 0
     truncated: bool = False
 
-    def add(self, hazard: Hazard) -> None:
-        """Count `hazard`; keep it if the cap allows."""
+    def add(self, hazard: Hazard, raw: bytes | None = None) -> None:
+        """Count `hazard` (found at raw path `raw`); keep it if the cap allows."""
+        if raw is not None:
+            hazard.raw = raw
         self.total += 1
         if len(self.hazards) < MAX_REPORTED:
             self.hazards.append(hazard)
+
+    def mark_introduced(self, changed: set[bytes] | None) -> None:
+        """Tell this run's hazards (paths in its change set `changed`) from those already there."""
+        for h in self.hazards:
+            if h.kind != "unscanned":
+                h.introduced = changed is not None and h.raw in changed
 
     def as_list(self) -> list[dict[str, Any]]:
         """The hazards as dicts, plus a marker entry when some were not kept or not scanned."""
@@ -82,40 +91,20 @@ class HazardReport:
 def walk_no_follow(root: bytes | str, *, limit: int | None = None) -> Iterator[tuple[bytes, os.stat_result]]:
     """Yield (path relative to root, lstat) for every entry under `root`, never following a symlink.
 
-    Names are bytes, so undecodable names survive. Directories that vanish mid-walk are skipped.
+    Names are bytes, so undecodable names survive. Entries that cannot be read are skipped.
     """
-    root_b = os.fsencode(root)
-    stack: list[bytes] = [b""]
-    seen = 0
-    while stack:
-        rel_dir = stack.pop()
-        try:
-            with os.scandir(os.path.join(root_b, rel_dir) if rel_dir else root_b) as it:
-                entries = list(it)
-        except OSError:
-            continue  # removed or unreadable: nothing to follow there
-        for entry in entries:
-            if limit is not None and seen >= limit:
-                return
-            seen += 1
-            rel = os.path.join(rel_dir, entry.name) if rel_dir else entry.name
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except OSError:
-                continue
-            yield rel, st
-            if stat.S_ISDIR(st.st_mode):  # lstat: a symlink to a folder is not a folder here
-                stack.append(rel)
+    for entry in walk(root, limit=limit):
+        yield entry.rel, entry.st
 
 
 def _within(path: bytes, folder: bytes) -> bool:
     return path == folder or path.startswith(folder.rstrip(b"/") + b"/")
 
 
-def _neutralise_setid(path: bytes, expected: os.stat_result) -> bool:
+def _neutralise_setid(dir_fd: int, name: bytes, expected: os.stat_result) -> bool:
     """Clear setuid/setgid through an fd of the very inode that was scanned (no symlink, no swap)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY)
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC, dir_fd=dir_fd)
     except OSError:
         return False
     try:
@@ -130,49 +119,77 @@ def _neutralise_setid(path: bytes, expected: os.stat_result) -> bool:
         os.close(fd)
 
 
-def scan_case(case_dir: Path, *, limit: int = 200_000, neutralise: bool = True) -> HazardReport:
-    """Walk the case (lstat only) and report hazards; clear setuid/setgid bits when `neutralise`."""
+def _leaves_case(root: bytes, real_root: bytes, rel: bytes, target: bytes) -> bool:
+    """Where symlink `rel -> target` leads on the host: out of the case, or not (conservative)."""
+    if target.startswith(b"/"):
+        return not _within(os.path.normpath(target), real_root)
+    lexical = os.path.normpath(os.path.join(os.path.dirname(rel), target))
+    if lexical == b".." or lexical.startswith(b"../"):
+        return True
+    try:
+        # Through other links of the case: realpath computes where it leads; nothing is opened.
+        return not _within(os.path.realpath(os.path.join(root, rel)), real_root)
+    except (OSError, ValueError, RuntimeError):
+        return True  # cannot be resolved on the host (e.g. through /proc/1/root): treat as leaving
+
+
+def scan_case(case_dir: Path, *, limit: int = 200_000, neutralise: bool = True,
+              changed: set[bytes] | None = None, deadline: float | None = None) -> HazardReport:
+    """Walk the case (lstat only) and report hazards; clear setuid/setgid bits when `neutralise`.
+
+    `changed`: the raw paths of this run's change set, to mark hazards it introduced. One entry
+    that cannot be examined is reported as `unscanned` and the scan goes on.
+    """
     report = HazardReport()
     root = os.fsencode(case_dir)
     real_root = os.fsencode(os.path.realpath(case_dir))
     links_in_case: dict[tuple[int, int], int] = {}
     multi_linked: list[tuple[bytes, os.stat_result]] = []
-    for rel, st in walk_no_follow(root, limit=limit):
+    walked = WalkReport()
+    for e in walk(root, walked, limit=limit, deadline=deadline):
         report.entries += 1
-        mode = st.st_mode
-        full = os.path.join(root, rel)
-        shown = display_path(rel)
-        if stat.S_ISLNK(mode):
-            try:
-                target = os.readlink(full)
-            except OSError:
-                continue
-            # realpath only computes where the link leads on the host; nothing is opened.
-            lead = os.path.realpath(full)
-            if not _within(lead, real_root):
-                report.add(Hazard("symlink-outside", shown, "symlink leading out of the case; host code must not "
-                                  "follow it", target=display_path(target)))
-        elif stat.S_ISREG(mode):
-            for bit, kind in ((stat.S_ISUID, "setuid"), (stat.S_ISGID, "setgid")):
-                if mode & bit:
-                    done = neutralise and _neutralise_setid(full, st)
-                    report.add(Hazard(kind, shown, f"{kind} file (mode {stat.S_IMODE(mode):o})"
-                                      + ("; bit removed" if done else "; bit NOT removed"), neutralised=done))
-            if st.st_nlink > 1:
-                key = (st.st_dev, st.st_ino)
-                links_in_case[key] = links_in_case.get(key, 0) + 1
-                multi_linked.append((rel, st))
-        elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-            report.add(Hazard("device", shown, f"device file ({os.major(st.st_rdev)}:{os.minor(st.st_rdev)})"))
-        elif stat.S_ISFIFO(mode):
-            report.add(Hazard("fifo", shown, "named pipe: a host reader would block on it"))
-        elif stat.S_ISSOCK(mode):
-            report.add(Hazard("socket", shown, "unix socket"))
-    report.truncated = report.entries >= limit
+        mode, rel, shown = e.st.st_mode, e.rel, display_path(e.rel)
+        try:
+            if stat.S_ISLNK(mode):
+                target = e.readlink()
+                if _leaves_case(root, real_root, rel, target):
+                    report.add(Hazard("symlink-outside", shown, "symlink leading out of the case; host code must "
+                                      "not follow it", target=display_path(target)), rel)
+            elif stat.S_ISREG(mode):
+                for bit, kind in ((stat.S_ISUID, "setuid"), (stat.S_ISGID, "setgid")):
+                    if mode & bit:
+                        done = neutralise and _neutralise_setid(e.dir_fd, e.name, e.st)
+                        report.add(Hazard(kind, shown, f"{kind} file (mode {stat.S_IMODE(mode):o})"
+                                          + ("; bit removed" if done else "; bit NOT removed"), neutralised=done),
+                                   rel)
+                if e.st.st_nlink > 1:
+                    key = (e.st.st_dev, e.st.st_ino)
+                    links_in_case[key] = links_in_case.get(key, 0) + 1
+                    multi_linked.append((rel, e.st))
+            elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+                report.add(Hazard("device", shown, f"device file ({os.major(e.st.st_rdev)}:"
+                                  f"{os.minor(e.st.st_rdev)})"), rel)
+            elif stat.S_ISFIFO(mode):
+                report.add(Hazard("fifo", shown, "named pipe: a host reader would block on it"), rel)
+            elif stat.S_ISSOCK(mode):
+                report.add(Hazard("socket", shown, "unix socket"), rel)
+        except (OSError, ValueError) as exc:  # one bad entry never ends the scan
+            report.add(Hazard("unscanned", shown, f"could not be examined ({exc}); skipped"), rel)
+    stopped = [p for p in walked.problems if p[1].startswith("walk stopped")]
+    for rel, why in walked.problems:
+        if why.startswith("walk stopped: time"):
+            report.add(Hazard("unscanned", "", f"hazard scan cut short ({why.removeprefix('walk stopped: ')}); "
+                              f"later entries were not checked"))
+        elif not why.startswith("walk stopped"):
+            report.add(Hazard("unscanned", display_path(rel), f"{why}; skipped"), rel)
+    report.total += walked.count - len(walked.problems)  # problems past the kept ones: counted, not listed
+    report.truncated = bool(stopped) or report.entries >= limit
     for rel, st in multi_linked:
         outside = st.st_nlink - links_in_case[(st.st_dev, st.st_ino)]
         report.add(Hazard("hardlink", display_path(rel),
                           f"{st.st_nlink} hard links, {outside} of them outside the case"
                           + (" (writes here change a file elsewhere)" if outside else ""),
-                          outside_links=outside))
+                          outside_links=outside), rel)
+    if changed is not None:
+        report.mark_introduced(changed)
     return report
