@@ -198,3 +198,10 @@ def test_gc_applies_retention(workspace: Path, docker_client) -> None:
     assert not old.exists() and new.exists()
     log = (workspace / "Database" / "script_executions" / "retention.jsonl").read_text()
     assert "exec_20200101_000000_0badc0de" in log and '"sha256"' in log
+
+
+def test_quiet_run_prints_only_the_scripts_output(workspace: Path, docker_client) -> None:
+    """`scoperun -q run` of a succeeding script prints its stdout and stderr and nothing of scoperun's."""
+    proc = scoperun(workspace, "-q", "run", "Tools/hello.py", "--case", CASE)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"hello from {CASE}\n".encode() and proc.stderr == b"to stderr\n"

@@ -139,9 +139,20 @@ class LocalSwarm:
                          "--label-add", "scoperun.staging=true", node.node_id)
             for image in images:
                 self.load_image(image)
+            self.wait_nodes_ready()
         except BaseException:
             self.stop()
             raise
+
+    def wait_nodes_ready(self, timeout: float = 90) -> None:
+        """Wait until the manager sees both nodes ready (a fresh worker is `unknown` for a moment)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            states = self.manager.docker("node", "ls", "--format", "{{.Status}}/{{.Availability}}").split()
+            if len(states) == 2 and all(s == "Ready/Active" for s in states):
+                return
+            time.sleep(0.5)
+        raise RuntimeError(f"swarm nodes not ready within {timeout:g} s: {states}")
 
     def load_image(self, image: str) -> None:
         """Copy an image of the machine's main engine into both nodes (docker save | docker load)."""
