@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export SCOPERUN_WORKSPACE ?= $(CURDIR)/workspace
 
-.PHONY: demo test unit integration venv engine image gvisor tools bench bench-stats clean
+.PHONY: demo test unit integration venv engine image gvisor tools bench bench-peers bench-stats clean
 
 demo: image ## sample workspace + the inventory tool run on its case, through scoperun
 	$(BIN)/scoperun demo
@@ -54,6 +54,10 @@ gvisor: engine ## register gVisor (Debian's runsc) with the engine as runtime "r
 
 bench: image
 	$(BIN)/python benchmarks/overhead.py
+
+bench-peers: image ## print(1) against epicbox, llm-sandbox, docker-py, the CLI and the exec floor (bench extra)
+	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/python benchmarks/peers.py
 
 bench-stats: venv ## indexed statistics vs the plan's read-every-file method, 100,000 records
 	$(BIN)/python benchmarks/stats.py

@@ -26,8 +26,8 @@ from pathlib import Path
 import httpx
 
 from scoperun import Client, Status
-from scoperun.service.tokens import TokenStore
 from scoperun.config import Settings
+from scoperun.service.tokens import TokenStore
 
 SCOPERUN = str(Path(sys.executable).parent / "scoperun")
 

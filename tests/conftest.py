@@ -58,6 +58,12 @@ def settings(workspace: Path) -> Settings:
 
 
 @pytest.fixture(autouse=True)
+def _no_pool(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs start fresh containers unless a test turns the warm pool on (it keeps idle containers around)."""
+    monkeypatch.setenv("SCOPERUN_POOL", "0")
+
+
+@pytest.fixture(autouse=True)
 def _staging_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Staged runs write their overlay layers under the test's own temporary folder."""
     monkeypatch.setenv("SCOPERUN_STAGING_DIR", str(tmp_path / "staging"))

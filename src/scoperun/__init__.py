@@ -11,7 +11,8 @@ Importing scoperun never contacts a container engine; the engine client is made 
 
 from __future__ import annotations
 
-from scoperun.config import Settings, load_settings
+from typing import TYPE_CHECKING
+
 from scoperun.errors import (
     AuditError,
     ConfigError,
@@ -25,20 +26,48 @@ from scoperun.errors import (
     UnsupportedScriptError,
     WorkspaceError,
 )
-from scoperun.executor import Executor
-from scoperun.files import CaseFiles
-from scoperun.models import Durations, ExecutionRequest, ExecutionResult, Limits, OutputCapture, RunEvent, Status
 
-__version__ = "0.1.0"
+if TYPE_CHECKING:
+    from scoperun.config import Settings, load_settings
+    from scoperun.executor import Executor
+    from scoperun.files import CaseFiles
+    from scoperun.models import (
+        Durations,
+        ExecutionRequest,
+        ExecutionResult,
+        Limits,
+        OutputCapture,
+        RunEvent,
+        Status,
+    )
+
+# Loaded on first use (PEP 562), so `scoperun --help` and `scoperun version` import no pydantic.
+_LAZY = {
+    "Settings": "scoperun.config", "load_settings": "scoperun.config", "Executor": "scoperun.executor",
+    "CaseFiles": "scoperun.files", "Durations": "scoperun.models", "ExecutionRequest": "scoperun.models",
+    "ExecutionResult": "scoperun.models", "Limits": "scoperun.models", "OutputCapture": "scoperun.models",
+    "RunEvent": "scoperun.models", "Status": "scoperun.models",
+    "Client": "scoperun.client",  # needs httpx (the service extra)
+}
 
 
 def __getattr__(name: str) -> object:
-    # `Client` needs httpx: load it only when asked for, so `import scoperun` stays light.
-    if name == "Client":
-        from scoperun.client import Client
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'scoperun' has no attribute {name!r}")
+    import importlib
 
-        return Client
-    raise AttributeError(f"module 'scoperun' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+__version__ = "0.1.0"
+
 
 __all__ = [
     "AuditError",

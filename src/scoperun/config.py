@@ -115,6 +115,12 @@ class Settings(BaseSettings):
                                     "`url` (SCOPERUN_TOKEN).")
     output_cap: int = Field(64 * 1024, ge=1024, description="Bytes of stdout and of stderr kept in a result, each.")
     max_concurrent: int = Field(4, ge=1, le=256, description="Containers running at once; the rest wait.")
+    pool: bool = Field(True, description="Keep warm one-run containers ready (root controller: the case is mounted "
+                       "into a pre-started container's slot); each serves exactly one run. Off: every run starts fresh.")
+    pool_size: int = Field(2, ge=0, le=64, description="Warm containers kept ready per kind of run (image, user, "
+                           "network, ...); 0 = no pool.")
+    pool_idle: float = Field(600.0, ge=30, le=24 * 3600, description="Seconds a warm container waits for a run "
+                             "before it removes itself (a new one is made on demand).")
     safety_policy: Literal["off", "warn", "block"] = Field(
         "warn", description="Script scanner: off, warn (findings reported), block (findings refuse the run)."
     )

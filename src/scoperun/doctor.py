@@ -198,6 +198,48 @@ def _check_staging(settings: Settings, projects: Path) -> Check:
     )
 
 
+def _check_pool(settings: Settings, client: object | None) -> Check:
+    """What warm one-run containers need: the launcher in the image, a root controller, the new mount API."""
+    if not settings.pool or settings.pool_size <= 0:
+        return Check("pool", True, "warm pool off: every run starts a fresh container", severity="warning")
+    fix_image = "make image   # or: scoperun image build (the runner image ships the launcher)"
+    if client is not None:
+        from docker.errors import DockerException
+
+        try:
+            labels = client.images.get(settings.image).labels or {}  # type: ignore[attr-defined]
+        except DockerException:
+            labels = {}
+        if not labels.get("org.scoperun.launcher"):
+            return Check("pool", False, f"image {settings.image} has no launcher: no warm containers, and secrets "
+                         f"travel in the container's configuration", fix=fix_image, severity="warning")
+    from scoperun.engine import slots
+
+    problem = slots.usable()
+    if problem is not None:
+        return Check("pool", False, problem, fix="run scoperun as root (or set pool = false)", severity="warning")
+    from scoperun.audit.state import state_dir
+
+    probe = state_dir(settings) / "pool" / f"doctor-{os.getpid()}"
+    try:
+        probe.mkdir(parents=True, exist_ok=True)
+        (probe / "src").mkdir(exist_ok=True)
+        (probe / "dst").mkdir(exist_ok=True)
+        slots.bind(probe / "src", probe / "dst", read_only=True)  # the read-only-from-the-start mount a slot needs
+        slots.unmount(probe / "dst")
+    except OSError as exc:
+        return Check("pool", False, f"cannot make a read-only slot mount under {probe.parent} ({exc}); runs start "
+                     f"fresh", fix="a kernel >= 5.12 (mount_setattr) and a local state_dir", severity="warning")
+    finally:
+        for sub in ("dst", "src", ""):
+            try:
+                (probe / sub).rmdir() if sub else probe.rmdir()
+            except OSError:
+                pass
+    return Check("pool", True, f"warm pool: {settings.pool_size} per kind of run, idle {settings.pool_idle:g} s, "
+                 f"slots under {probe.parent}")
+
+
 def run_checks(settings: Settings) -> list[Check]:
     """Run every check; never raises for a failed check."""
     engine, client = _check_engine(settings)
@@ -211,6 +253,7 @@ def run_checks(settings: Settings) -> list[Check]:
     ]
     checks.extend(_check_workspace(settings))
     checks.append(_check_firewall(settings))
+    checks.append(_check_pool(settings, client))
 
     checks.extend(_check_state(settings))  # audit index and chain (host-local state)
     if settings.backend == "swarm":

@@ -60,7 +60,7 @@ class Executor:
                 else:
                     from scoperun.engine.docker import DockerBackend
 
-                    self._backend = DockerBackend(self.settings.docker_host)
+                    self._backend = DockerBackend(self.settings.docker_host, pool=self._pool_options())
             return self._backend
 
     @property
@@ -147,6 +147,19 @@ class Executor:
         `request.script` is only a label for results and audit records.
         """
         return self._execute(self._context(request, execution_id=execution_id, program=program))
+
+    def _pool_options(self) -> Any:
+        """Warm-pool options from the settings (None: every run starts a fresh container)."""
+        st = self.settings
+        if not st.pool or st.pool_size <= 0:
+            return None
+        import secrets
+
+        from scoperun.audit.state import state_dir
+        from scoperun.engine.pool import PoolOptions
+
+        root = state_dir(st) / "pool" / f"{os.getpid()}-{secrets.token_hex(4)}"
+        return PoolOptions(size=st.pool_size, idle=st.pool_idle, root=root)
 
     # -- the pipeline ---------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ A secret is redacted only when the redactor sees it whole, so text is handed on 
 from __future__ import annotations
 
 import codecs
+import logging
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -16,6 +17,7 @@ from scoperun.safety.redaction import Redactor
 __all__ = ["LiveOutput", "OutputCallback"]
 
 OutputCallback = Callable[[str, str], None]  # (stream, text): "stdout" | "stderr", redacted
+log = logging.getLogger(__name__)
 
 
 class LiveOutput:
@@ -57,4 +59,4 @@ class LiveOutput:
         try:
             self.callback(stream, self.redactor.redact(text))
         except Exception:  # a caller's callback must not break the run's output capture
-            pass
+            log.warning("on_output callback failed; live output continues", exc_info=True)

@@ -145,6 +145,9 @@ class ExecutionResult(BaseModel):
     execution_id: str
     status: Status
     exit_code: int | None = None
+    exit_code_source: Literal["launcher", "engine"] | None = Field(
+        None, description="Who reported exit_code: the launcher's tagged end line, or the engine (wait/inspect).")
+    pooled: bool = Field(False, description="Served by a warm container prepared ahead of the run.")
     message: str = Field("", description="One sentence on what happened and, if it failed, what to do.")
     script: str
     case: str

@@ -36,6 +36,7 @@ __all__ = [
     "RunInfo",
     "StopOutcome",
     "collect_garbage",
+    "list_pool",
     "list_runs",
     "read_stop_marker",
     "register_gc_hook",
@@ -93,6 +94,23 @@ class RunInfo(BaseModel):
     elapsed: float = Field(description="Seconds since the container was created.")
     memory_bytes: int | None = Field(None, description="Memory in use (engine stats, page cache excluded).")
     deadline: float | None = Field(None, description="Epoch seconds after which gc may remove it.")
+    pool: str | None = Field(None, description="Warm-pool owner (host:pid) when a pooled container serves the run.")
+
+
+POOL_LABEL = "org.scoperun.pool"  # engine.pool.POOL_LABEL: a warm container, idle until its name names a run
+
+
+def _execution_id(container: dict[str, Any]) -> str:
+    """The run a container serves: its label, or for a pooled one its name (renamed when it is claimed)."""
+    labels = container.get("Labels") or {}
+    if labels.get(ID_LABEL):
+        return str(labels[ID_LABEL])
+    name = (container.get("Names") or [""])[0].lstrip("/")
+    return name.removeprefix("scoperun-") if name.startswith("scoperun-exec_") else "?"
+
+
+def _idle_pooled(container: dict[str, Any]) -> bool:
+    return bool((container.get("Labels") or {}).get(POOL_LABEL)) and _execution_id(container) == "?"
 
 
 def _client(settings: Settings) -> Any:
@@ -128,9 +146,20 @@ def _services(api: Any, settings: Settings, *, any_workspace: bool) -> list[dict
     except DockerException as exc:
         raise EngineError(f"cannot list the swarm's services ({exc}); is docker_host a swarm manager?") from None
     workspace = None if any_workspace else _workspace_label(settings)
-    return [{"Id": s["ID"], "Names": [s["Spec"]["Name"]], "Labels": s["Spec"].get("Labels") or {}, "Service": True}
+    return [{"Id": s["ID"], "Names": [s["Spec"]["Name"]], "Labels": s["Spec"].get("Labels") or {}, "Service": True,
+             "State": "running", "Created": _epoch(s.get("CreatedAt", ""))}
             for s in services
             if workspace is None or (s["Spec"].get("Labels") or {}).get(WORKSPACE_LABEL) == workspace]
+
+
+def _epoch(stamp: str) -> float:
+    """Epoch seconds of an engine timestamp (nanoseconds cut to microseconds); now if unreadable."""
+    import re
+
+    try:
+        return datetime.fromisoformat(re.sub(r"(\.\d{6})\d*", r"\1", stamp)).timestamp()
+    except ValueError:
+        return time.time()
 
 
 def _memory(api: Any, container_id: str) -> int | None:
@@ -150,7 +179,12 @@ def list_runs(settings: Settings, *, any_workspace: bool = False, memory: bool =
     client = client or _client(settings)
     api = client.api
     now = time.time()
-    found = _containers(api, settings, any_workspace=any_workspace, all_states=False)
+    if settings.backend == "swarm":  # a run in progress is a service; its container is on some node
+        found = _services(api, settings, any_workspace=any_workspace)
+        memory = False
+    else:
+        found = [c for c in _containers(api, settings, any_workspace=any_workspace, all_states=False)
+                 if not _idle_pooled(c)]
     with ThreadPoolExecutor(max_workers=8) as pool:
         mem = list(pool.map(lambda c: _memory(api, c["Id"]) if memory else None, found))
     runs = []
@@ -158,13 +192,23 @@ def list_runs(settings: Settings, *, any_workspace: bool = False, memory: bool =
         labels = c.get("Labels") or {}
         deadline = labels.get("org.scoperun.deadline")
         runs.append(RunInfo(
-            execution_id=labels.get(ID_LABEL, "?"), case=labels.get("org.scoperun.case", ""),
+            execution_id=_execution_id(c), case=labels.get("org.scoperun.case", ""), pool=labels.get(POOL_LABEL),
             script=labels.get("org.scoperun.script", ""), workspace=labels.get(WORKSPACE_LABEL, ""),
             container=(c.get("Names") or ["?"])[0].lstrip("/"), state=c.get("State", "?"),
             elapsed=max(0.0, now - float(c.get("Created", now))), memory_bytes=used,
             deadline=float(deadline) if deadline and deadline.isdigit() else None,
         ))
     return sorted(runs, key=lambda r: -r.elapsed)
+
+
+def list_pool(settings: Settings, *, any_workspace: bool = False, client: Any = None) -> list[RunInfo]:
+    """Idle warm containers (serving no run yet), listed apart from runs."""
+    api = (client or _client(settings)).api
+    now = time.time()
+    return [RunInfo(execution_id="(idle)", workspace=(c.get("Labels") or {}).get(WORKSPACE_LABEL, ""),
+                    container=(c.get("Names") or ["?"])[0].lstrip("/"), state=c.get("State", "?"),
+                    elapsed=max(0.0, now - float(c.get("Created", now))), pool=(c.get("Labels") or {}).get(POOL_LABEL))
+            for c in _containers(api, settings, any_workspace=any_workspace, all_states=False) if _idle_pooled(c)]
 
 
 # -- stop -------------------------------------------------------------------------------------
@@ -190,8 +234,9 @@ def stop_runs(settings: Settings, execution_ids: list[str] | None, *, reason: st
     if settings.backend == "swarm":
         found = _services(api, settings, any_workspace=any_workspace)  # one per run in progress
     else:
-        found = _containers(api, settings, any_workspace=any_workspace, all_states=False)
-    by_id = {(c.get("Labels") or {}).get(ID_LABEL): c for c in found}
+        found = [c for c in _containers(api, settings, any_workspace=any_workspace, all_states=False)
+                 if not _idle_pooled(c)]
+    by_id = {_execution_id(c): c for c in found}
     if execution_ids is not None:
         missing = [i for i in execution_ids if i not in by_id]
         if missing:
@@ -208,7 +253,7 @@ def _stop_one(api: Any, settings: Settings, container: dict[str, Any], *, reason
     from docker.errors import DockerException, NotFound
 
     labels = container.get("Labels") or {}
-    execution_id = labels.get(ID_LABEL, "?")
+    execution_id = _execution_id(container)
     name = (container.get("Names") or ["?"])[0].lstrip("/")
     detail = ""
     workspace = labels.get(WORKSPACE_LABEL)
@@ -300,11 +345,13 @@ def _remove_containers(api: Any, settings: Settings, report: GcReport, now: floa
     abandoned = set(report.abandoned)
     for c in _containers(api, settings, any_workspace=any_workspace, all_states=True):
         labels = c.get("Labels") or {}
-        execution_id = labels.get(ID_LABEL, "?")
+        execution_id = _execution_id(c)
         deadline = labels.get("org.scoperun.deadline", "")
         created = float(c.get("Created", now))
         if execution_id in abandoned:
             why = "its run was abandoned"
+        elif labels.get(POOL_LABEL) and not _owner_alive(labels[POOL_LABEL]):
+            why = "its warm pool's process is gone"
         elif deadline.isdigit() and int(deadline) + settings.gc_grace < now:
             why = "past its deadline"
         elif c.get("State") != "running" and created + settings.gc_grace < now:
@@ -377,8 +424,22 @@ def _staging_hook(gc_staging: Callable[..., list[str]]) -> Callable[..., list[st
     return hook
 
 
+def _owner_alive(owner: str) -> bool:
+    from scoperun.engine.pool import owner_alive
+
+    return owner_alive(owner)
+
+
+def _pool_slots_hook(settings: Settings, *, now: float, dry_run: bool) -> list[str]:
+    """Unmount and remove warm-pool slots whose process died (a crash leaves the case mounted there)."""
+    from scoperun.audit.state import state_dir
+    from scoperun.engine.pool import clean_leftover_slots
+
+    return [] if dry_run or os.geteuid() != 0 else clean_leftover_slots(state_dir(settings) / "pool")
+
+
 def _run_hooks(settings: Settings, report: GcReport, now: float, dry_run: bool) -> None:
-    hooks = dict(_GC_HOOKS)
+    hooks = {"pool-slots": _pool_slots_hook, **_GC_HOOKS}
     try:
         import importlib
 

@@ -410,6 +410,9 @@ def _finish(ctx: RunContext, prepared: Prepared, outcome: RunOutcome, queue_wait
                                            run=outcome.run),
         image_id=outcome.image_id, node=outcome.node, changes=changes, hazards=hazards,
     )
+    if outcome.exit_code is not None:
+        result.exit_code_source = "launcher" if outcome.exit_source == "launcher" else "engine"
+    result.pooled = outcome.pooled
     return _write_final(ctx, prepared, result)
 
 

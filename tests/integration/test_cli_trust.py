@@ -20,7 +20,8 @@ from tests.conftest import CASE
 from tests.integration.conftest import IMAGE, leftover_containers, unavailable
 from tests.integration.test_ops import wait_for
 
-FLOOD = ("import sys\nfor i in range(30000):\n    sys.stdout.write('{\"line\": %d, \"pad\": \"%s\"},\\n' % (i, 'x' * 20))\n"
+FLOOD = ("import sys\nfor i in range(30000):\n"
+         "    sys.stdout.write('{\"line\": %d, \"pad\": \"%s\"},\\n' % (i, 'x' * 20))\n"
          "sys.stdout.write('THE END')\n")
 
 
@@ -113,7 +114,8 @@ def _screen(socket: str, workspace: Path, width: int, command: str) -> str:
     token = uuid.uuid4().hex[:6]
     env = " ".join(f"{k}={v}" for k, v in {
         "SCOPERUN_WORKSPACE": workspace, "SCOPERUN_IMAGE": IMAGE, "SCOPERUN_NETWORK": "none",
-        "SCOPERUN_STATE_DIR": os.environ["SCOPERUN_STATE_DIR"], "SCOPERUN_STAGING_DIR": os.environ["SCOPERUN_STAGING_DIR"],
+        "SCOPERUN_STATE_DIR": os.environ["SCOPERUN_STATE_DIR"],
+        "SCOPERUN_STAGING_DIR": os.environ["SCOPERUN_STAGING_DIR"],
         "TERM": "xterm-256color"}.items())
     _tmux(socket, "new-session", "-d", "-x", str(width), "-y", "200", "-s", f"w{width}",
           f"env -u COLUMNS -u LINES {env} bash --norc --noprofile")
@@ -196,3 +198,10 @@ def test_gc_applies_retention(workspace: Path, docker_client) -> None:
     assert not old.exists() and new.exists()
     log = (workspace / "Database" / "script_executions" / "retention.jsonl").read_text()
     assert "exec_20200101_000000_0badc0de" in log and '"sha256"' in log
+
+
+def test_quiet_run_prints_only_the_scripts_output(workspace: Path, docker_client) -> None:
+    """`scoperun -q run` of a succeeding script prints its stdout and stderr and nothing of scoperun's."""
+    proc = scoperun(workspace, "-q", "run", "Tools/hello.py", "--case", CASE)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"hello from {CASE}\n".encode() and proc.stderr == b"to stderr\n"

@@ -98,6 +98,9 @@ def test_refused_run_says_nothing_ran_and_why(workspace: Path) -> None:
     assert "rejected (path-traversal)" in err and "rejected rejected" not in err
     assert "nothing ran" in err and "exit None" not in err and "start 0.00" not in err
     assert "folder inside the case" in err and "name the file" not in err
+    quiet = invoke(workspace, "-q", "run", "Tools/hello.py", "--case", CASE, "--working-dir", "../..")
+    assert quiet.exit_code == 2 and quiet.stdout == ""
+    assert "rejected (path-traversal)" in quiet.stderr and "audit record" not in quiet.stderr
 
 
 @pytest.mark.parametrize("width", [60, 80, 120, 160])
@@ -164,10 +167,12 @@ def _scoperun(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[st
 
 
 def test_engine_unreachable_is_125_everywhere_and_names_the_address(workspace: Path) -> None:
-    """With DOCKER_HOST pointing nowhere, ps, stop, gc and run all exit 125 and name the address tried."""
+    """With DOCKER_HOST pointing nowhere, ps, stop, gc, run, image build and files read all exit 125 and name
+    the address tried."""
     env = {"DOCKER_HOST": "tcp://127.0.0.1:9", "SCOPERUN_WORKSPACE": str(workspace)}
+    (workspace / "projects" / CASE / "notes" / "report.pdf").write_bytes(b"%PDF-1.4\n")
     for args in (["ps"], ["stop", "--all"], ["gc"], ["run", "Tools/hello.py", "--case", CASE],
-                 ["image", "build"]):
+                 ["image", "build"], ["files", "read", CASE, "notes/report.pdf"]):
         proc = _scoperun(*args, env=env)
         assert proc.returncode == 125, (args, proc.stdout, proc.stderr)
         assert "tcp://127.0.0.1:9" in proc.stderr and "DOCKER_HOST" in proc.stderr, (args, proc.stderr)

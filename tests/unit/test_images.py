@@ -96,13 +96,15 @@ def test_no_ca_and_empty_ca_hash_alike() -> None:
 
 
 def test_build_context_holds_dockerfile_and_extra_ca() -> None:
-    """The tar context has the Dockerfile, the extractor and extra-ca/, with extra-ca.crt only when a CA is given."""
+    """The tar context has the Dockerfile, the launcher, the extractor and extra-ca/, with extra-ca.crt only when a
+    CA is given."""
 
     def names(ca: bytes | None) -> set[str]:
         with tarfile.open(fileobj=_build_context(RUNNER_DOCKERFILE_DIR, ca)) as tar:
             return set(tar.getnames())
 
-    shipped = {"Dockerfile", "scoperun_extract.py", "extra-ca/.keep"}  # the document extractor ships in the image
+    # the launcher (PID 1) and the document extractor ship in the image
+    shipped = {"Dockerfile", "launcher.py", "scoperun_extract.py", "extra-ca/.keep"}
     assert names(None) == shipped
     assert names(b"PEM") == shipped | {"extra-ca/extra-ca.crt"}
 

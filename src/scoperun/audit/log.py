@@ -259,6 +259,8 @@ def record_from_result(result: ExecutionResult, *, script_sha256: str | None, en
         "image_id": result.image_id,
         "node": result.node,
         "limits": result.limits.model_dump() if result.limits else {},
+        "exit_code_source": result.exit_code_source,
+        "pooled": result.pooled,
         "network": result.network,
         "read_only": result.read_only,
         "write_mode": result.write_mode,

@@ -9,6 +9,7 @@ checkable and `audit show` can say what was removed, when and why.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -168,10 +169,8 @@ def _remove(item: Item, why: str, root: Path, log: Path, now: float) -> None:
         for f in _entries(path):
             if _lstat_regular(f) is not None or stat.S_ISLNK(f.lstat().st_mode):
                 f.unlink()
-        try:
+        with contextlib.suppress(OSError):  # something unexpected (a folder) inside: left for a person
             path.rmdir()
-        except OSError:
-            pass  # something unexpected (a folder) is inside: leave it for a person to look at
 
 
 def apply_retention(settings: Settings, *, now: float | None = None, dry_run: bool = False) -> list[str]:

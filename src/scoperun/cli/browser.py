@@ -67,7 +67,8 @@ def browse(
     except BrowserActionError as exc:
         raise fail(str(exc), EXIT_REJECTED) from None
 
-    executor = Executor(settings)
+    # One run per process: warm containers would outlive their use (and cost their start-up).
+    executor = Executor(settings.model_copy(update={"pool": False}))
     try:
         if not as_json and err.is_terminal:
             with err.status("browsing in a container"):

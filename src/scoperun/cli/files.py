@@ -16,8 +16,8 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.markup import escape
 
-from scoperun.cli.common import EXIT_PROBLEM, EXIT_REJECTED, fail, out, settings_of
-from scoperun.errors import ScopeError, ScopeRunError
+from scoperun.cli.common import EXIT_ENGINE, EXIT_PROBLEM, EXIT_REJECTED, fail, out, settings_of
+from scoperun.errors import EngineError, ScopeError, ScopeRunError
 
 app = typer.Typer(help="Look inside a case and move files in and out: scoped to the case, every access audited.",
                   no_args_is_help=True)
@@ -51,6 +51,8 @@ def _call(action: Callable[[], T]) -> T:
         return action()
     except ScopeError as exc:
         raise fail(str(exc), EXIT_REJECTED) from None
+    except EngineError as exc:  # the engine failing is 125 in every command
+        raise fail(str(exc), EXIT_ENGINE) from None
     except ScopeRunError as exc:
         raise fail(str(exc), EXIT_PROBLEM) from None
 

@@ -31,11 +31,10 @@ from scoperun.cli.common import (
     TimeoutOpt,
     WorkdirOpt,
     WriteModeOpt,
-    err,
     code_for_error,
+    err,
     exit_code_for,
     fail,
-    fail_on,
     is_quiet,
     out,
     safe,
@@ -80,8 +79,10 @@ def _main(
     workspace: Annotated[Path | None, typer.Option("--workspace", "-w", help="Workspace root (default: $SCOPERUN_WORKSPACE or ./workspace).")] = None,
     image: Annotated[str | None, typer.Option(help="Runner image (default: $SCOPERUN_IMAGE or scoperun-runner:latest).")] = None,
     backend: Annotated[str | None, typer.Option(help="docker (one engine) or swarm (docker_host is a swarm manager).")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only results and errors (no progress, notes or summaries).")] = False,
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print scoperun's version and exit.")] = False,
+    quiet: Annotated[bool, typer.Option(
+        "--quiet", "-q", help="Print only results and errors (no progress, notes or summaries).")] = False,
+    version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True, help="Print scoperun's version and exit.")] = False,
 ) -> None:
     """Run scripts on case files in scoped, hardened containers. Colour follows NO_COLOR / FORCE_COLOR."""
     overrides: dict[str, Any] = {}
@@ -121,7 +122,8 @@ def _execute(settings: Settings, as_json: bool, call: Any, *, quiet: bool = Fals
         shown = result if as_json else result.model_copy(update={"stdout": OutputCapture(), "stderr": OutputCapture()})
         _print_result(shown, as_json, Path(settings.workspace).expanduser().resolve())
         raise typer.Exit(exit_code_for(result))
-    executor = Executor(settings)
+    # One run per process: warm containers would outlive their use (and cost their start-up).
+    executor = Executor(settings.model_copy(update={"pool": False}))
     try:
         if not as_json and not quiet and err.is_terminal:
             from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -205,7 +207,7 @@ def _print_result(result: ExecutionResult, as_json: bool, root: Path, *, quiet: 
             elif cap.truncated:
                 notes.append(f"{name}: all {len(data)} bytes written (the result keeps only the head and "
                              f"tail){where}")
-    if quiet:
+    if quiet and result.status.value == "succeeded":
         for note in notes:
             err.print(f"[yellow]{safe(note)}[/]")
         return
@@ -224,6 +226,10 @@ def _print_result(result: ExecutionResult, as_json: bool, root: Path, *, quiet: 
             timing += f" (start {d.container_start:.2f} s, run {d.run:.2f} s)"
         parts.append(timing)
     err.print(" · ".join(parts))
+    if quiet:  # a run that did not succeed still says why (and what was cut), nothing more
+        for note in notes:
+            err.print(f"[yellow]{safe(note)}[/]")
+        return
     for f in result.findings:
         err.print(f"[yellow]safety[/] line {f.get('line')}: {safe(f.get('rule'))} {safe(f.get('message'))}")
     for note in notes:
@@ -375,12 +381,17 @@ def doctor(
 @image_app.command("build")
 def image_build(
     ctx: typer.Context,
-    base: Annotated[str | None, typer.Option(help="Base image (default: the one the image was last built from, else python:3.11-slim-bookworm if present, else scoperun-base:bookworm).")] = None,
-    ca_bundle: Annotated[Path | None, typer.Option(help="Extra CA bundle (PEM) trusted during the build, for TLS-intercepting proxies (default: the one the image was last built with, else the system bundle).")] = None,
+    base: Annotated[str | None, typer.Option(help=(
+        "Base image (default: the one the image was last built from, else python:3.11-slim-bookworm if "
+        "present, else scoperun-base:bookworm)."))] = None,
+    ca_bundle: Annotated[Path | None, typer.Option(help=(
+        "Extra CA bundle (PEM) trusted during the build, for TLS-intercepting proxies (default: the one "
+        "the image was last built with, else the system bundle)."))] = None,
     tag: Annotated[str | None, typer.Option(help="Image tag (default: the configured image).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Rebuild even when the inputs are unchanged.")] = False,
     browser: Annotated[bool, typer.Option("--browser", help="Build the browser image (FROM the runner image; --base defaults to it).")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say whether a build is needed and with which inputs; build nothing.")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Say whether a build is needed and with which inputs; build nothing.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Build the runner (or --browser) image; skipped when an image with the same inputs exists.

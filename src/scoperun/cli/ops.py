@@ -44,11 +44,12 @@ def _human_bytes(n: int | None) -> str:
 
 def ps(ctx: typer.Context, any_workspace: AnyWsOpt = False, as_json: JsonOpt = False) -> None:
     """Runs in progress: id, case, script, elapsed time, memory."""
-    from scoperun.ops import list_runs
+    from scoperun.ops import list_pool, list_runs
 
     settings = settings_of(ctx)
     try:
         runs = list_runs(settings, any_workspace=any_workspace, memory=not is_quiet(ctx))
+        idle = list_pool(settings, any_workspace=any_workspace)
     except ScopeRunError as exc:
         raise fail_on(exc) from None
     if as_json:
@@ -58,6 +59,9 @@ def ps(ctx: typer.Context, any_workspace: AnyWsOpt = False, as_json: JsonOpt = F
         for r in runs:
             out.print(r.execution_id, highlight=False)
         return
+    if idle:
+        owners = sorted({r.pool or "?" for r in idle})
+        err.print(f"warm pool: {len(idle)} idle container(s), serving no run yet (owner {', '.join(owners)})")
     if not runs:
         out.print("no scoperun runs in progress" + ("" if any_workspace else " in this workspace"))
         return
@@ -106,9 +110,8 @@ def gc(
     as_json: JsonOpt = False,
 ) -> None:
     """Mark runs whose scoperun process died `abandoned`; remove leftover and overdue scoperun containers."""
-    from scoperun.ops import collect_garbage
-
     from scoperun.engine.docker import connect
+    from scoperun.ops import collect_garbage
 
     settings = settings_of(ctx)
     try:  # gc still marks abandoned records without an engine; the exit code says the engine failed

@@ -97,7 +97,8 @@ def serve(
     auth = ("open: no token exists yet (loopback only; `scoperun token create` closes it)"
             if service.auth.open else "bearer tokens required")
     display = f"[{host}]" if ":" in host else host
-    err.print(f"scoperun serve: http://{display}:{port} ({auth}); API docs at /docs, MCP at /mcp", highlight=False)
+    err.print(f"scoperun serve: http://{display}:{port} ({auth}); the monitoring page at /, API docs at /docs, "
+              f"MCP at /mcp", highlight=False)
     uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)).run()
 
 
@@ -124,8 +125,8 @@ class _LiveClient:
 
 def execute_remote(settings: object, as_json: bool, call: object) -> object:
     """Run `call(client)` against the server at `settings.url`; Ctrl-C cancels the run there."""
+    from scoperun.cli.common import EXIT_ENGINE, EXIT_INTERRUPTED
     from scoperun.client import Client
-    from scoperun.cli.common import EXIT_INTERRUPTED, EXIT_ENGINE
     from scoperun.errors import ScopeRunError
 
     token = settings.token.get_secret_value() if settings.token else None  # type: ignore[attr-defined]

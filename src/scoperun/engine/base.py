@@ -83,6 +83,8 @@ class RunOutcome:
     container_start: float = 0.0
     run: float = 0.0
     error: str | None = None  # the engine failed mid-run; the message says what to do
+    exit_source: str = "engine"  # who gave exit_code: "launcher" (the tagged end line) or "engine" (wait/inspect)
+    pooled: bool = False  # served by a warm container from the pool
     node: str | None = None  # the swarm node that ran it (swarm backend); None on a single engine
 
 

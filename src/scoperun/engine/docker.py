@@ -15,10 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 from scoperun.engine.base import MANAGED_LABEL, OverlayMount, RunOutcome, RunSpec
 from scoperun.engine.capture import BoundedBuffer
+from scoperun.engine.launched import LAUNCHER_LABEL, LaunchedRun, launcher_command
 from scoperun.errors import EngineError, ImageError
 
 if TYPE_CHECKING:
     import docker
+
+    from scoperun.engine.pool import PoolOptions, WarmPool
 
 __all__ = ["DockerBackend", "connect"]
 
@@ -54,7 +57,8 @@ class DockerBackend:
 
     name = "docker"
 
-    def __init__(self, base_url: str | None = None, *, remove_in_background: bool = True) -> None:
+    def __init__(self, base_url: str | None = None, *, remove_in_background: bool = True,
+                 pool: PoolOptions | None = None) -> None:
         self._base_url = base_url
         self._client: docker.DockerClient | None = None
         # Attach streams need a client without a read timeout: a script may be silent for minutes.
@@ -63,6 +67,12 @@ class DockerBackend:
         self._remove_in_background = remove_in_background
         self._reaper = ThreadPoolExecutor(max_workers=2, thread_name_prefix="scoperun-reaper")
         self._pending: set[Any] = set()
+        self._images: dict[str, tuple[float, dict[str, Any]]] = {}
+        self.pool: WarmPool | None = None
+        if pool is not None and pool.size > 0:
+            from scoperun.engine.pool import WarmPool
+
+            self.pool = WarmPool(self, pool)
 
     @property
     def client(self) -> docker.DockerClient:
@@ -82,7 +92,7 @@ class DockerBackend:
 
     # -- the contract -------------------------------------------------------------------------
 
-    def start(self, spec: RunSpec) -> _DockerRun:
+    def start(self, spec: RunSpec) -> _DockerRun | LaunchedRun:
         """Create one container, attach to its output, start it. Raise EngineError only if nothing started."""
         from docker.errors import APIError, DockerException, ImageNotFound, NotFound
         from requests.exceptions import ConnectionError as RequestsConnectionError
@@ -91,7 +101,8 @@ class DockerBackend:
         outcome = RunOutcome(stdout=BoundedBuffer(spec.output_cap, spill_limit=spec.spill_limit),
                              stderr=BoundedBuffer(spec.output_cap, spill_limit=spec.spill_limit))
         try:
-            outcome.image_id = api.inspect_image(spec.image)["Id"]
+            image = self._image(spec.image)
+            outcome.image_id = image["Id"]
         except ImageNotFound:
             raise ImageError(
                 f"image {spec.image} is not on this engine. Build it with `scoperun image build` "
@@ -100,8 +111,15 @@ class DockerBackend:
         except (DockerException, RequestsConnectionError) as exc:
             raise EngineError(f"the Docker engine failed to inspect image {spec.image}: {exc}") from None
 
+        launcher = bool(((image.get("Config") or {}).get("Labels") or {}).get(LAUNCHER_LABEL))
+        if launcher and self.pool is not None:
+            pooled = self.pool.claim(spec, outcome)
+            if pooled is not None:
+                return pooled
         t0 = time.monotonic()
         volumes = self._create_volumes(spec)  # staged runs: one overlay volume each, removed after the run
+        if launcher:
+            return self._start_launched(spec, outcome, volumes, t0)
         try:
             container_id = api.create_container(**self._create_kwargs(spec, volumes))["Id"]
         except NotFound as exc:
@@ -150,8 +168,115 @@ class DockerBackend:
         """Create, start, wait (bounded by the timeout), inspect and remove one container."""
         return self.start(spec).wait()
 
+    def _image(self, name: str) -> dict[str, Any]:
+        """The image's inspect data, cached for a few seconds (a rebuilt tag is seen within them)."""
+        now = time.monotonic()
+        hit = self._images.get(name)
+        if hit is not None and now - hit[0] < 5.0:
+            return hit[1]
+        data = self.client.api.inspect_image(name)
+        self._images[name] = (now, data)
+        return data
+
+    def _start_launched(self, spec: RunSpec, outcome: RunOutcome, volumes: dict[str, str], t0: float) -> LaunchedRun:
+        """A fresh container whose launcher gets the request (and the secrets) on stdin, never in its config."""
+        from docker.errors import APIError, DockerException, NotFound
+        from requests.exceptions import ConnectionError as RequestsConnectionError
+
+        api = self.client.api
+        kwargs = self._create_kwargs(spec, volumes)
+        kwargs.update(command=launcher_command(spec.timeout + 60), environment={}, stdin_open=True)
+        try:
+            container_id = api.create_container(**kwargs)["Id"]
+        except NotFound as exc:
+            self._remove_volumes(volumes)
+            raise EngineError(_explain_not_found(spec, exc)) from None
+        except (DockerException, RequestsConnectionError) as exc:
+            self._remove_volumes(volumes)
+            raise EngineError(f"the Docker engine refused to create the container: {_short(exc)}") from None
+        sock = None
+        try:
+            sock = self.stream_client.api.attach_socket(
+                container_id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
+            try:
+                api.start(container_id)
+            except NotFound as exc:  # e.g. the named network does not exist
+                outcome.error = _explain_not_found(spec, exc)
+            except APIError as exc:
+                if not volumes or "mount" not in str(exc).lower():
+                    raise
+                outcome.error = (f"the engine could not mount the staging overlay ({_short(exc)}). Put staging_dir "
+                                 f"on a local disk (ext4 or xfs), or run with write_mode direct.")
+            started = time.monotonic()
+            outcome.container_start = started - t0
+            run = LaunchedRun(self, spec, container_id, sock, outcome, volumes=volumes, started=started)
+            if outcome.error is None:
+                run.send()
+            else:
+                run.done = True
+                _close_quietly(sock)
+                self.remove_container(container_id, volumes, inline=True)
+            return run
+        except (APIError, RequestsConnectionError, DockerException, OSError) as exc:
+            outcome.error = _lost_engine(exc)
+            _close_quietly(sock)
+            self.remove_container(container_id, volumes, inline=True)
+            run = LaunchedRun(self, spec, container_id, None, outcome, volumes=volumes, started=time.monotonic())
+            run.done = True
+            return run
+        except BaseException:
+            _close_quietly(sock)
+            self._remove(container_id)
+            self._remove_volumes(volumes)
+            raise
+
+    # -- what launched runs and the pool ask of the engine -----------------------------------
+
+    def kill_container(self, container_id: str) -> None:
+        """SIGKILL a container; gone already is fine."""
+        from docker.errors import DockerException
+        from requests.exceptions import ConnectionError as RequestsConnectionError
+
+        try:
+            self.client.api.kill(container_id)
+        except (DockerException, RequestsConnectionError):
+            pass
+
+    def judge(self, container_id: str, patience: float) -> tuple[int | None, bool, str | None]:
+        """(exit code, OOM-killed, error) as the engine reports the container's end."""
+        from docker.errors import DockerException, NotFound
+        from requests.exceptions import ConnectionError as RequestsConnectionError
+        from requests.exceptions import ReadTimeout
+
+        api = self.client.api
+        try:
+            code = api.wait(container_id, timeout=patience)["StatusCode"]
+        except NotFound:
+            # Removed already (a pooled container removes itself on exit): its launcher ended without
+            # its end line, which only a kill does.
+            return 137, False, None
+        except (ReadTimeout, RequestsConnectionError, DockerException) as exc:
+            return None, False, _lost_engine(exc)
+        try:
+            oom = bool(api.inspect_container(container_id)["State"].get("OOMKilled"))
+        except (DockerException, RequestsConnectionError):
+            oom = False  # removed already (a pooled container removes itself): the exit code stands
+        return code, oom, None
+
+    def remove_container(self, container_id: str, volumes: dict[str, str], *, inline: bool) -> None:
+        """Remove a run's container (in the background unless `inline`), then its staging volumes."""
+        if not inline and self._remove_in_background and not volumes:
+            self._pending.add(self._reaper.submit(self._remove, container_id))
+            return
+        if not self._remove(container_id):
+            self._pending.add(self._reaper.submit(self._remove_later, container_id, volumes))
+            return
+        self._remove_volumes(volumes)
+
     def close(self) -> None:
-        """Wait for background removals, then drop the client."""
+        """Remove the warm pool, wait for background removals, then drop the client."""
+        if self.pool is not None:
+            self.pool.close()
         self._reaper.shutdown(wait=True)
         self._reaper = ThreadPoolExecutor(max_workers=2, thread_name_prefix="scoperun-reaper")
         with self._lock:
@@ -387,6 +512,14 @@ def _kill(api: Any, container_id: str) -> None:
         api.wait(container_id, timeout=30)
     except Exception:
         pass
+
+
+def _close_quietly(sock: Any) -> None:
+    if sock is not None:
+        try:
+            sock.close()
+        except Exception:  # noqa: BLE001 - a dead socket is closed enough
+            pass
 
 
 def _lost_engine(exc: BaseException) -> str:

@@ -113,6 +113,11 @@ def _extract(files: CaseFiles, ws: Workspace, case: str, paths: list[str], reque
                         records[rec["path"]] = rec
         except OSError:
             pass
+        if not records and not result.success and result.status.value == "error":
+            from scoperun.errors import EngineError
+
+            # The engine failed (unreachable, image missing): the same error, and exit code, as a run's.
+            raise EngineError(f"the document extraction run {result.execution_id} could not run: {result.message}")
         if not records and not result.success:
             if EXTRACTOR in result.stderr.text and "No such file" in result.stderr.text:
                 why = (f"the runner image {files.settings.image} has no document extractor ({EXTRACTOR}): it was "
