@@ -48,7 +48,7 @@ def swarm() -> Iterator[object]:
     with localswarm.local_swarm(images=(IMAGE,)) as s:
         s.manager.docker("node", "update", "--label-add", f"{WORKER_LABEL}=true", s.worker.node_id)
         yield s
-    assert not localswarm.leftovers(), f"local swarm left behind: {localswarm.leftovers()}"
+    assert not localswarm.leftovers(s.prefix), f"local swarm left behind: {localswarm.leftovers(s.prefix)}"
 
 
 @pytest.fixture

@@ -267,6 +267,8 @@ def _preflight(settings: Settings, fields: dict[str, Any]) -> None:
     from scoperun.config import parse_memory
     from scoperun.engine.preflight import preflight
 
+    if getattr(settings, "url", None):
+        return  # runs go to a scoperun server (SCOPERUN_URL): its engine, not this machine's, decides
     limits: Limits = fields["limits"]
     network = fields.get("network") or settings.network
     defaults = Settings.model_fields
