@@ -99,8 +99,9 @@ def llm_sandbox_path(image: str) -> Callable[[], None] | str:
         return f"llm-sandbox not installed ({exc}); pip install -e '.[bench]'"
 
     def run() -> None:
+        # Our image's CMD exits at once; llm-sandbox needs its container to stay up between execs.
         with SandboxSession(lang="python", image=image, keep_template=True, skip_environment_setup=True,
-                            verbose=False) as session:
+                            verbose=False, runtime_configs={"command": ["sleep", "infinity"]}) as session:
             out = session.run("print(1)")
         if out.stdout.strip() != "1":
             raise RuntimeError(f"llm-sandbox failed: {out}")
@@ -116,6 +117,7 @@ def main() -> None:
     opts = parser.parse_args()
 
     import docker
+    import docker.errors
 
     client = docker.from_env()
     root = workspace()
@@ -139,7 +141,15 @@ def main() -> None:
         check=True, capture_output=True)
     floor = client.containers.run(opts.image, ["sleep", "infinity"], detach=True, network_disabled=True,
                                   labels={"org.scoperun.bench": "1"})
-    paths["docker exec (running container)"] = lambda: floor.exec_run(["python3", "-c", "print(1)"])
+
+    def exec_floor() -> None:
+        try:
+            floor.exec_run(["python3", "-c", "print(1)"])
+        except docker.errors.APIError:  # stopped by something else on a shared engine: start it, go on
+            floor.start()
+            floor.exec_run(["python3", "-c", "print(1)"])
+
+    paths["docker exec (running container)"] = exec_floor
     paths["host process"] = lambda: subprocess.run([sys.executable, "-c", "print(1)"], check=True, capture_output=True)
 
     try:

@@ -146,9 +146,20 @@ def _services(api: Any, settings: Settings, *, any_workspace: bool) -> list[dict
     except DockerException as exc:
         raise EngineError(f"cannot list the swarm's services ({exc}); is docker_host a swarm manager?") from None
     workspace = None if any_workspace else _workspace_label(settings)
-    return [{"Id": s["ID"], "Names": [s["Spec"]["Name"]], "Labels": s["Spec"].get("Labels") or {}, "Service": True}
+    return [{"Id": s["ID"], "Names": [s["Spec"]["Name"]], "Labels": s["Spec"].get("Labels") or {}, "Service": True,
+             "State": "running", "Created": _epoch(s.get("CreatedAt", ""))}
             for s in services
             if workspace is None or (s["Spec"].get("Labels") or {}).get(WORKSPACE_LABEL) == workspace]
+
+
+def _epoch(stamp: str) -> float:
+    """Epoch seconds of an engine timestamp (nanoseconds cut to microseconds); now if unreadable."""
+    import re
+
+    try:
+        return datetime.fromisoformat(re.sub(r"(\.\d{6})\d*", r"\1", stamp)).timestamp()
+    except ValueError:
+        return time.time()
 
 
 def _memory(api: Any, container_id: str) -> int | None:
@@ -168,8 +179,12 @@ def list_runs(settings: Settings, *, any_workspace: bool = False, memory: bool =
     client = client or _client(settings)
     api = client.api
     now = time.time()
-    found = [c for c in _containers(api, settings, any_workspace=any_workspace, all_states=False)
-             if not _idle_pooled(c)]
+    if settings.backend == "swarm":  # a run in progress is a service; its container is on some node
+        found = _services(api, settings, any_workspace=any_workspace)
+        memory = False
+    else:
+        found = [c for c in _containers(api, settings, any_workspace=any_workspace, all_states=False)
+                 if not _idle_pooled(c)]
     with ThreadPoolExecutor(max_workers=8) as pool:
         mem = list(pool.map(lambda c: _memory(api, c["Id"]) if memory else None, found))
     runs = []

@@ -107,12 +107,20 @@ def suggest_cases(name: str, names: list[str], *, limit: int = 5) -> list[str]:
     for key, original in folded.items():
         if wanted and (key.startswith(wanted) or wanted in key):
             add(original)
-    for key in difflib.get_close_matches(wanted, list(folded), n=limit, cutoff=0.5):
+    for key in difflib.get_close_matches(wanted, list(folded), n=limit, cutoff=0.75):
         add(folded[key])
-    # The client's surname alone ("doe") often names the case: match on its words too.
-    words = {w for w in wanted.replace("_", "-").split("-") if len(w) >= 3}
+    # The client's surname alone ("doe") often names the case: match on its words too, but not on
+    # words most cases share ("mva", a year), which would suggest cases at random.
+    def words(text: str) -> set[str]:
+        return {w for w in text.replace("_", "-").replace(" ", "-").split("-") if len(w) >= 3}
+
+    seen: dict[str, int] = {}
+    for key in folded:
+        for w in words(key):
+            seen[w] = seen.get(w, 0) + 1
+    rare = {w for w in words(wanted) if seen.get(w, 0) <= 3}
     for key, original in folded.items():
-        if words & set(key.replace("_", "-").split("-")):
+        if rare & words(key):
             add(original)
     return found
 

@@ -117,22 +117,23 @@ def _screen(socket: str, workspace: Path, width: int, command: str) -> str:
         "SCOPERUN_STATE_DIR": os.environ["SCOPERUN_STATE_DIR"],
         "SCOPERUN_STAGING_DIR": os.environ["SCOPERUN_STAGING_DIR"],
         "TERM": "xterm-256color"}.items())
-    _tmux(socket, "new-session", "-d", "-x", str(width), "-y", "200", "-s", f"w{width}",
+    session = f"w{width}-{token}"
+    _tmux(socket, "new-session", "-d", "-x", str(width), "-y", "200", "-s", session,
           f"env -u COLUMNS -u LINES {env} bash --norc --noprofile")
     try:
         # The typed line holds "__done_""TOKEN__"; only the echo prints __done_TOKEN__ in one piece.
         typed = f"{sys.executable} -m scoperun {command}"
-        _tmux(socket, "send-keys", "-t", f"w{width}", f'{typed}; echo "__done_""{token}__"', "Enter")
+        _tmux(socket, "send-keys", "-t", session, f'{typed}; echo "__done_""{token}__"', "Enter")
         deadline = time.monotonic() + 180  # a loaded machine starts Python slowly
         while time.monotonic() < deadline:
-            screen = _tmux(socket, "capture-pane", "-p", "-J", "-S", "-", "-t", f"w{width}")
+            screen = _tmux(socket, "capture-pane", "-p", "-J", "-S", "-", "-t", session)
             if f"__done_{token}__" in screen:
                 before = screen.split(f"__done_{token}__", 1)[0]
                 return before[before.rindex(typed) + len(typed):].split("\n", 1)[1]
             time.sleep(0.3)
         raise AssertionError(f"`scoperun {command}` did not finish in tmux")
     finally:
-        _tmux(socket, "kill-session", "-t", f"w{width}")
+        _tmux(socket, "kill-session", "-t", session)
 
 
 @pytest.fixture
@@ -141,6 +142,9 @@ def tmux_socket():
     if shutil.which("tmux") is None:
         unavailable("tmux is not installed; run `make tools`")
     socket = f"scoperun-test-{uuid.uuid4().hex[:8]}"
+    # A session kept open for the whole test: killing the last one ends the server, and a session
+    # made right then can meet the exiting server and fail.
+    _tmux(socket, "new-session", "-d", "-s", "keep", "sleep 3600")
     yield socket
     subprocess.run(["tmux", "-L", socket, "kill-server"], capture_output=True)
 
@@ -198,3 +202,10 @@ def test_gc_applies_retention(workspace: Path, docker_client) -> None:
     assert not old.exists() and new.exists()
     log = (workspace / "Database" / "script_executions" / "retention.jsonl").read_text()
     assert "exec_20200101_000000_0badc0de" in log and '"sha256"' in log
+
+
+def test_quiet_run_prints_only_the_scripts_output(workspace: Path, docker_client) -> None:
+    """`scoperun -q run` of a succeeding script prints its stdout and stderr and nothing of scoperun's."""
+    proc = scoperun(workspace, "-q", "run", "Tools/hello.py", "--case", CASE)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"hello from {CASE}\n".encode() and proc.stderr == b"to stderr\n"

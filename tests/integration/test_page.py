@@ -171,7 +171,7 @@ def test_admin_sees_a_run_live_reads_it_and_rolls_it_back(settings: Settings, ex
 def test_phone_and_login_screens(settings: Settings, executor: Executor, page_server: PageServer,
                                  browser: Any) -> None:
     """At phone width the pages fit without sideways scrolling of the page itself; screenshots for docs/."""
-    executor.run_code("print('hello from a phone screenshot')\n", case=CASE, requested_by="phone")
+    result = executor.run_code("print('hello from a phone screenshot')\n", case=CASE, requested_by="phone")
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
     page.goto(page_server.url + "/login")
@@ -179,7 +179,8 @@ def test_phone_and_login_screens(settings: Settings, executor: Executor, page_se
     context.close()
     context, page, _ = open_page(browser, page_server, page_server.read, phone=True)
     try:
-        for path, name in (("/", "overview-phone"), ("/runs", "runs-phone")):
+        for path, name in (("/", "overview-phone"), ("/runs", "runs-phone"),
+                           (f"/runs/{result.execution_id}", "run-detail-phone")):
             page.goto(page_server.url + path)
             page.locator("h1").wait_for()
             width = page.evaluate("document.documentElement.scrollWidth")

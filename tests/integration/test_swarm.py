@@ -23,7 +23,6 @@ from scoperun.changes import rollback_changes
 from scoperun.config import Settings
 from scoperun.engine.base import MANAGED_LABEL
 from scoperun.engine.swarm import SwarmBackend
-from scoperun.errors import ScopeRunError
 from scoperun.executor import Executor
 from scoperun.models import ExecutionRequest, Status
 from tests.conftest import CASE, OTHER_CASE, make_workspace
@@ -49,7 +48,7 @@ def swarm() -> Iterator[object]:
     with localswarm.local_swarm(images=(IMAGE,)) as s:
         s.manager.docker("node", "update", "--label-add", f"{WORKER_LABEL}=true", s.worker.node_id)
         yield s
-    assert not localswarm.leftovers(), f"local swarm left behind: {localswarm.leftovers()}"
+    assert not localswarm.leftovers(s.prefix), f"local swarm left behind: {localswarm.leftovers(s.prefix)}"
 
 
 @pytest.fixture
@@ -87,7 +86,7 @@ def test_twenty_runs_land_on_both_nodes_with_results_and_records_as_local(swarm,
         results = list(pool.map(lambda i: ex.run(ExecutionRequest(script="Tools/hello.py", case=CASE,
                                                                   write_mode="direct", args=[str(i)])), range(20)))
     assert [r.status for r in results] == [Status.SUCCEEDED] * 20, [r.message for r in results]
-    assert {r.node for r in results} == {swarm.manager.node_id, swarm.worker.node_id}
+    assert {r.node for r in results} == {swarm.manager.node_id, swarm.worker.node_id}, [r.node for r in results]
     for r in results:
         assert r.stdout.text == f"hello from {CASE}\n" and r.stderr.text == "to stderr\n" and r.exit_code == 0
         record = json.loads((swarm_settings.workspace / r.audit_record).read_text())
@@ -217,8 +216,9 @@ def test_timeout_kills_the_task_on_the_worker(swarm, swarm_settings) -> None:
 
 
 def test_oom_and_failure_and_operator_stop_on_the_swarm(swarm, swarm_settings) -> None:
-    """Out of memory is oom_killed, a non-zero exit is failed with its code, an operator stop ends the run failed."""
-    from scoperun.ops import stop_runs
+    """Out of memory is oom_killed, a non-zero exit is failed with its code; `ps` lists a running run and an
+    operator stop cancels it, as locally."""
+    from scoperun.ops import list_runs, stop_runs
 
     with _executor(swarm_settings, swarm) as ex:
         oom = ex.run_code("x = bytearray(400 * 2**20)", case=CASE, limits={"memory": "64m"}, write_mode="direct")
@@ -229,20 +229,20 @@ def test_oom_and_failure_and_operator_stop_on_the_swarm(swarm, swarm_settings) -
             "import time\nprint('up', flush=True)\ntime.sleep(600)", case=CASE, write_mode="direct")))
         thread.start()
         deadline = time.monotonic() + 60
-        stopped = []
-        while not stopped and time.monotonic() < deadline:
+        listed = []
+        while not listed and time.monotonic() < deadline:  # `scoperun ps` on the swarm: the run's service
             time.sleep(1)
-            try:
-                stopped = stop_runs(swarm_settings, None, reason="test stop", by="pytest")
-            except ScopeRunError:  # its service does not exist yet
-                stopped = []
+            listed = list_runs(swarm_settings)
+        stopped = stop_runs(swarm_settings, None, reason="test stop", by="pytest")
         thread.join(90)
     assert oom.status is Status.OOM_KILLED and oom.stderr.text == "", oom.message
     assert failed.status is Status.FAILED and failed.exit_code == 7
     assert (failed.stdout.text, failed.stderr.text) == ("out\n", "err\n")
     stopped_result = holder["r"]
-    assert stopped and stopped_result.status is Status.FAILED, stopped_result.message
-    assert "stopped by an operator: test stop" in stopped_result.message
+    assert len(listed) == 1 and listed[0].case == CASE and listed[0].state == "running"
+    assert listed[0].execution_id == stopped_result.execution_id
+    assert stopped and stopped_result.status is Status.CANCELLED, stopped_result.message  # as a local stop
+    assert stopped_result.message.startswith("stopped by an operator: test stop")
     _assert_nothing_left(swarm)
 
 
@@ -271,6 +271,31 @@ def test_kill_through_the_run_handle_ends_the_task_and_keeps_its_output(swarm, s
         backend.close()
     assert outcome.error is None and not outcome.timed_out and outcome.exit_code == 137
     assert outcome.stdout.capture().text == "up\n" and outcome.node == swarm.worker.node_id
+    _assert_nothing_left(swarm)
+
+
+def test_gc_removes_the_service_and_network_of_a_run_whose_scoperun_died(swarm, swarm_settings) -> None:
+    """A run service nobody waits for (scoperun crashed) is removed by gc past its deadline, with its network."""
+    from scoperun.engine.base import RunSpec
+    from scoperun.ops import collect_garbage
+
+    backend = SwarmBackend(swarm.manager.host)
+    spec = RunSpec(execution_id=f"exec_gc_{os.getpid()}", image=IMAGE, command=("sleep", "600"),
+                   working_dir="/tmp", mounts=(), env={}, user="1000:1000", timeout=1, memory_bytes=64 * 1024**2,
+                   cpus=0.5, pids_limit=64, nofile=256, tmp_size_bytes=1024**2, network="none", output_cap=4096,
+                   labels={"org.scoperun.workspace": str(swarm_settings.workspace.resolve())})
+    backend.start(spec)  # never waited for: as if scoperun had died here
+    backend.close()
+    assert f"scoperun-exec-gc-{os.getpid()}" in swarm.manager.docker("service", "ls", "--format", "{{.Name}}")
+    deadline = time.monotonic() + 60
+    removed: list[str] = []
+    while time.monotonic() < deadline:  # the network goes once its task has left it
+        report = collect_garbage(swarm_settings, now=time.time() + 3600)
+        removed += report.hooks.get("swarm", [])
+        if any(r.startswith("network") for r in removed):
+            break
+        time.sleep(2)
+    assert f"service scoperun-exec-gc-{os.getpid()}" in removed and any(r.startswith("network") for r in removed)
     _assert_nothing_left(swarm)
 
 

@@ -98,6 +98,9 @@ def test_refused_run_says_nothing_ran_and_why(workspace: Path) -> None:
     assert "rejected (path-traversal)" in err and "rejected rejected" not in err
     assert "nothing ran" in err and "exit None" not in err and "start 0.00" not in err
     assert "folder inside the case" in err and "name the file" not in err
+    quiet = invoke(workspace, "-q", "run", "Tools/hello.py", "--case", CASE, "--working-dir", "../..")
+    assert quiet.exit_code == 2 and quiet.stdout == ""
+    assert "rejected (path-traversal)" in quiet.stderr and "audit record" not in quiet.stderr
 
 
 @pytest.mark.parametrize("width", [60, 80, 120, 160])

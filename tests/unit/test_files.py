@@ -65,6 +65,9 @@ def test_unknown_case_suggests_close_names(files: CaseFiles) -> None:
     assert _refusals(files)[-1]["reason"] == "unknown-case"
     assert suggest_cases("doe", ["Doe-John-MVA-2024", "Smith-Ann"]) == ["Doe-John-MVA-2024"]
     assert suggest_cases("Smtih-Ann", ["Doe-John-MVA-2024", "Smith-Ann"]) == ["Smith-Ann"]
+    many = [f"Client{i:02d}-Zed-MVA-2024" for i in range(20)] + ["Roe-Jane-MVA-2024"]
+    assert suggest_cases("Roe-MVA-2024", many) == ["Roe-Jane-MVA-2024"]  # not every case that shares 'MVA'
+    assert suggest_cases("nothing-alike", many) == []
 
 
 def test_list_files_pages_and_patterns(files: CaseFiles) -> None:
@@ -130,7 +133,7 @@ def test_symlinks_out_of_the_case_are_never_followed(files: CaseFiles, ws: Path)
 
 
 def test_fifo_and_sparse_file_are_refused_quickly(files: CaseFiles, ws: Path) -> None:
-    """A FIFO is refused without blocking; a 10 GB sparse file is refused as binary after reading 8 KiB."""
+    """A FIFO is refused without blocking; a 10 GB sparse file is refused (binary, too large); search skips both."""
     case = ws / "projects" / CASE
     os.mkfifo(case / "pipe")
     with pytest.raises(FileAccessError, match="FIFO"):
@@ -141,7 +144,15 @@ def test_fifo_and_sparse_file_are_refused_quickly(files: CaseFiles, ws: Path) ->
         files.read_file(CASE, "huge.bin")
     with pytest.raises(FileAccessError, match="too-large"):
         files.read_bytes(CASE, "huge.bin", max_bytes=1024)
-    assert [e["reason"] for e in _refusals(files)[-3:]] == ["special-file", "binary-file", "too-large"]
+    with pytest.raises(FileAccessError, match="too-large"):
+        files.read_document(CASE, "huge.bin")  # refused before it is hashed or sent to a container
+    with pytest.raises(FileAccessError, match="FIFO"):
+        files.read_document(CASE, "pipe")
+    assert [e["reason"] for e in _refusals(files)[-5:]] == ["special-file", "binary-file", "too-large", "too-large",
+                                                           "special-file"]
+    skipped = files.search(CASE, "x", glob="huge.bin")
+    assert not skipped.hits and "huge.bin: 10,737,418,240 bytes, too large to search" in skipped.skipped
+    assert files.search(CASE, "x", glob="pipe").files_searched == 0
 
 
 def test_deep_tree_listing_stops_at_the_depth_limit(files: CaseFiles, ws: Path) -> None:

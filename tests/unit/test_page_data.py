@@ -84,3 +84,13 @@ def test_overview_counts_case_file_accesses(tmp_path: Path, workspace: Path) -> 
     index, _ = make_index(tmp_path)
     ov = data.overview(index, settings, window="24h", now=time.time())
     assert ov.stats.file_access == {"read": 2, "refused": 1}
+
+
+def test_login_redirects_only_to_this_site() -> None:
+    """The login's `next` is a path of this site: other hosts, schemes and smuggled whitespace become `/`."""
+    from scoperun.service.page.app import _safe_next
+
+    assert _safe_next("/runs?status=failed") == "/runs?status=failed"
+    for bad in ("https://evil.example/", "//evil.example", "/\t/evil.example", "/\\evil.example", "", None,
+                "javascript:alert(1)", "/\n/evil.example"):
+        assert _safe_next(bad) == "/", bad

@@ -116,3 +116,20 @@ def test_event_log_resumes_exactly_and_drops_slow_readers(tmp_path: Path, monkey
         slow.close()
 
     asyncio.run(scenario())
+
+
+def test_old_event_files_are_pruned(tmp_path: Path) -> None:
+    """Event files older than the retention go on server start; recent ones and other files stay."""
+    import os
+    import time
+
+    from scoperun.service.runs import _prune_events
+
+    old, new, other = tmp_path / "exec_a.jsonl", tmp_path / "exec_b.jsonl", tmp_path / "notes.txt"
+    for p in (old, new, other):
+        p.write_text("{}\n")
+    past = time.time() - 8 * 86400
+    os.utime(old, (past, past))
+    os.utime(other, (past, past))
+    _prune_events(tmp_path, 7)
+    assert not old.exists() and new.exists() and other.exists()

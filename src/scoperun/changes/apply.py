@@ -194,7 +194,7 @@ def apply_staged(settings: Settings, area: StagingArea, state: StagingState, *, 
         (journal / "pre").mkdir()
         pre_fd = os.open(journal / "pre", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
-            pres = [capture(case, rel, journal, f"{i:06d}", durable=False, pre_fd=pre_fd)
+            pres = [capture(case, rel, journal, f"{i:06d}", durable=case.on_fuse, pre_fd=pre_fd)
                     for i, rel in enumerate(touched)]
         finally:
             os.close(pre_fd)

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from scoperun.errors import ScopeError
+from scoperun.mounts import is_fuse
 
 __all__ = ["CHUNK", "CaseRoot", "check_rel", "copy_fd", "hash_fd", "sync_fs"]
 
@@ -156,6 +157,8 @@ class CaseRoot:
         self.real = os.path.realpath(case_dir)
         self.fd = os.open(case_dir, _DIR_FLAGS)
         self.as_root = os.geteuid() == 0
+        # On a FUSE bucket syncfs may not reach the bucket: there every file is fsynced (uploaded) itself.
+        self.on_fuse = is_fuse(Path(self.real))
         # Folders already reached and checked, by relative path: applying 60,000 files must not
         # walk and resolve the same folders 60,000 times. Dropped when a folder is removed.
         self._dirs: dict[bytes, int] = {}
@@ -276,7 +279,7 @@ class CaseRoot:
                     os.fchmod(fd, mode)
                     if mtime_ns is not None:
                         os.utime(fd, ns=(mtime_ns, mtime_ns))
-                    if durable:
+                    if durable or self.on_fuse:
                         os.fsync(fd)
                     st = os.fstat(fd)
                 finally:

@@ -207,7 +207,7 @@ def _print_result(result: ExecutionResult, as_json: bool, root: Path, *, quiet: 
             elif cap.truncated:
                 notes.append(f"{name}: all {len(data)} bytes written (the result keeps only the head and "
                              f"tail){where}")
-    if quiet:
+    if quiet and result.status.value == "succeeded":
         for note in notes:
             err.print(f"[yellow]{safe(note)}[/]")
         return
@@ -226,6 +226,10 @@ def _print_result(result: ExecutionResult, as_json: bool, root: Path, *, quiet: 
             timing += f" (start {d.container_start:.2f} s, run {d.run:.2f} s)"
         parts.append(timing)
     err.print(" · ".join(parts))
+    if quiet:  # a run that did not succeed still says why (and what was cut), nothing more
+        for note in notes:
+            err.print(f"[yellow]{safe(note)}[/]")
+        return
     for f in result.findings:
         err.print(f"[yellow]safety[/] line {f.get('line')}: {safe(f.get('rule'))} {safe(f.get('message'))}")
     for note in notes:
@@ -263,6 +267,8 @@ def _preflight(settings: Settings, fields: dict[str, Any]) -> None:
     from scoperun.config import parse_memory
     from scoperun.engine.preflight import preflight
 
+    if getattr(settings, "url", None):
+        return  # runs go to a scoperun server (SCOPERUN_URL): its engine, not this machine's, decides
     limits: Limits = fields["limits"]
     network = fields.get("network") or settings.network
     defaults = Settings.model_fields

@@ -102,7 +102,8 @@ def serve(
     auth = ("open: no token exists yet (loopback only; `scoperun token create` closes it)"
             if service.auth.open else "bearer tokens required")
     display = f"[{host}]" if ":" in host else host
-    err.print(f"scoperun serve: http://{display}:{port} ({auth}); API docs at /docs, MCP at /mcp", highlight=False)
+    err.print(f"scoperun serve: http://{display}:{port} ({auth}); the monitoring page at /, API docs at /docs, "
+              f"MCP at /mcp", highlight=False)
     uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)).run()
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -139,9 +140,20 @@ class LocalSwarm:
                          "--label-add", "scoperun.staging=true", node.node_id)
             for image in images:
                 self.load_image(image)
+            self.wait_nodes_ready()
         except BaseException:
             self.stop()
             raise
+
+    def wait_nodes_ready(self, timeout: float = 90) -> None:
+        """Wait until the manager sees both nodes ready (a fresh worker is `unknown` for a moment)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            states = self.manager.docker("node", "ls", "--format", "{{.Status}}/{{.Availability}}").split()
+            if len(states) == 2 and all(s == "Ready/Active" for s in states):
+                return
+            time.sleep(0.5)
+        raise RuntimeError(f"swarm nodes not ready within {timeout:g} s: {states}")
 
     def load_image(self, image: str) -> None:
         """Copy an image of the machine's main engine into both nodes (docker save | docker load)."""
@@ -195,18 +207,22 @@ def _unmount_below(root: Path) -> None:
         subprocess.run(["umount", "-l", point], capture_output=True, check=False)
 
 
-def leftovers(prefix: str = "scoperun-test") -> list[str]:
-    """Namespaces, sockets or daemons of a local swarm that still exist (should be none after stop)."""
+def leftovers(prefix: str) -> list[str]:
+    """Namespaces or sockets of the local swarm named `prefix` that still exist (none after stop)."""
     found = []
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False).stdout
-    found += [line.split()[0] for line in netns.splitlines() if line.startswith(prefix)]
+    found += [line.split()[0] for line in netns.splitlines() if line.startswith(prefix + "-")]
     found += [str(p) for p in Path("/run").glob(f"{prefix}-*.sock")]
     return found
 
 
 @contextlib.contextmanager
 def local_swarm(images: tuple[str, ...] = (), prefix: str = "scoperun-test") -> Iterator[LocalSwarm]:
-    """A started two-node swarm, stopped and removed on exit whatever happens."""
+    """A started two-node swarm, stopped and removed on exit whatever happens.
+
+    Names (namespaces, sockets) get a random suffix: several test sessions may run at once on one
+    machine, and each must only ever create and delete its own."""
+    prefix = f"{prefix}-{secrets.token_hex(3)}"
     swarm = LocalSwarm(Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir="/var/tmp")), prefix=prefix)
     swarm.start(images)
     try:

@@ -84,10 +84,11 @@ def _probe_node(client: Any, node_id: str, image: str, workspace: Path, probe: s
     spec = ContainerSpec(image=image, command=["sh", "-c", probe], user="1000:1000", read_only=True, cap_drop=["ALL"],
                          mounts=[Mount("/workspace", str(workspace), type="bind", read_only=True)],
                          labels={MANAGED_LABEL: "1"})
+    labels = {MANAGED_LABEL: "1", "org.scoperun.deadline": str(int(time.time() + 120))}
     template = TaskTemplate(spec, restart_policy=RestartPolicy(condition="none", max_attempts=0),
                             placement=Placement(constraints=[f"node.id=={node_id}"]))
     sid = client.api.create_service(template, name=f"scoperun-doctor-{secrets.token_hex(4)}",
-                                    labels={MANAGED_LABEL: "1"}, mode=ServiceMode("replicated", replicas=1))["ID"]
+                                    labels=labels, mode=ServiceMode("replicated", replicas=1))["ID"]
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

@@ -12,13 +12,14 @@ import errno
 import fnmatch
 import json
 import os
+import secrets
 import stat
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from scoperun.audit.access import record_access
 from scoperun.changes.safefs import CHUNK, CaseRoot
@@ -121,7 +122,7 @@ class CaseFiles:
             self._executor.close()
             self._executor = None
 
-    def __enter__(self) -> CaseFiles:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -282,7 +283,7 @@ class CaseFiles:
         if changed:
             try:
                 path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-                tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+                tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
                 tmp.write_text(json.dumps(cache))
                 os.replace(tmp, path)
             except OSError:
@@ -302,7 +303,7 @@ class CaseFiles:
         try:
             cache = json.loads(path.read_text())
             if cache.pop(case, None) is not None:
-                tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+                tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
                 tmp.write_text(json.dumps(cache))
                 os.replace(tmp, path)
         except (OSError, ValueError):

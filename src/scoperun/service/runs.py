@@ -208,6 +208,19 @@ def _failed_result(run: ActiveRun, exc: Exception) -> ExecutionResult:
                            message=f"the run could not start: {exc}")
 
 
+def _prune_events(folder: Path, days: float) -> None:
+    """Event files of runs older than `days` go (the audit record and its output files stay)."""
+    cutoff = time.time() - days * 86400
+    try:
+        entries = list(folder.iterdir())
+    except FileNotFoundError:
+        return
+    for path in entries:
+        with contextlib.suppress(OSError):
+            if path.suffix == ".jsonl" and path.lstat().st_mtime < cutoff:
+                path.unlink()
+
+
 def _manager(service: Service) -> RunManager:
     manager: RunManager = service.extras["runs"]
     return manager
@@ -451,6 +464,7 @@ def install(app: FastAPI, service: Service) -> None:
         except Exception as exc:  # the engine may be down: serve anyway; /readyz says so
             log.warning("reconciling runs left by a previous server failed: %s", exc)
             return
+        await asyncio.to_thread(_prune_events, manager.events_dir, service.settings.staging_retention_days)
         if report.abandoned or report.containers_removed:
             log.warning("reconciled runs a previous server left: %d abandoned, %d containers removed",
                         len(report.abandoned), len(report.containers_removed))

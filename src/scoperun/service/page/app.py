@@ -64,7 +64,9 @@ def _clean(text: str) -> str:
 
 def _safe_next(target: str | None) -> str:
     # Only a path of this site: never another host (open redirect) or a scheme.
-    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+    # Browsers drop tabs and newlines inside URLs ("/\t/evil.example" becomes "//evil.example").
+    if (not target or not target.startswith("/") or target.startswith("//") or "\\" in target
+            or any(ord(c) < 0x21 or ord(c) == 0x7f for c in target)):
         return "/"
     return target
 
@@ -163,7 +165,9 @@ def page_routes(ctx: PageContext) -> list[Any]:
             return render(request, "login.html", 401, next=target, error="That token is not valid (or was revoked).")
         _, cookie, _ = made
         response = RedirectResponse(target, status_code=303)
-        response.set_cookie(**sessions.cookie_args(cookie))
+        args = sessions.cookie_args(cookie)
+        args["secure"] = args["secure"] or request.url.scheme == "https"
+        response.set_cookie(**args)
         return secured(response)
 
     async def logout(request: Request) -> Response:
