@@ -80,7 +80,7 @@ def _spawn(req: dict) -> int:
             os.close(null)
             os.chdir(req["cwd"])
             os.execvpe(req["argv"][0], req["argv"], {**os.environ, **req["env"]})
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - nothing may escape the child but its exit
             try:
                 os.write(2, f"scoperun: cannot start {req['argv'][0]!r}: {exc}\n".encode())
             finally:

@@ -67,7 +67,7 @@ def _pdf(data: bytes) -> tuple[list[str], int]:
     for i, page in enumerate(reader.pages, 1):
         try:
             text = page.extract_text() or ""
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - one broken page must not hide the others
             text = f"[page {i} could not be read: {type(exc).__name__}]"
         parts.append(f"--- page {i} ---\n{text.strip()}")
     return parts, len(reader.pages)
@@ -162,7 +162,7 @@ def extract(path: str, max_chars: int) -> dict:
         out["units"] = units
         out["truncated"] = len(text) > max_chars or (kind == "xlsx" and len(text) >= max_chars)
         out["text"] = text[:max_chars]
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - a hostile or broken document: report, never crash the batch
         out["error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
     return out
 
