@@ -231,7 +231,6 @@ class SwarmBackend:
 
         True when the task's end was seen (nothing of it runs any more)."""
         api = self.client.api
-        ended = False
         started: float | None = None
         killed_at: float | None = None
         next_node_check = 0.0
@@ -247,7 +246,6 @@ class SwarmBackend:
                 started = now
                 outcome.container_start = started - t0
             if state in _TERMINAL:
-                ended = True
                 break
             if started is None and state not in ("running", "complete") and now - t0 > _SCHEDULE_PATIENCE:
                 outcome.error = (f"no swarm node took the run within {_SCHEDULE_PATIENCE:g} s "
@@ -280,14 +278,14 @@ class SwarmBackend:
             err = status.get("Err") or state
             hint = " Copy the image to every node: `scoperun image push-nodes`." if "image" in err.lower() else ""
             outcome.error = f"swarm node {self.node_name(node_id or '?')} could not start the run: {err}.{hint}"
-            return ended
+            return True  # as before the rename of `ended_at` (a float, so always true here)
         if state == "orphaned":
             outcome.error = f"swarm node {self.node_name(node_id or '?')} lost the run's task; run it again."
             return False
         code = status.get("ContainerStatus", {}).get("ExitCode")
         # `shutdown`: killed by us (deadline, kill) or an operator's stop, never a clean end.
         outcome.exit_code = 137 if (killed_at is not None or state == "shutdown") and not code else code
-        return ended
+        return True  # as before the rename of `ended_at` (a float, so always true here)
 
     def _read_logs(self, service_id: str, outcome: RunOutcome, token: str) -> None:
         api = self.client.api
