@@ -15,7 +15,7 @@ import os
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
@@ -181,10 +181,12 @@ class Executor:
             live = LiveOutput(on_output, ctx.redactor) if on_output is not None else None
             if live is not None:
                 prepared = dataclasses.replace(prepared, spec=dataclasses.replace(prepared.spec, on_output=live.feed))
-            with self._slot() as queue_wait:
+            with self._slot() as slot:
+                queue_wait = slot.queue_wait
                 outcome = self._start_and_wait(ctx, prepared, queue_wait)
                 if not isinstance(outcome, RunOutcome):
                     return outcome  # the engine failed: recorded as an error
+                slot.hold_until(outcome.removal)
             if live is not None:
                 live.flush()
             return pipeline.finish(ctx, prepared, outcome, queue_wait, cancelled_by=self._cancelled(run_id))
@@ -236,14 +238,18 @@ class Executor:
             raise
 
     @contextmanager
-    def _slot(self) -> Iterator[float]:
-        """Hold one of the `max_concurrent` run slots; yields how long the caller waited for it."""
+    def _slot(self) -> Iterator[_Slot]:
+        """Hold one of the `max_concurrent` run slots (and say how long the caller waited for it)."""
         waiting_since = time.monotonic()
         self._slots.acquire()
+        slot = _Slot(time.monotonic() - waiting_since)
         try:
-            yield time.monotonic() - waiting_since
+            yield slot
         finally:
-            self._slots.release()
+            if slot.removal is None or slot.removal.done():
+                self._slots.release()
+            else:  # the result is back, the container not yet gone: its slot frees when it is
+                slot.removal.add_done_callback(lambda _: self._slots.release())
 
     def close(self) -> None:
         """Wait for background clean-up (container removal) and release the engine."""
@@ -268,3 +274,15 @@ def _temp_script_name(execution_id: str, script_name: str) -> str:
     safe_stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in stem)[:60] or "script"
     safe_suffix = "".join(c for c in suffix if c.isalnum())[:8] or "py"
     return f"{execution_id}_{safe_stem}.{safe_suffix}"
+
+
+@dataclasses.dataclass
+class _Slot:
+    """One held run slot: how long it took to get, and a container removal that keeps it held."""
+
+    queue_wait: float
+    removal: Future[object] | None = None
+
+    def hold_until(self, removal: Future[object] | None) -> None:
+        """Keep the slot until `removal` (the run's container going away in the background) ends."""
+        self.removal = removal

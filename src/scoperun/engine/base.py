@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -86,6 +87,9 @@ class RunOutcome:
     exit_source: str = "engine"  # who gave exit_code: "launcher" (the tagged end line) or "engine" (wait/inspect)
     pooled: bool = False  # served by a warm container from the pool
     node: str | None = None  # the swarm node that ran it (swarm backend); None on a single engine
+    # The container's removal, when it goes on in the background after the result: the executor
+    # holds the run's slot until it ends, so the engine never holds more than max_concurrent runs.
+    removal: Future[object] | None = None
 
 
 @runtime_checkable

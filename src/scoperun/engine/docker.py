@@ -11,7 +11,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from scoperun.engine.base import MANAGED_LABEL, OverlayMount, RunOutcome, RunSpec
@@ -275,15 +275,23 @@ class DockerBackend:
             oom = False  # removed already (a pooled container removes itself): the exit code stands
         return code, oom, None
 
-    def remove_container(self, container_id: str, volumes: dict[str, str], *, inline: bool) -> None:
-        """Remove a run's container (in the background unless `inline`), then its staging volumes."""
+    def remove_container(self, container_id: str, volumes: dict[str, str], *,
+                         inline: bool) -> Future[object] | None:
+        """Remove a run's container (in the background unless `inline`), then its staging volumes.
+
+        Returns the background removal, if there is one, so the caller can wait for the container to go.
+        """
         if not inline and self._remove_in_background and not volumes:
-            self._pending.add(self._reaper.submit(self._remove, container_id))
-            return
+            removal: Future[object] = self._reaper.submit(self._remove, container_id)
+            self._pending.add(removal)
+            return removal
         if not self._remove(container_id):
+            # The engine is gone (e.g. restarted): removed once it answers again. Not returned: a
+            # run's slot is not held for the engine's return.
             self._pending.add(self._reaper.submit(self._remove_later, container_id, volumes))
-            return
+            return None
         self._remove_volumes(volumes)
+        return None
 
     def close(self) -> None:
         """Remove the warm pool, wait for background removals, then drop the client."""
@@ -474,7 +482,9 @@ class _DockerRun:
             # A staged run's overlay must be unmounted before its changes are read: remove the
             # container and then its volume now.
             if backend._remove_in_background and self.outcome.error is None and not volumes:
-                backend._pending.add(backend._reaper.submit(backend._remove, self.container_id))
+                removal: Future[object] = backend._reaper.submit(backend._remove, self.container_id)
+                backend._pending.add(removal)
+                self.outcome.removal = removal
             elif not backend._remove(self.container_id):
                 # The engine is gone (e.g. restarted): remove the container once it answers again,
                 # then its staging volume.

@@ -226,8 +226,8 @@ class LaunchedRun:
                 self._close_socket()
                 if self.after is not None:
                     self.after()
-                self.backend.remove_container(self.container_id, self.volumes,
-                                              inline=bool(self.volumes) or outcome.error is not None)
+                outcome.removal = self.backend.remove_container(
+                    self.container_id, self.volumes, inline=bool(self.volumes) or outcome.error is not None)
         return outcome
 
     def _judge(self) -> None:
