@@ -14,6 +14,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from scoperun.policies import ApplyPolicy, WriteMode
+
 __all__ = [
     "Change",
     "ChangeAction",
@@ -23,12 +25,11 @@ __all__ = [
     "EntryType",
     "StatKey",
     "WriteMode",
+    "ApplyPolicy",
     "decode_name",
     "encode_name",
 ]
 
-WriteMode = Literal["staged", "direct", "read-only"]
-ApplyPolicy = Literal["on-success", "never", "always"]
 EntryType = Literal["file", "dir", "symlink", "other"]
 
 

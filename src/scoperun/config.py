@@ -19,6 +19,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from scoperun.policies import ApplyPolicy, SafetyPolicy, WriteMode
+
 __all__ = ["Settings", "load_settings", "parse_memory", "parse_size"]
 
 _MEMORY_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
@@ -121,8 +123,8 @@ class Settings(BaseSettings):
                            "network, ...); 0 = no pool.")
     pool_idle: float = Field(600.0, ge=30, le=24 * 3600, description="Seconds a warm container waits for a run "
                              "before it removes itself (a new one is made on demand).")
-    safety_policy: Literal["off", "warn", "block"] = Field(
-        "warn", description="Script scanner: off, warn (findings reported), block (findings refuse the run)."
+    safety_policy: SafetyPolicy = Field(
+        SafetyPolicy.warn, description="Script scanner: off, warn (findings reported), block (findings refuse the run)."
     )
     seccomp: str = Field(
         "scoperun", description="Seccomp profile of runs: scoperun (shipped: the engine default's refusals plus "
@@ -141,10 +143,10 @@ class Settings(BaseSettings):
         16 * 1024**2, ge=0, description="Bytes of each stream's output kept beside its record (<id>.stdout / "
         ".stderr), in full even when the result was truncated; 0 = keep none.")
     gc_grace: float = Field(120.0, ge=0, description="Seconds past a run's timeout before gc calls it abandoned.")
-    write_mode: Literal["staged", "direct", "read-only"] = Field(
+    write_mode: WriteMode = Field(
         "staged", description="How runs see their case: staged (overlay; writes applied by policy), direct "
         "(read-write, recorded, no undo) or read-only.")
-    apply_policy: Literal["on-success", "never", "always"] = Field(
+    apply_policy: ApplyPolicy = Field(
         "on-success", description="When a staged run's changes reach the case: on-success, never (review), always.")
     staging_dir: Path = Field(default_factory=_default_staging_dir,
                               description="Local-disk folder (outside the workspace) for staged runs' writes.")

@@ -8,7 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from scoperun.changeset import ApplyPolicy, ChangeSet, WriteMode
+from scoperun.changeset import ChangeSet
+from scoperun.policies import ApplyPolicy, SafetyPolicy, WriteMode
 
 __all__ = [
     "Durations",
@@ -88,7 +89,7 @@ class ExecutionRequest(BaseModel):
         None, description="staged (overlay, applied by policy), direct (in place, no undo), read-only; None = default.")
     apply: ApplyPolicy | None = Field(None, description="Staged runs: on-success, never or always; None = default.")
     requested_by: str | None = Field(None, max_length=200, description="Agent, thread or user id, for the audit.")
-    safety_policy: Literal["off", "warn", "block"] | None = Field(
+    safety_policy: SafetyPolicy | None = Field(
         None, description="Script scanner policy for this run; None = the configured default."
     )
 
@@ -164,7 +165,7 @@ class ExecutionResult(BaseModel):
     limits: ResolvedLimits | None = Field(None, description="The limits the run got; None only in hand-made results.")
     network: str = ""
     read_only: bool = False
-    write_mode: str = ""
+    write_mode: WriteMode | Literal[""] = Field("", description="staged, direct or read-only; empty only in hand-made results.")
     changes: ChangeSet | None = Field(None, description="What the run changed in its case (capped list, totals).")
     requested_by: str | None = None
     findings: list[dict[str, Any]] = Field(default_factory=list, description="Safety scanner findings.")

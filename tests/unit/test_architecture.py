@@ -14,7 +14,7 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 # package must be listed: a new module or package is placed here on purpose.
 LAYERS: dict[str, int] = {
     # base: plain models, settings, paths
-    "errors": 0, "config": 0, "models": 0, "scope": 0, "changeset": 0, "mounts": 0, "fswalk": 0, "atomicio": 0,
+    "errors": 0, "config": 0, "models": 0, "scope": 0, "changeset": 0, "mounts": 0, "fswalk": 0, "policies": 0, "atomicio": 0,
     # services the pipeline uses
     "safety": 1, "engine": 1, "audit": 1, "changes": 1,
     # the pipeline and what stands beside it

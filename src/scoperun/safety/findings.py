@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import posixpath
 import re
-from enum import StrEnum
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from scoperun.errors import ConfigError, SafetyError
+from scoperun.policies import SafetyPolicy
 
 __all__ = ["Finding", "SafetyPolicy", "Severity", "apply_policy", "format_findings", "make_finding",
            "outside_allowed", "sort_findings", "source_lines"]
@@ -33,14 +33,6 @@ class Finding(BaseModel):
     column: int
     message: str
     snippet: str
-
-
-class SafetyPolicy(StrEnum):
-    """What to do with findings: ignore them, report them, or refuse the script."""
-
-    off = "off"
-    warn = "warn"
-    block = "block"
 
 
 # rule id -> (severity, why it matters); ids are stable, callers may filter on them
