@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from scoperun.engine.base import BindMount, OverlayMount, RunOutcome, RunSpec, VolumeInfo
+from scoperun.engine.base import BindMount, EngineVersion, ImageInfo, OverlayMount, RunOutcome, RunSpec, VolumeInfo
 from scoperun.engine.capture import BoundedBuffer
 
 __all__ = ["FakeBackend", "FakeHandle", "FakeRun", "fake_records"]
@@ -45,6 +45,8 @@ class FakeBackend:
     closed: bool = False
     engine_volumes: dict[str, VolumeInfo] = field(default_factory=dict)  # housekeeping's view of volumes
     volumes_in_use: set[str] = field(default_factory=set)
+    images: dict[str, ImageInfo] = field(default_factory=dict)  # tag -> what image_info reports
+    version: EngineVersion = field(default_factory=lambda: EngineVersion("fake", "1.45", {"runc": "1.1.12"}))
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def start(self, spec: RunSpec) -> FakeHandle:
@@ -84,6 +86,14 @@ class FakeBackend:
             return False
         del self.engine_volumes[name]
         return True
+
+    def engine_version(self) -> EngineVersion:
+        """The scripted engine version."""
+        return self.version
+
+    def image_info(self, tag: str) -> ImageInfo | None:
+        """The recorded image `tag`, or None."""
+        return self.images.get(tag)
 
 
 class FakeHandle:

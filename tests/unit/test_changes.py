@@ -181,3 +181,10 @@ def test_gc_removes_only_stale_staging_volumes_of_this_staging_root(settings: Se
     backend.volumes_in_use.add("busy")
     assert gc_staging(settings, timedelta(days=1), engine=backend) == []
     assert sorted(backend.engine_volumes) == ["busy", "foreign", "live", "other"]
+
+
+def test_fake_backend_fulfils_the_housekeeping_contract() -> None:
+    """FakeBackend implements EngineHousekeeping, so unit tests of ops, doctor and changes can use it."""
+    from scoperun.engine.base import EngineHousekeeping
+
+    assert isinstance(FakeBackend(), EngineHousekeeping)

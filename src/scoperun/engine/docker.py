@@ -14,7 +14,15 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from scoperun.engine.base import MANAGED_LABEL, OverlayMount, RunOutcome, RunSpec, VolumeInfo
+from scoperun.engine.base import (
+    MANAGED_LABEL,
+    EngineVersion,
+    ImageInfo,
+    OverlayMount,
+    RunOutcome,
+    RunSpec,
+    VolumeInfo,
+)
 from scoperun.engine.capture import BoundedBuffer
 from scoperun.engine.launched import LAUNCHER_LABEL, LaunchedRun, launcher_command
 from scoperun.errors import EngineError, ImageError
@@ -116,6 +124,18 @@ class DockerBackend:
         from scoperun.engine.dockerops import remove_volume
 
         return remove_volume(self.client, name)
+
+    def engine_version(self) -> EngineVersion:
+        """The engine's versions."""
+        from scoperun.engine.dockerops import engine_version
+
+        return engine_version(self.client)
+
+    def image_info(self, tag: str) -> ImageInfo | None:
+        """The image `tag`, or None."""
+        from scoperun.engine.dockerops import image_info
+
+        return image_info(self.client, tag)
 
     # -- the contract -------------------------------------------------------------------------
 

@@ -6,13 +6,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from scoperun.engine.base import VolumeInfo
+from scoperun.engine.base import EngineVersion, ImageInfo, VolumeInfo
 from scoperun.errors import EngineError
 
 if TYPE_CHECKING:
     import docker
 
-__all__ = ["engine_errors", "list_volumes", "remove_volume"]
+__all__ = ["engine_errors", "engine_version", "image_info", "list_volumes", "remove_volume"]
 
 
 @contextmanager
@@ -50,3 +50,24 @@ def remove_volume(client: docker.DockerClient, name: str) -> bool:
                 return False
             raise
     return True
+
+
+def engine_version(client: docker.DockerClient) -> EngineVersion:
+    """The engine's version, API version and components by lower-case name."""
+    with engine_errors("report its version"):
+        found = client.version()
+    components = {str(c.get("Name", "")).lower(): str(c.get("Version", ""))
+                  for c in found.get("Components") or [] if c.get("Version")}
+    return EngineVersion(str(found.get("Version")), str(found.get("ApiVersion")), components)
+
+
+def image_info(client: docker.DockerClient, tag: str) -> ImageInfo | None:
+    """The image `tag`, or None if the engine does not have it."""
+    from docker.errors import ImageNotFound
+
+    with engine_errors(f"inspect image {tag}"):
+        try:
+            image = client.images.get(tag)
+        except ImageNotFound:
+            return None
+        return ImageInfo(str(image.id), str(image.short_id), dict(image.labels or {}))
