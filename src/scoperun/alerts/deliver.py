@@ -7,7 +7,6 @@ import fcntl
 import hashlib
 import json
 import logging
-import os
 import time
 import urllib.error
 import urllib.request
@@ -19,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from scoperun.alerts.rules import RULES, Measurements, measure
+from scoperun.atomicio import write_json_atomic
 from scoperun.audit.state import audit_dir_key, state_dir
 from scoperun.config import Settings
 from scoperun.errors import ConfigError
@@ -97,9 +97,7 @@ def load_alert_state(settings: Settings) -> AlertState:
 
 
 def _save(path: Path, state: AlertState) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(state.model_dump_json(indent=1))
-    os.replace(tmp, path)
+    write_json_atomic(path, state, 0o666)  # umask decides, as before
 
 
 def _iso(moment: datetime | None) -> str:

@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from scoperun.atomicio import write_bytes_atomic
 from scoperun.audit.state import HOST, audit_dir_key, stale_run
 from scoperun.errors import AuditError
 
@@ -101,7 +102,7 @@ class HostChain:
                 new_head = {"id": head["id"], "seq": record["chain"]["seq"], "sha256": record_digest(parsed),
                             "execution_id": record.get("execution_id"), "audit_dir": self.audit_dir,
                             "host": HOST, "updated": time.time()}
-                _atomic_write(self.head_path, json.dumps(new_head, indent=2).encode())
+                write_bytes_atomic(self.head_path, json.dumps(new_head, indent=2).encode(), 0o666)
             finally:
                 os.close(fd)  # releases the flock
 
@@ -112,15 +113,6 @@ def _thread_lock(key: str) -> Iterator[None]:
         lock = _THREAD_LOCKS.setdefault(key, threading.Lock())
     with lock:
         yield
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 # -- verification -----------------------------------------------------------------------------

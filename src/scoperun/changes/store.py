@@ -10,9 +10,7 @@ appended, with a capped copy of the change set, to the audit trail the caller ha
 from __future__ import annotations
 
 import fcntl
-import json
 import os
-import secrets
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
@@ -21,6 +19,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ValidationError
 
+from scoperun.atomicio import write_json_atomic
 from scoperun.changes.overlay import StagingArea
 from scoperun.changeset import ChangeSet
 from scoperun.config import Settings
@@ -85,24 +84,6 @@ def _check_id(execution_id: str) -> str:
 def area_for(settings: Settings, execution_id: str) -> StagingArea:
     """The staging folder of `execution_id` (it may not exist)."""
     return StagingArea(staging_root(settings) / _check_id(execution_id))
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON (data, or a pydantic model) to `path` through a temporary file, fsync and rename."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    # A model serialises in pydantic's core: tens of thousands of change entries in well under a second.
-    body = data.model_dump_json().encode() if isinstance(data, BaseModel) else \
-        json.dumps(data, indent=1, ensure_ascii=True, default=str).encode("ascii")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(body)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def save_state(area: StagingArea, state: StagingState) -> None:

@@ -15,19 +15,16 @@ import os
 import secrets
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from scoperun.engine import slots
 from scoperun.engine.base import MANAGED_LABEL, BindMount, OverlayMount, RunOutcome, RunSpec
 from scoperun.engine.launched import LaunchedRun, launcher_command
 
-if TYPE_CHECKING:
-    from scoperun.engine.docker import DockerBackend
-
-__all__ = ["POOL_LABEL", "PoolOptions", "WarmPool", "clean_leftover_slots", "owner_alive"]
+__all__ = ["POOL_LABEL", "PoolEngine", "PoolOptions", "WarmPool", "clean_leftover_slots", "owner_alive"]
 
 POOL_LABEL = "org.scoperun.pool"  # value: the owner, "<host>:<pid>"
 WORKSPACE = PurePosixPath("/workspace")
@@ -42,6 +39,26 @@ class PoolOptions:
     idle: float
     root: Path  # host-local folder of this process's slots (made rshared)
     owner: str = field(default_factory=lambda: f"{os.uname().nodename}:{os.getpid()}")
+
+
+class PoolEngine(Protocol):
+    """What the pool asks of the backend that owns it (DockerBackend); the pool never imports it."""
+
+    _reaper: ThreadPoolExecutor  # background work off the run's path (unmounts, renames)
+
+    @property
+    def client(self) -> Any: ...
+
+    @property
+    def stream_client(self) -> Any: ...
+
+    def _create_kwargs(self, spec: RunSpec, volumes: dict[str, str] | None = None) -> dict[str, Any]: ...
+
+    def remove_container(self, container_id: str, volumes: dict[str, str], *, inline: bool) -> Future[object] | None: ...
+
+    def kill_container(self, container_id: str) -> None: ...
+
+    def judge(self, container_id: str, patience: float) -> tuple[int | None, bool, str | None]: ...
 
 
 @dataclass
@@ -76,7 +93,7 @@ def _shape(spec: RunSpec) -> tuple[Any, ...] | None:
 class WarmPool:
     """Warm containers per shape of run, filled in the background by one worker."""
 
-    def __init__(self, backend: DockerBackend, options: PoolOptions) -> None:
+    def __init__(self, backend: PoolEngine, options: PoolOptions) -> None:
         self.backend = backend
         self.options = options
         self.problem = slots.usable()  # why pooled slots cannot work here (then: always fresh)

@@ -9,7 +9,6 @@ included, leaves an audit event (events.py). Document parsing never happens here
 from __future__ import annotations
 
 import errno
-import fnmatch
 import json
 import os
 import secrets
@@ -25,6 +24,7 @@ from scoperun.audit.access import record_access
 from scoperun.changes.safefs import CHUNK, CaseRoot
 from scoperun.config import Settings, load_settings
 from scoperun.errors import AuditError, FileAccessError, ScopeError
+from scoperun.files.common import _DIR_FLAGS, MAX_DEPTH, MAX_SCAN, Walk, sniff_kind
 from scoperun.files.models import (
     CaseInfo,
     CaseList,
@@ -44,36 +44,11 @@ if TYPE_CHECKING:
 __all__ = ["CASE_STATS_TTL", "MAX_DEPTH", "MAX_LIST", "MAX_READ", "MAX_SCAN", "CaseFiles", "sniff_kind"]
 
 MAX_LIST = 1000  # entries in one page of a listing
-MAX_SCAN = 200_000  # entries one listing (or one case count) looks at, at most
-MAX_DEPTH = 32  # folder levels a recursive listing goes down
 MAX_PATH_PARTS = 256  # folder levels a path may name
 MAX_READ = 1024 * 1024  # bytes of text one read_file returns
 DEFAULT_READ = 64 * 1024
 CASE_STATS_TTL = 300.0  # seconds a case's cached file count stays fresh
 _COUNT_BUDGET = 2.0  # seconds one `cases` call may spend recounting stale cases
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_MAGIC = ((b"%PDF-", "PDF document"), (b"PK\x03\x04", "zip archive (e.g. DOCX or XLSX)"),
-          (b"\x89PNG", "PNG image"), (b"\xff\xd8\xff", "JPEG image"), (b"GIF8", "GIF image"),
-          (b"\xd0\xcf\x11\xe0", "legacy Office document"), (b"\x7fELF", "executable"))
-
-
-def sniff_kind(head: bytes, name: str = "") -> str | None:
-    """What a binary file is ('PDF document', ...), or None when `head` looks like text."""
-    for magic, kind in _MAGIC:
-        if head.startswith(magic):
-            if magic == b"PK\x03\x04" and name.lower().endswith((".docx", ".xlsx")):
-                return f"{name.rsplit('.', 1)[1].upper()} document"
-            return kind
-    if b"\x00" in head:
-        return "binary data"
-    try:
-        head.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        if exc.start < len(head) - 4:  # a cut multi-byte character at the end is still text
-            return "binary data (not UTF-8 text)"
-    return None
-
-
 def _iso(ns: int) -> datetime:
     return datetime.fromtimestamp(ns / 1e9, UTC)
 
@@ -340,7 +315,7 @@ class CaseFiles:
             rel = self._rel(path)
             with CaseRoot(ws.case_dir(case)) as root:
                 fd = self._open_dir(root, rel)
-                walk = _Walk(fd, rel, recursive=recursive, pattern=pattern)
+                walk = Walk(fd, rel, recursive=recursive, pattern=pattern)
                 entries: list[FileEntry] = []
                 more = False
                 try:
@@ -493,76 +468,3 @@ def _count_case(case_dir: Path) -> dict[str, Any] | None:
                 elif stat.S_ISDIR(st.st_mode):
                     stack.append(de.path)
     return {"files": files, "bytes": size, "mtime_ns": newest, "capped": bool(stack) or seen >= MAX_SCAN}
-
-
-class _Walk:
-    """Sorted entries below an open folder, depth-first, never through a link; bounded."""
-
-    def __init__(self, fd: int, rel: bytes, *, recursive: bool, pattern: str | None) -> None:
-        self.fd, self.rel, self.recursive = fd, rel, recursive
-        self.pattern = pattern.casefold() if pattern else None
-        self.scanned = 0
-        self.stopped: str | None = None
-        self.stopped_rule: str | None = None
-        self._open: list[int] = [fd]
-
-    def close(self) -> None:
-        for fd in self._open:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        self._open = []
-
-    def _matches(self, rel: bytes, name: bytes) -> bool:
-        if self.pattern is None:
-            return True
-        text = (rel if "/" in self.pattern else name).decode("utf-8", "surrogateescape").casefold()
-        return fnmatch.fnmatchcase(text, self.pattern)
-
-    def __iter__(self) -> Iterator[tuple[bytes, os.stat_result, bytes | None, int, bytes]]:
-        """(path, lstat, symlink target, descriptor of its folder, name): open files with the last two."""
-        yield from self._dir(self.fd, self.rel, 1)
-
-    def _dir(self, fd: int, rel: bytes, depth: int) -> Iterator[tuple[bytes, os.stat_result, bytes | None, int, bytes]]:
-        try:
-            with os.scandir(fd) as it:
-                entries = sorted(it, key=lambda e: e.name)
-        except OSError:
-            return
-        for entry in entries:
-            if self.scanned >= MAX_SCAN:
-                self.stopped, self.stopped_rule = f"stopped after {MAX_SCAN:,} entries", "scan-cap"
-                return
-            self.scanned += 1
-            name = os.fsencode(entry.name)
-            child = rel + b"/" + name if rel else name
-            try:
-                # d_type answers is_dir without a stat call: only matching entries are stat-ed.
-                is_dir = entry.is_dir(follow_symlinks=False)
-                if self._matches(child, name):
-                    st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-                    target = None
-                    if stat.S_ISLNK(st.st_mode):
-                        try:
-                            target = os.readlink(name, dir_fd=fd)
-                        except OSError:
-                            target = b"?"
-                    yield child, st, target, fd, name
-            except OSError:
-                continue  # vanished while listed
-            if self.recursive and is_dir:
-                if depth >= MAX_DEPTH:
-                    self.stopped = f"folders deeper than {MAX_DEPTH} levels were not listed"
-                    self.stopped_rule = "depth-limit"
-                    continue
-                try:
-                    sub = os.open(name, _DIR_FLAGS, dir_fd=fd)
-                except OSError:
-                    continue  # swapped for a link or removed: not entered
-                self._open.append(sub)
-                try:
-                    yield from self._dir(sub, child, depth + 1)
-                finally:
-                    self._open.remove(sub)
-                    os.close(sub)

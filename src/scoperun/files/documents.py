@@ -26,7 +26,7 @@ from scoperun.errors import FileAccessError
 from scoperun.files.models import DocumentText, SearchHit, SearchResult
 
 if TYPE_CHECKING:
-    from scoperun.files.core import CaseFiles
+    from scoperun.files.common import CaseAccess
     from scoperun.scope import Workspace
 
 __all__ = ["DOCUMENT_SUFFIXES", "EXTRACTOR", "MAX_DOCUMENT_BYTES", "read_document", "search"]
@@ -49,13 +49,13 @@ def _extractor_version() -> str:
     return hashlib.sha256(source + str(MAX_CHARS).encode()).hexdigest()[:12]
 
 
-def _cache_file(files: CaseFiles, sha256: str) -> Path:
+def _cache_file(files: CaseAccess, sha256: str) -> Path:
     from scoperun.audit.state import state_dir
 
     return state_dir(files.settings) / "documents" / sha256[:2] / f"{sha256}.{_extractor_version()}.json"
 
 
-def _cached(files: CaseFiles, sha256: str) -> dict[str, Any] | None:
+def _cached(files: CaseAccess, sha256: str) -> dict[str, Any] | None:
     try:
         cached: dict[str, Any] = json.loads(_cache_file(files, sha256).read_text())
         return cached
@@ -63,7 +63,7 @@ def _cached(files: CaseFiles, sha256: str) -> dict[str, Any] | None:
         return None
 
 
-def _store(files: CaseFiles, record: dict[str, Any]) -> None:
+def _store(files: CaseAccess, record: dict[str, Any]) -> None:
     if not record.get("sha256"):
         return
     target = _cache_file(files, record["sha256"])
@@ -78,7 +78,7 @@ def _store(files: CaseFiles, record: dict[str, Any]) -> None:
         pass  # a cache: the document is parsed again next time
 
 
-def _extract(files: CaseFiles, ws: Workspace, case: str, paths: list[str], requested_by: str | None,
+def _extract(files: CaseAccess, ws: Workspace, case: str, paths: list[str], requested_by: str | None,
              ) -> tuple[dict[str, dict[str, Any]], str]:
     """Run the extractor on `paths` (case-relative) in one container; return records by path and the run id."""
     from scoperun.audit.state import state_dir
@@ -131,7 +131,7 @@ def _extract(files: CaseFiles, ws: Workspace, case: str, paths: list[str], reque
         shutil.rmtree(out_dir, ignore_errors=True)
 
 
-def read_document(files: CaseFiles, case: str, path: str, *, requested_by: str | None = None) -> DocumentText:
+def read_document(files: CaseAccess, case: str, path: str, *, requested_by: str | None = None) -> DocumentText:
     """Text of one document with page/sheet markers, extracted in a container unless cached."""
     with files._audited("read_document", case, path, requested_by) as ws:
         rel = files._rel(path)
@@ -203,10 +203,10 @@ def _find(text: str, needle: str, path: str, hits: list[SearchHit], limit: int, 
             return
 
 
-def search(files: CaseFiles, case: str, query: str, *, glob: str | None = None, limit: int = 50,
+def search(files: CaseAccess, case: str, query: str, *, glob: str | None = None, limit: int = 50,
            requested_by: str | None = None) -> SearchResult:
     """Case-insensitive search of `query` in text files and document text; at most `limit` hits."""
-    from scoperun.files.core import _Walk, sniff_kind
+    from scoperun.files.common import Walk, sniff_kind
 
     limit = max(1, min(limit, 500))
     with files._audited("search", case, glob, requested_by) as ws:
@@ -220,7 +220,7 @@ def search(files: CaseFiles, case: str, query: str, *, glob: str | None = None, 
         searched = docs = spent = 0
         pending: list[tuple[str, str]] = []  # (path, sha256) of documents without cached text
         with CaseRoot(ws.case_dir(case)) as root:
-            walk = _Walk(os.dup(root.fd), b"", recursive=True, pattern=glob)
+            walk = Walk(os.dup(root.fd), b"", recursive=True, pattern=glob)
             try:
                 for rel, st, _, dfd, name in walk:
                     if len(hits) >= limit or not stat.S_ISREG(st.st_mode):

@@ -30,7 +30,7 @@ from scoperun.fswalk import remove_tree
 from scoperun.models import Durations, ExecutionResult, Status
 
 if TYPE_CHECKING:
-    from scoperun.files.core import CaseFiles
+    from scoperun.files.common import CaseAccess
     from scoperun.scope import Workspace
 
 __all__ = ["WRITE_SCRIPT", "upload_file", "write_file"]
@@ -38,7 +38,7 @@ __all__ = ["WRITE_SCRIPT", "upload_file", "write_file"]
 WRITE_SCRIPT = "scoperun:files.write"  # the audit record's script_path of a write
 
 
-def write_file(files: CaseFiles, case: str, path: str, data: bytes, *, requested_by: str | None = None) -> WriteResult:
+def write_file(files: CaseAccess, case: str, path: str, data: bytes, *, requested_by: str | None = None) -> WriteResult:
     """Stage `data` as the new content of `path` in the case, then apply it as the policy says."""
     def fill(fd: int) -> None:
         view = memoryview(data)
@@ -48,7 +48,7 @@ def write_file(files: CaseFiles, case: str, path: str, data: bytes, *, requested
     return _write(files, case, path, len(data), fill, "write", requested_by)
 
 
-def upload_file(files: CaseFiles, case: str, path: str, source: Path, *,
+def upload_file(files: CaseAccess, case: str, path: str, source: Path, *,
                 requested_by: str | None = None) -> WriteResult:
     """Stage a local file's bytes as `path` in the case (a symlink or special file as source is refused)."""
     try:
@@ -66,7 +66,7 @@ def upload_file(files: CaseFiles, case: str, path: str, source: Path, *,
         os.close(src)
 
 
-def _write(files: CaseFiles, case: str, path: str, size: int, fill: Callable[[int], None], action: str,
+def _write(files: CaseAccess, case: str, path: str, size: int, fill: Callable[[int], None], action: str,
            requested_by: str | None) -> WriteResult:
     from scoperun.audit.access import who
     from scoperun.executor import new_execution_id
@@ -117,7 +117,7 @@ def _write(files: CaseFiles, case: str, path: str, size: int, fill: Callable[[in
                            change_set=cs)
 
 
-def _check_target(files: CaseFiles, root: CaseRoot, rel: bytes, shown: str) -> Listing:
+def _check_target(files: CaseAccess, root: CaseRoot, rel: bytes, shown: str) -> Listing:
     """The case's entries on the way to `rel` (the staged change set's 'before'); links and specials refused."""
     listing: Listing = {}
     parts = rel.split(b"/")
@@ -140,7 +140,7 @@ def _check_target(files: CaseFiles, root: CaseRoot, rel: bytes, shown: str) -> L
     return listing
 
 
-def _stage(files: CaseFiles, ws: Workspace, case: str, case_dir: Path, rel: bytes, listing: Listing,
+def _stage(files: CaseAccess, ws: Workspace, case: str, case_dir: Path, rel: bytes, listing: Listing,
            fill: Callable[[int], None], execution_id: str, by: str) -> tuple[ChangeSet, list[dict[str, Any]], str | None]:
     settings = files.settings
     uid_s, _, gid_s = settings.container_user.partition(":")

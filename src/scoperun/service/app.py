@@ -4,8 +4,8 @@
     app.state.service.auth.require("run")            # the auth dependency, for other routers
 
 Adding a router: write `router = APIRouter()` in a module of this package whose endpoints take
-`service: Service = Depends(get_service)` and `principal = Depends(requires("read"))`, then list
-it in `_ROUTERS` below.
+`service: ServiceDep` and `caller: Reader` (from service/deps.py, never from this module), then
+list it in `_ROUTERS` below.
 """
 
 from __future__ import annotations
@@ -14,11 +14,9 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from scoperun import __version__
@@ -26,68 +24,17 @@ from scoperun.config import Settings
 from scoperun.errors import ConfigError
 from scoperun.executor import Executor
 from scoperun.service.auth import Auth, HostOriginGuard, is_loopback
+from scoperun.service.deps import Admin, Reader, Runner, Service, ServiceDep, get_service, requires, service_dir
 from scoperun.service.idempotency import IdempotencyStore
 from scoperun.service.problems import Problem, install_problem_handlers
 from scoperun.service.queue import FairQueue
-from scoperun.service.tokens import Principal, TokenStore
+from scoperun.service.tokens import TokenStore
 
-__all__ = ["Admin", "Reader", "Runner", "Service", "ServiceDep", "create_app", "get_service", "requires"]
+# The dependency types live in deps.py (routers import them from there); re-exported for callers of app.
+__all__ = ["Admin", "Reader", "Runner", "Service", "ServiceDep", "create_app", "get_service", "requires",
+           "service_dir"]
 
 log = logging.getLogger(__name__)
-
-
-def service_dir(settings: Settings) -> Path:
-    """Host-local state of the server (event logs, idempotency keys): `<state_dir>/service`."""
-    from scoperun.audit.state import audit_dir_key, state_dir
-
-    audit_dir = Path(settings.workspace).expanduser().resolve() / settings.audit_dir
-    return state_dir(settings) / "service" / audit_dir_key(audit_dir)
-
-
-@dataclass
-class Service:
-    """What the app's handlers share: settings, the one executor, auth, the queue, the keys."""
-
-    settings: Settings
-    executor: Executor
-    auth: Auth
-    queue: FairQueue
-    idempotency: IdempotencyStore
-    state_dir: Path
-    bind_host: str
-    owns_executor: bool = False
-    ping_interval: float = 15.0
-    extras: dict[str, Any] = field(default_factory=dict)  # other routers' state (runs registry, page, ...)
-
-    def close(self) -> None:
-        """Release what the service made (the executor only when it made it)."""
-        self.idempotency.close()
-        if self.owns_executor:
-            self.executor.close()
-
-
-def get_service(request: Request) -> Service:
-    """FastAPI dependency: the app's Service."""
-    service: Service = request.app.state.service
-    return service
-
-
-def requires(role: str) -> Callable[[Request], Principal]:
-    """FastAPI dependency: the caller, who must hold `role` or above (401 / 403 otherwise)."""
-
-    def dependency(request: Request) -> Principal:
-        service: Service = request.app.state.service
-        return service.auth.require(role)(request)
-
-    dependency.__name__ = f"requires_{role}"
-    return dependency
-
-
-# Annotated dependencies for handlers: `def h(service: ServiceDep, caller: Runner)`.
-ServiceDep = Annotated[Service, Depends(get_service)]
-Reader = Annotated[Principal, Depends(requires("read"))]
-Runner = Annotated[Principal, Depends(requires("run"))]
-Admin = Annotated[Principal, Depends(requires("admin"))]
 
 
 def create_app(settings: Settings, executor: Executor | None = None, *, host: str = "127.0.0.1",

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, FastAPI, Header, Request
 from fastapi.responses import JSONResponse
 
-from scoperun.service.app import Admin, Reader, Service, ServiceDep
+from scoperun.service.deps import Admin, Reader, Service, ServiceDep
 from scoperun.service.idempotency import fingerprint, parse_key
 from scoperun.service.problems import Problem
 

@@ -18,7 +18,7 @@ from fastapi.responses import Response
 
 from scoperun.errors import FileAccessError, ScopeError
 from scoperun.files import CaseFiles, CaseList, DocumentText, FileListing, FileText, SearchResult, WriteResult
-from scoperun.service.app import Reader, Runner, Service, ServiceDep
+from scoperun.service.deps import Reader, Runner, Service, ServiceDep
 from scoperun.service.problems import Problem
 
 __all__ = ["MAX_UPLOAD", "install", "router"]

@@ -30,7 +30,7 @@ from pydantic import BaseModel, Field
 from scoperun.errors import AuditError
 from scoperun.executor import new_execution_id
 from scoperun.models import ExecutionRequest, ExecutionResult, Status
-from scoperun.service.app import Reader, Runner, Service, ServiceDep
+from scoperun.service.deps import Reader, Runner, Service, ServiceDep
 from scoperun.service.events import EventLog, SSEResponse, read_events
 from scoperun.service.idempotency import fingerprint, parse_key
 from scoperun.service.problems import Problem

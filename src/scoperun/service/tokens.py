@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from scoperun.atomicio import write_bytes_atomic
 from scoperun.config import Settings
 from scoperun.errors import ConfigError
 
@@ -167,16 +168,9 @@ class TokenStore:
 
     def _save(self, entries: list[TokenEntry]) -> None:
         data: dict[str, Any] = {"version": 1, "tokens": [e.model_dump() for e in entries]}
-        tmp = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}.tmp")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                json.dump(data, fh, indent=2)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
+            write_bytes_atomic(self.path, json.dumps(data, indent=2).encode())
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
             raise ConfigError(f"cannot write the token file {self.path} ({exc.strerror}); set "
                               f"SCOPERUN_TOKENS_FILE to a writable place") from None
