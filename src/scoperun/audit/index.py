@@ -14,6 +14,7 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,8 @@ from typing import Any
 from scoperun.audit.state import epoch_of
 from scoperun.errors import AuditError
 
-__all__ = ["AuditIndex", "ReindexReport", "read_json_file", "row_from_record", "where_clause"]
+__all__ = ["AuditIndex", "ReindexReport", "named_rows", "read_json_file", "record_fields", "row_from_record",
+           "where_clause"]
 
 log = logging.getLogger(__name__)
 SCHEMA_VERSION = "1"
@@ -47,6 +49,20 @@ CREATE INDEX IF NOT EXISTS records_status ON records (status, duration, containe
 CREATE INDEX IF NOT EXISTS records_case ON records (case_name, started, status, duration, container_start);
 CREATE INDEX IF NOT EXISTS records_script ON records (script_path, status, duration);
 """
+
+
+def named_rows(conn: sqlite3.Connection, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+    """The rows of a query as dicts keyed by column name (through `sqlite3.Row`)."""
+    cur = conn.cursor()
+    cur.row_factory = sqlite3.Row
+    return [dict(row) for row in cur.execute(sql, params).fetchall()]
+
+
+def record_fields(row: Sequence[Any]) -> dict[str, Any]:
+    """A `row_from_record` tuple as a dict keyed by column name."""
+    return dict(zip(_COLUMNS, row, strict=True))
+
+
 _UPSERT = (f"INSERT OR REPLACE INTO records ({', '.join(_COLUMNS)}) "
            f"VALUES ({', '.join('?' for _ in _COLUMNS)})")
 
@@ -241,13 +257,11 @@ class AuditIndex:
         """Indexed rows, newest first, filtered by case, status, script and start time (epoch)."""
         where, params = where_clause(case=case, status=status, script=script, since=since)
         sql = f"SELECT {', '.join(_COLUMNS)} FROM records {where} ORDER BY started DESC LIMIT ?"
-        rows = self.connect().execute(sql, (*params, max(1, limit))).fetchall()
-        return [dict(zip(_COLUMNS, row, strict=True)) for row in rows]
+        return named_rows(self.connect(), sql, (*params, max(1, limit)))
 
     def running(self) -> list[dict[str, Any]]:
         """Rows still marked `running`."""
-        rows = self.connect().execute(f"SELECT {', '.join(_COLUMNS)} FROM records WHERE status='running'").fetchall()
-        return [dict(zip(_COLUMNS, row, strict=True)) for row in rows]
+        return named_rows(self.connect(), f"SELECT {', '.join(_COLUMNS)} FROM records WHERE status='running'")
 
 
 def where_clause(*, case: str | None = None, status: str | None = None, script: str | None = None,

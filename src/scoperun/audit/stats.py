@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from scoperun.audit.index import AuditIndex, row_from_record, where_clause
+from scoperun.audit.index import AuditIndex, named_rows, record_fields, row_from_record, where_clause
 from scoperun.config import Settings
 from scoperun.errors import ConfigError
 
@@ -179,9 +179,10 @@ def compute_stats(index: AuditIndex, *, since: float | None = None, case: str | 
     stats.duration = _sql_summary(conn, "duration", timed, [*params, *TIMED])
     stats.container_start = _sql_summary(conn, "container_start", timed, [*params, *TIMED], positive=True)
     stats.recent = [
-        RecentRun(execution_id=r[0], started_at=_dt(r[1]), case=r[2], script=r[3], status=r[4], duration=r[5])
-        for r in conn.execute(f"SELECT execution_id, started, case_name, script_path, status, duration FROM records "
-                              f"{where} ORDER BY started DESC LIMIT ?", [*params, recent])
+        RecentRun(execution_id=r["execution_id"], started_at=_dt(r["started"]), case=r["case_name"],
+                  script=r["script_path"], status=r["status"], duration=r["duration"])
+        for r in named_rows(conn, f"SELECT execution_id, started, case_name, script_path, status, duration "
+                                  f"FROM records {where} ORDER BY started DESC LIMIT ?", [*params, recent])
     ]
     for column, target in (("script_path", stats.busiest_scripts), ("case_name", stats.busiest_cases)):
         for name, runs, ok, mean in conn.execute(
@@ -211,34 +212,36 @@ def compute_stats_from_files(directory: Path, *, since: float | None = None, cas
                              default_timeout: float = 300.0, grace: float = 120.0) -> Stats:
     """The same statistics by reading every JSON record, as the plan did (slow on gcsfuse; for comparison)."""
     now = time.time() if now is None else now
-    rows = []
+    rows: list[dict[str, Any]] = []
     for path in Path(directory).glob("*.json"):
         try:
             record = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
         if isinstance(record, dict):
-            rows.append(row_from_record(path.stem, record, 0, 0))
-    # Column positions follow index._COLUMNS.
-    rows = [r for r in rows if (case is None or r[7] == case) and (since is None or (r[3] is not None and r[3] >= since))]
+            rows.append(record_fields(row_from_record(path.stem, record, 0, 0)))
+    rows = [r for r in rows if (case is None or r["case_name"] == case)
+            and (since is None or (r["started"] is not None and r["started"] >= since))]
     stats = Stats(source="files", generated_at=datetime.fromtimestamp(now, UTC), since=_dt(since), case=case, total=len(rows))
-    stats.by_status = dict(Counter(r[5] for r in rows))
-    fresh = sum(1 for r in rows if r[5] == "running"
-                and _in_progress(r[3], r[19], now=now, default_timeout=default_timeout, grace=grace))
-    timed = [r for r in rows if r[5] in TIMED]
-    stats.duration = _summary([r[10] for r in timed if r[10] is not None])
-    stats.container_start = _summary([r[11] for r in timed if r[11] is not None and r[11] > 0])
-    newest = sorted(rows, key=lambda r: (r[3] is not None, r[3] or 0), reverse=True)[:recent]
-    stats.recent = [RecentRun(execution_id=r[0], started_at=_dt(r[3]), case=r[7], script=r[8], status=r[5],
-                              duration=r[10]) for r in newest]
-    for pos, target in ((8, stats.busiest_scripts), (7, stats.busiest_cases)):
-        groups: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+    stats.by_status = dict(Counter(r["status"] for r in rows))
+    fresh = sum(1 for r in rows if r["status"] == "running"
+                and _in_progress(r["started"], r["timeout"], now=now, default_timeout=default_timeout, grace=grace))
+    timed = [r for r in rows if r["status"] in TIMED]
+    stats.duration = _summary([r["duration"] for r in timed if r["duration"] is not None])
+    stats.container_start = _summary([r["container_start"] for r in timed
+                                      if r["container_start"] is not None and r["container_start"] > 0])
+    newest = sorted(rows, key=lambda r: (r["started"] is not None, r["started"] or 0), reverse=True)[:recent]
+    stats.recent = [RecentRun(execution_id=r["execution_id"], started_at=_dt(r["started"]), case=r["case_name"],
+                              script=r["script_path"], status=r["status"], duration=r["duration"]) for r in newest]
+    for column, target in (("script_path", stats.busiest_scripts), ("case_name", stats.busiest_cases)):
+        groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for r in rows:
-            groups[str(r[pos])].append(r)
+            groups[str(r[column])].append(r)
         ranked = sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))[:top]
         for name, members in ranked:
-            durations = [m[10] for m in members if m[5] in TIMED and m[10] is not None]
-            target.append(Busiest(name=name, runs=len(members), succeeded=sum(m[5] == "succeeded" for m in members),
+            durations = [m["duration"] for m in members if m["status"] in TIMED and m["duration"] is not None]
+            target.append(Busiest(name=name, runs=len(members),
+                                  succeeded=sum(m["status"] == "succeeded" for m in members),
                                   mean_duration=sum(durations) / len(durations) if durations else None))
     return _finish(stats, fresh)
 
