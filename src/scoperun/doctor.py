@@ -7,9 +7,14 @@ import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from scoperun.config import Settings
 from scoperun.mounts import filesystem_of
+
+if TYPE_CHECKING:
+    from scoperun.engine.base import EngineHousekeeping
+    from scoperun.engine.docker import DockerBackend
 
 __all__ = ["Check", "run_checks"]
 
@@ -31,15 +36,16 @@ class Check:
         return asdict(self)
 
 
-def _check_engine(settings: Settings) -> tuple[Check, object | None]:
-    from scoperun.engine.docker import connect
+def _check_engine(settings: Settings) -> tuple[Check, DockerBackend | None]:
+    from scoperun.engine.docker import DockerBackend
     from scoperun.errors import EngineError
 
+    engine = DockerBackend(settings.docker_host, remove_in_background=False, timeout=10)
     try:
-        client = connect(settings.docker_host, timeout=10)
-        version = client.version()
-        return Check("engine", True, f"Docker engine {version.get('Version')} (API {version.get('ApiVersion')})"), client
+        version = engine.engine_version()
+        return Check("engine", True, f"Docker engine {version.version} (API {version.api_version})"), engine
     except EngineError as exc:
+        engine.close()
         return Check("engine", False, str(exc), fix="make engine   # as root: installs and starts dockerd"), None
 
 
@@ -90,27 +96,24 @@ def check_runc(version: str | None, *,
                  f"escape to the host through a leaked file descriptor", fix=fix)
 
 
-def _check_runc(client: object | None) -> Check:
-    if client is None:
+def _check_runc(engine: EngineHousekeeping | None) -> Check:
+    if engine is None:
         return Check("runc", False, "not checked: no engine", fix="make engine")
     try:
-        components = client.version().get("Components") or []  # type: ignore[attr-defined]
+        components = engine.engine_version().components
     except Exception as exc:
         return Check("runc", False, f"cannot read the engine's versions ({exc})", fix="scoperun doctor again")
-    runc = next((c.get("Version") for c in components if str(c.get("Name", "")).lower() == "runc"), None)
-    return check_runc(runc)
+    return check_runc(components.get("runc"))
 
 
-def _check_image(name: str, tag: str, client: object | None, *, fix: str, severity: str = "error") -> Check:
-    if client is None:
+def _check_image(name: str, tag: str, engine: EngineHousekeeping | None, *, fix: str,
+                 severity: str = "error") -> Check:
+    if engine is None:
         return Check(name, False, "not checked: no engine", fix="make engine", severity=severity)
-    from docker.errors import ImageNotFound
-
-    try:
-        image = client.images.get(tag)  # type: ignore[attr-defined]
-    except ImageNotFound:
+    image = engine.image_info(tag)
+    if image is None:
         return Check(name, False, f"image {tag} is missing", fix=fix, severity=severity)
-    labels = image.labels or {}
+    labels = image.labels
     return Check(name, True, f"{tag} ({image.short_id}, inputs {labels.get('org.scoperun.inputs-hash', '?')[:12]})")
 
 
@@ -200,18 +203,19 @@ def _check_staging(settings: Settings, projects: Path) -> Check:
     )
 
 
-def _check_pool(settings: Settings, client: object | None) -> Check:
+def _check_pool(settings: Settings, engine: EngineHousekeeping | None) -> Check:
     """What warm one-run containers need: the launcher in the image, a root controller, the new mount API."""
     if not settings.pool or settings.pool_size <= 0:
         return Check("pool", True, "warm pool off: every run starts a fresh container", severity="warning")
     fix_image = "make image   # or: scoperun image build (the runner image ships the launcher)"
-    if client is not None:
-        from docker.errors import DockerException
+    if engine is not None:
+        from scoperun.errors import EngineError
 
         try:
-            labels = client.images.get(settings.image).labels or {}  # type: ignore[attr-defined]
-        except DockerException:
-            labels = {}
+            image = engine.image_info(settings.image)
+        except EngineError:
+            image = None
+        labels = image.labels if image is not None else {}
         if not labels.get("org.scoperun.launcher"):
             return Check("pool", False, f"image {settings.image} has no launcher: no warm containers, and secrets "
                          f"travel in the container's configuration", fix=fix_image, severity="warning")
@@ -244,35 +248,39 @@ def _check_pool(settings: Settings, client: object | None) -> Check:
 
 def run_checks(settings: Settings) -> list[Check]:
     """Run every check; never raises for a failed check."""
-    engine, client = _check_engine(settings)
-    checks = [
-        engine,
-        _check_runc(client),
-        _check_image("image", settings.image, client, fix="make image   # or: scoperun image build"),
-        # Only browser runs need it: a warning, not a failure.
-        _check_image("browser", settings.browser_image, client, severity="warning",
-                     fix="make image   # or: scoperun image build --browser"),
-    ]
-    checks.extend(_check_workspace(settings))
-    checks.append(_check_firewall(settings))
-    checks.append(_check_pool(settings, client))
+    found, engine = _check_engine(settings)
+    try:
+        checks = [
+            found,
+            _check_runc(engine),
+            _check_image("image", settings.image, engine, fix="make image   # or: scoperun image build"),
+            # Only browser runs need it: a warning, not a failure.
+            _check_image("browser", settings.browser_image, engine, severity="warning",
+                         fix="make image   # or: scoperun image build --browser"),
+        ]
+        checks.extend(_check_workspace(settings))
+        checks.append(_check_firewall(settings))
+        checks.append(_check_pool(settings, engine))
 
-    checks.extend(_check_state(settings))  # audit index and chain (host-local state)
-    if settings.backend == "swarm":
-        checks.extend(_check_swarm(settings, client))
-    return checks
+        checks.extend(_check_state(settings))  # audit index and chain (host-local state)
+        if settings.backend == "swarm":
+            checks.extend(_check_swarm(settings, engine))
+        return checks
+    finally:
+        if engine is not None:
+            engine.close()
 
 
-def _check_swarm(settings: Settings, client: object | None) -> list[Check]:
+def _check_swarm(settings: Settings, engine: DockerBackend | None) -> list[Check]:
     """The swarm backend: docker_host is a manager, labelled nodes, image and workspace on each node."""
-    if client is None:
+    if engine is None:
         return [Check("swarm", False, "not checked: no engine at docker_host", fix="set docker_host to a swarm manager")]
-    from scoperun.engine.swarmops import check_swarm
+    from scoperun.engine.swarmops import swarm_checks
     from scoperun.errors import EngineError
 
     try:
-        found = check_swarm(client, image=settings.image, workspace=Path(settings.workspace).expanduser().resolve(),
-                            projects_dir=settings.projects_dir, tools_dir=settings.tools_dir)
+        found = swarm_checks(engine, image=settings.image, workspace=Path(settings.workspace).expanduser().resolve(),
+                                    projects_dir=settings.projects_dir, tools_dir=settings.tools_dir)
     except EngineError as exc:
         return [Check("swarm", False, str(exc))]
     except Exception as exc:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from scoperun.engine.base import BindMount, OverlayMount, RunOutcome, RunSpec
+from scoperun.engine.base import BindMount, EngineVersion, ImageInfo, OverlayMount, RunOutcome, RunSpec, VolumeInfo
 from scoperun.engine.capture import BoundedBuffer
 
 __all__ = ["FakeBackend", "FakeHandle", "FakeRun", "fake_records"]
@@ -43,6 +43,10 @@ class FakeBackend:
     running: int = 0
     max_running: int = 0
     closed: bool = False
+    engine_volumes: dict[str, VolumeInfo] = field(default_factory=dict)  # housekeeping's view of volumes
+    volumes_in_use: set[str] = field(default_factory=set)
+    images: dict[str, ImageInfo] = field(default_factory=dict)  # tag -> what image_info reports
+    version: EngineVersion = field(default_factory=lambda: EngineVersion("fake", "1.45", {"runc": "1.1.12"}))
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def start(self, spec: RunSpec) -> FakeHandle:
@@ -69,6 +73,27 @@ class FakeBackend:
     def close(self) -> None:
         """Mark the backend closed."""
         self.closed = True
+
+    def volumes(self, label: str) -> list[VolumeInfo]:
+        """The recorded volumes carrying `label` (a key, or key=value)."""
+        key, _, value = label.partition("=")
+        return [v for v in self.engine_volumes.values()
+                if key in v.labels and (not value or v.labels[key] == value)]
+
+    def remove_volume(self, name: str) -> bool:
+        """Forget volume `name` unless it is in use; False if in use or unknown."""
+        if name in self.volumes_in_use or name not in self.engine_volumes:
+            return False
+        del self.engine_volumes[name]
+        return True
+
+    def engine_version(self) -> EngineVersion:
+        """The scripted engine version."""
+        return self.version
+
+    def image_info(self, tag: str) -> ImageInfo | None:
+        """The recorded image `tag`, or None."""
+        return self.images.get(tag)
 
 
 class FakeHandle:

@@ -161,3 +161,30 @@ def test_listing_tolerates_files_vanishing_mid_scan(tmp_path: Path, monkeypatch)
     monkeypatch.setattr(snapshot.os, "scandir", racing_scandir)
     listing = snapshot.scan(tmp_path)
     assert set(listing) == {b"keep.txt"}
+
+
+def test_gc_removes_only_stale_staging_volumes_of_this_staging_root(settings: Settings) -> None:
+    """gc_staging asks the engine contract for managed volumes and removes those whose staging folder is gone."""
+    from datetime import timedelta
+
+    from scoperun.changes import gc_staging
+    from scoperun.engine.base import MANAGED_LABEL, VolumeInfo
+
+    root = Path(settings.staging_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "exec_live" / "upper").mkdir(parents=True)
+    backend = FakeBackend()
+    for name, upper in {"gone": root / "exec_gone" / "upper", "live": root / "exec_live" / "upper",
+                        "busy": root / "exec_busy" / "upper", "other": Path("/elsewhere/exec_x/upper")}.items():
+        backend.engine_volumes[name] = VolumeInfo(name, {MANAGED_LABEL: "1", "org.scoperun.staging-upper": str(upper)})
+    backend.engine_volumes["foreign"] = VolumeInfo("foreign", {"org.scoperun.staging-upper": str(root / "e" / "upper")})
+    backend.volumes_in_use.add("busy")
+    assert gc_staging(settings, timedelta(days=1), engine=backend) == []
+    assert sorted(backend.engine_volumes) == ["busy", "foreign", "live", "other"]
+
+
+def test_fake_backend_fulfils_the_housekeeping_contract() -> None:
+    """FakeBackend implements EngineHousekeeping, so unit tests of ops, doctor and changes can use it."""
+    from scoperun.engine.base import EngineHousekeeping
+
+    assert isinstance(FakeBackend(), EngineHousekeeping)

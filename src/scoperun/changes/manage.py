@@ -6,6 +6,7 @@ import difflib
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from scoperun.changes.apply import journal_dir
 from scoperun.changes.journal import load_manifest, restore_all, write_manifest
@@ -26,6 +27,9 @@ from scoperun.changeset import Change, ChangeAction, ChangeSet, ChangeSetStatus
 from scoperun.config import Settings
 from scoperun.errors import AuditError, ChangesError
 from scoperun.fswalk import display_path, remove_tree
+
+if TYPE_CHECKING:
+    from scoperun.engine.base import EngineHousekeeping
 from scoperun.scope import Workspace
 
 __all__ = ["gc_staging", "load_change_set", "rollback_changes", "text_diffs"]
@@ -153,7 +157,7 @@ def text_diffs(settings: Settings, cs: ChangeSet, *, limit: int = 64 * 1024, max
     return [d for d in diffs if d]
 
 
-def gc_staging(settings: Settings, older_than: timedelta) -> list[str]:
+def gc_staging(settings: Settings, older_than: timedelta, *, engine: EngineHousekeeping | None = None) -> list[str]:
     """Remove staging folders of runs applied, discarded, rolled back or abandoned longer ago than `older_than`.
 
     Change sets still waiting for review (`staged`, `conflict`) and overlays still mounted are
@@ -184,37 +188,32 @@ def gc_staging(settings: Settings, older_than: timedelta) -> list[str]:
         (root / ".locks" / f"{entry.name}.lock").unlink(missing_ok=True)
         if not entry.exists():
             removed.append(entry.name)
-    _remove_stale_volumes(settings, root)
+    _remove_stale_volumes(settings, root, engine)
     return removed
 
 
-def _remove_stale_volumes(settings: Settings, root: Path) -> None:
+def _remove_stale_volumes(settings: Settings, root: Path, engine: EngineHousekeeping | None = None) -> None:
     """Remove scoperun staging volumes whose staging folder is gone (best effort; in-use ones stay)."""
     from scoperun.engine.base import MANAGED_LABEL
     from scoperun.errors import EngineError
 
+    backend = None
     try:
-        from docker.errors import DockerException
+        if engine is None:
+            from scoperun.engine.docker import DockerBackend
 
-        from scoperun.engine.docker import connect
-
-        client = connect(settings.docker_host, timeout=30)
-    except (ImportError, EngineError):
-        return
-    try:
-        for volume in client.volumes.list(filters={"label": MANAGED_LABEL}):
+            engine = backend = DockerBackend(settings.docker_host, remove_in_background=False, timeout=30)
+        for volume in engine.volumes(MANAGED_LABEL):
             # Only volumes over this staging root: other workspaces' runs may be starting right now.
-            upper = (volume.attrs.get("Labels") or {}).get("org.scoperun.staging-upper", "")
+            upper = volume.labels.get("org.scoperun.staging-upper", "")
             folder = Path(upper).parent
             if upper and folder.parent == root and not folder.exists():
-                try:
-                    volume.remove()
-                except DockerException:
-                    pass  # still used by a container: the backend removes it after the run
-    except DockerException:
+                engine.remove_volume(volume.name)  # False while a container uses it: the backend removes it after the run
+    except (ImportError, EngineError):
         pass
     finally:
-        client.close()
+        if backend is not None:
+            backend.close()
 
 
 def _mtime(path: Path) -> datetime:

@@ -10,7 +10,8 @@ from typing import Protocol, runtime_checkable
 
 from scoperun.engine.capture import BoundedBuffer
 
-__all__ = ["MANAGED_LABEL", "Backend", "BindMount", "OverlayMount", "RunHandle", "RunOutcome", "RunSpec"]
+__all__ = ["MANAGED_LABEL", "Backend", "BindMount", "EngineHousekeeping", "OverlayMount", "RunHandle", "RunOutcome",
+           "RunSpec", "VolumeInfo", "EngineVersion", "ImageInfo"]
 
 # Every container scoperun makes carries this label; operations act on it and on nothing else.
 MANAGED_LABEL = "org.scoperun.managed"
@@ -122,4 +123,51 @@ class Backend(Protocol):
 
     def close(self) -> None:
         """Finish background clean-up and release connections."""
+        ...
+
+
+@dataclass(frozen=True)
+class VolumeInfo:
+    """A volume on the engine, as housekeeping sees it."""
+
+    name: str
+    labels: dict[str, str]
+
+
+@dataclass(frozen=True)
+class EngineVersion:
+    """The engine's version, API version and component versions (e.g. {"runc": "1.1.12"})."""
+
+    version: str
+    api_version: str
+    components: dict[str, str]
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """An image present on the engine."""
+
+    id: str
+    short_id: str
+    labels: dict[str, str]
+
+
+@runtime_checkable
+class EngineHousekeeping(Protocol):
+    """What ops, doctor and change clean-up need from the engine besides runs; errors are EngineError."""
+
+    def volumes(self, label: str) -> list[VolumeInfo]:
+        """The volumes carrying `label` (a key, or key=value)."""
+        ...
+
+    def remove_volume(self, name: str) -> bool:
+        """Remove a volume; False if it is still in use or already gone."""
+        ...
+
+    def engine_version(self) -> EngineVersion:
+        """The engine's versions (EngineError if it cannot be reached)."""
+        ...
+
+    def image_info(self, tag: str) -> ImageInfo | None:
+        """The image `tag`, or None if the engine does not have it."""
         ...

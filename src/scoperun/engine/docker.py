@@ -14,7 +14,15 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from scoperun.engine.base import MANAGED_LABEL, OverlayMount, RunOutcome, RunSpec
+from scoperun.engine.base import (
+    MANAGED_LABEL,
+    EngineVersion,
+    ImageInfo,
+    OverlayMount,
+    RunOutcome,
+    RunSpec,
+    VolumeInfo,
+)
 from scoperun.engine.capture import BoundedBuffer
 from scoperun.engine.launched import LAUNCHER_LABEL, LaunchedRun, launcher_command
 from scoperun.errors import EngineError, ImageError
@@ -70,8 +78,9 @@ class DockerBackend:
     name = "docker"
 
     def __init__(self, base_url: str | None = None, *, remove_in_background: bool = True,
-                 pool: PoolOptions | None = None) -> None:
+                 pool: PoolOptions | None = None, timeout: float | None = 60) -> None:
         self._base_url = base_url
+        self._timeout = timeout
         self._client: docker.DockerClient | None = None
         # Attach streams need a client without a read timeout: a script may be silent for minutes.
         self._stream_client: docker.DockerClient | None = None
@@ -91,7 +100,7 @@ class DockerBackend:
         """The engine client, made on first use (never at import)."""
         with self._lock:
             if self._client is None:
-                self._client = connect(self._base_url)
+                self._client = connect(self._base_url, timeout=self._timeout)
             return self._client
 
     @property
@@ -101,6 +110,32 @@ class DockerBackend:
             if self._stream_client is None:
                 self._stream_client = connect(self._base_url, timeout=None)
             return self._stream_client
+
+    # -- housekeeping (EngineHousekeeping) ----------------------------------------------------
+
+    def volumes(self, label: str) -> list[VolumeInfo]:
+        """The volumes carrying `label`."""
+        from scoperun.engine.dockerops import list_volumes
+
+        return list_volumes(self.client, label)
+
+    def remove_volume(self, name: str) -> bool:
+        """Remove a volume; False if in use or gone."""
+        from scoperun.engine.dockerops import remove_volume
+
+        return remove_volume(self.client, name)
+
+    def engine_version(self) -> EngineVersion:
+        """The engine's versions."""
+        from scoperun.engine.dockerops import engine_version
+
+        return engine_version(self.client)
+
+    def image_info(self, tag: str) -> ImageInfo | None:
+        """The image `tag`, or None."""
+        from scoperun.engine.dockerops import image_info
+
+        return image_info(self.client, tag)
 
     # -- the contract -------------------------------------------------------------------------
 

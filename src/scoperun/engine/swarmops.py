@@ -9,13 +9,16 @@ import secrets
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scoperun.engine.base import MANAGED_LABEL
 from scoperun.engine.swarm import _TERMINAL, NODE_LABEL, STAGING_LABEL, _scale_to_zero, _task
+
+if TYPE_CHECKING:
+    from scoperun.engine.docker import DockerBackend
 from scoperun.errors import EngineError, ImageError
 
-__all__ = ["check_swarm", "push_image", "remove_leftover_services", "stop_service"]
+__all__ = ["check_swarm", "push_image", "remove_leftover_services", "stop_service", "swarm_checks"]
 
 
 def stop_service(api: Any, execution_id: str) -> bool:
@@ -47,6 +50,12 @@ def remove_leftover_services(client: Any, *, now: float, dry_run: bool, workspac
                 client.api.remove_network(net["Id"])
                 removed.append(f"network {net['Name']}")
     return removed
+
+
+def swarm_checks(engine: DockerBackend, *, image: str, workspace: Path, projects_dir: str,
+                 tools_dir: str) -> list[tuple[str, bool, str, str]]:
+    """`check_swarm` on the engine a DockerBackend talks to (doctor's entry point)."""
+    return check_swarm(engine.client, image=image, workspace=workspace, projects_dir=projects_dir, tools_dir=tools_dir)
 
 
 def check_swarm(client: Any, *, image: str, workspace: Path, projects_dir: str, tools_dir: str,
