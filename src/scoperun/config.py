@@ -21,10 +21,19 @@ from pydantic_settings import (
 
 from scoperun.policies import ApplyPolicy, SafetyPolicy, WriteMode
 
-__all__ = ["Settings", "load_settings", "parse_memory", "parse_size"]
+__all__ = ["Settings", "format_size", "load_settings", "parse_memory", "parse_size"]
 
 _MEMORY_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+def format_size(n: int | float | None) -> str:
+    """Bytes for people (`1.5 MB`, rich's decimal units); `?` when unknown."""
+    if n is None:
+        return "?"
+    from rich.filesize import decimal  # lazily: `import scoperun` stays light
+
+    return decimal(int(n), precision=1)
 
 
 def parse_size(value: str | int) -> int:

@@ -17,6 +17,7 @@ import typer
 from rich.markup import escape
 
 from scoperun.cli.common import EXIT_ENGINE, EXIT_PROBLEM, EXIT_REJECTED, fail, out, settings_of
+from scoperun.config import format_size
 from scoperun.errors import EngineError, ScopeError, ScopeRunError
 
 app = typer.Typer(help="Look inside a case and move files in and out: scoped to the case, every access audited.",
@@ -61,17 +62,6 @@ def _json(model: Any) -> None:
     sys.stdout.write(model.model_dump_json(indent=2) + "\n")
 
 
-def _size(n: int | None) -> str:
-    if n is None:
-        return "?"
-    value = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if value < 1024 or unit == "TB":
-            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return str(n)
-
-
 def cases(ctx: typer.Context, prefix: Annotated[str | None, typer.Argument(help="Only cases starting with this.")] = None,
           as_json: JsonOpt = False, requested_by: ByOpt = None) -> None:
     """List the cases: files, size, last modification and last run (counts cached, never a walk per call)."""
@@ -85,7 +75,7 @@ def cases(ctx: typer.Context, prefix: Annotated[str | None, typer.Argument(help=
         run = f"{c.last_run_status} {c.last_run_at:%Y-%m-%d %H:%M}" if c.last_run_status and c.last_run_at else "no runs"
         files = "?" if c.files is None else f"{c.files}{'+' if c.count_capped else ''}"
         modified = f"{c.last_modified:%Y-%m-%d}" if c.last_modified else "?"
-        out.print(f"{_name(c.name)}  [dim]{files} files · {_size(c.bytes)} · modified {modified} · {run}[/]")
+        out.print(f"{_name(c.name)}  [dim]{files} files · {format_size(c.bytes)} · modified {modified} · {run}[/]")
     if listed.truncated:
         out.print(f"[yellow]showing {len(listed.cases)} of {listed.total}; give a prefix[/]")
     return None
@@ -109,7 +99,7 @@ def ls(ctx: typer.Context, case: CaseArg, path: Annotated[str, typer.Argument(he
         elif e.type == "symlink":
             out.print(f"{'link':>10}  {e.modified:%Y-%m-%d %H:%M}  {_name(e.path)} -> {_name(e.target or '')}")
         else:
-            out.print(f"{_size(e.size):>10}  {e.modified:%Y-%m-%d %H:%M}  {_name(e.path)}"
+            out.print(f"{format_size(e.size):>10}  {e.modified:%Y-%m-%d %H:%M}  {_name(e.path)}"
                       + (" [yellow](special file)[/]" if e.type == "other" else ""))
     if listing.more:
         out.print(f"[yellow]more entries: --offset {listing.offset + len(listing.entries)}[/]")
@@ -141,7 +131,7 @@ def read(ctx: typer.Context, case: CaseArg, path: PathArg, as_json: JsonOpt = Fa
     if as_json:
         return _json(doc)
     out.print(safe(doc.text), highlight=False)
-    note = f"{doc.kind}, {_size(doc.size)}" + (", cached" if doc.cached else f", extracted by {doc.execution_id}")
+    note = f"{doc.kind}, {format_size(doc.size)}" + (", cached" if doc.cached else f", extracted by {doc.execution_id}")
     out.print(f"[dim]-- {escape(note)}{' · truncated' if doc.truncated else ''} --[/]")
     return None
 
@@ -181,7 +171,7 @@ def put(ctx: typer.Context, case: CaseArg, path: PathArg,
     if as_json:
         return _json(done)
     cs = done.change_set
-    out.print(f"[bold]{escape(done.execution_id)}[/] {_name(done.path)} ({_size(done.bytes)}): {escape(cs.summary)}")
+    out.print(f"[bold]{escape(done.execution_id)}[/] {_name(done.path)} ({format_size(done.bytes)}): {escape(cs.summary)}")
     if cs.note:
         out.print(escape(cs.note))
     if cs.status.value not in {"applied", "staged", "empty"}:

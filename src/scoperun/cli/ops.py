@@ -27,19 +27,10 @@ from scoperun.cli.common import (
     safe,
     settings_of,
 )
+from scoperun.config import format_size
 from scoperun.errors import EngineError, ScopeRunError
 
 AnyWsOpt = Annotated[bool, typer.Option("--any-workspace", help="Act on scoperun containers of every workspace.")]
-
-
-def _human_bytes(n: int | None) -> str:
-    if n is None:
-        return "?"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return f"{n} B"
 
 
 def ps(ctx: typer.Context, any_workspace: AnyWsOpt = False, as_json: JsonOpt = False) -> None:
@@ -70,7 +61,7 @@ def ps(ctx: typer.Context, any_workspace: AnyWsOpt = False, as_json: JsonOpt = F
     if any_workspace:
         cols.append(Col("workspace", drop=2))
     print_table(out, cols, [[safe(r.execution_id), safe(r.case), safe(r.script), f"{r.elapsed:.0f} s",
-                             _human_bytes(r.memory_bytes), safe(r.workspace)][: len(cols)] for r in runs])
+                             format_size(r.memory_bytes), safe(r.workspace)][: len(cols)] for r in runs])
 
 
 def stop(

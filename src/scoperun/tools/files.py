@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
+from scoperun.config import format_size
 from scoperun.files import CaseFiles
 from scoperun.tools.core import ToolReply, _guard
 from scoperun.tools.render import _inline as inline
@@ -30,16 +31,6 @@ def _files(executor: Executor) -> CaseFiles:
     return CaseFiles(executor)
 
 
-def _size(n: int | None) -> str:
-    if n is None:
-        return "?"
-    for unit in ("bytes", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:,} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return str(n)
-
-
 def list_cases(executor: Executor, prefix: str | None = None, *, requested_by: str | None = None) -> ToolReply:
     """Every case (or those starting with `prefix`): files, size, last change, last run."""
     def produce() -> ToolReply:
@@ -56,7 +47,7 @@ def list_cases(executor: Executor, prefix: str | None = None, *, requested_by: s
                 run = f"{c.last_run_status} ({c.last_run_at:%Y-%m-%d %H:%M})"
             files = "?" if c.files is None else f"{c.files:,}{'+' if c.count_capped else ''}"
             modified = f"{c.last_modified:%Y-%m-%d}" if c.last_modified else "?"
-            lines.append(f"| {inline(c.name, r).replace('|', '¦')} | {files} | {_size(c.bytes)} | {modified} | {run} |")
+            lines.append(f"| {inline(c.name, r).replace('|', '¦')} | {files} | {format_size(c.bytes)} | {modified} | {run} |")
         if listed.truncated:
             lines.append(f"\n(showing {len(listed.cases)} of {listed.total:,}; pass a prefix to narrow the list)")
         return ToolReply("\n".join(lines), ok=True, result=listed)
@@ -80,7 +71,7 @@ def list_files(executor: Executor, case_name: str, path: str = ".", pattern: str
             elif e.type == "symlink":
                 lines.append(f"- {inline(e.path, r)} → {inline(e.target, r)} (symlink; never followed)")
             else:
-                lines.append(f"- {inline(e.path, r)} ({_size(e.size)}, {e.modified:%Y-%m-%d}"
+                lines.append(f"- {inline(e.path, r)} ({format_size(e.size)}, {e.modified:%Y-%m-%d}"
                              + (", special file" if e.type == "other" else "") + ")")
         if not listing.entries:
             lines.append("(nothing here)")
@@ -100,7 +91,7 @@ def read_file(executor: Executor, case_name: str, path: str, offset: int = 0, *,
         part = _files(executor).read_file(case_name, path, offset=offset, limit=_SHOWN_CHARS,
                                           requested_by=requested_by or DEFAULT_REQUESTED_BY)
         r = redactor_for(executor.settings)
-        head = f"**{inline(case_name, r)}/{inline(part.path, r)}** ({_size(part.size)})"
+        head = f"**{inline(case_name, r)}/{inline(part.path, r)}** ({format_size(part.size)})"
         if part.offset:
             head += f", from byte {part.offset:,}"
         lines = [head, fence(r.redact(part.text))]
@@ -118,7 +109,7 @@ def read_document(executor: Executor, case_name: str, path: str, *, requested_by
         doc = _files(executor).read_document(case_name, path, requested_by=requested_by or DEFAULT_REQUESTED_BY)
         r = redactor_for(executor.settings)
         unit = {"pdf": "pages", "xlsx": "sheets"}.get(doc.kind)
-        head = f"**{inline(case_name, r)}/{inline(doc.path, r)}** ({doc.kind.upper()}, {_size(doc.size)}" + (
+        head = f"**{inline(case_name, r)}/{inline(doc.path, r)}** ({doc.kind.upper()}, {format_size(doc.size)}" + (
             f", {doc.units} {unit}" if unit else "") + ")"
         text = doc.text
         lines = [head, fence(text[:_SHOWN_CHARS] if text else "(no text: e.g. a scanned PDF without a text layer)")]
@@ -160,7 +151,7 @@ def write_file(executor: Executor, case_name: str, path: str, content: str, *,
         done = _files(executor).write_file(case_name, path, content, requested_by=requested_by or DEFAULT_REQUESTED_BY)
         r = redactor_for(executor.settings)
         cs = done.change_set
-        text = (f"**Wrote {inline(case_name, r)}/{inline(done.path, r)}** ({_size(done.bytes)})\n"
+        text = (f"**Wrote {inline(case_name, r)}/{inline(done.path, r)}** ({format_size(done.bytes)})\n"
                 f"Changes to the case: {inline(cs.summary, r)} — {inline(change_status_line(cs), r)}\n"
                 f"Audit record: {executor.settings.audit_dir}/{done.execution_id}.json")
         return ToolReply(text, ok=cs.status.value in {"applied", "staged", "empty"}, result=done)
