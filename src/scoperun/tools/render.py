@@ -8,7 +8,6 @@ does not have to guess from an exit code whether anything ran.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import unicodedata
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from scoperun.changeset import ChangeSet, ChangeSetStatus
 from scoperun.models import ExecutionResult, Status
 from scoperun.safety.redaction import Redactor
+from scoperun.safety.redaction import redactor_for as redactor_of_env
 
 if TYPE_CHECKING:
     from scoperun.config import Settings
@@ -51,7 +51,7 @@ STATUS_LABELS: dict[Status, str] = {
 
 def redactor_for(settings: Settings) -> Redactor:
     """The redactor of the secrets `settings.secret_env` names, as they are set in this process."""
-    return Redactor({n: os.environ[n] for n in settings.secret_env if os.environ.get(n)})
+    return redactor_of_env(settings.secret_env)
 
 
 def fence(text: str, info: str = "") -> str:
