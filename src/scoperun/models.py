@@ -12,6 +12,7 @@ from scoperun.changeset import ChangeSet
 from scoperun.policies import ApplyPolicy, SafetyPolicy, WriteMode
 
 __all__ = [
+    "is_execution_id",
     "Durations",
     "ExecutionRequest",
     "ExecutionResult",
@@ -25,6 +26,14 @@ __all__ = [
 _ENV_NAME_OK = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
 # Variables scoperun sets itself; a caller may not override them.
 RESERVED_ENV = frozenset({"EXECUTION_ID", "CASE_NAME", "WORKSPACE_ROOT", "HOME", "PATH"})
+
+
+_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+
+
+def is_execution_id(value: str) -> bool:
+    """Whether `value` can be an execution id: 1-100 letters, digits, `_` or `-` (safe as a file name)."""
+    return 0 < len(value) <= 100 and set(value) <= _ID_CHARS
 
 
 class Status(StrEnum):

@@ -24,6 +24,7 @@ from scoperun.changes.overlay import StagingArea
 from scoperun.changeset import ChangeSet
 from scoperun.config import Settings
 from scoperun.errors import ChangesError
+from scoperun.models import is_execution_id
 
 __all__ = ["AuditTrail", "StagingState", "change_lock", "load_state", "now", "record_event", "save_state",
            "staging_root", "workspace_trail", "write_json_atomic"]
@@ -76,7 +77,7 @@ def staging_root(settings: Settings) -> Path:
 
 
 def _check_id(execution_id: str) -> str:
-    if not execution_id or "/" in execution_id or execution_id.startswith(".") or "\x00" in execution_id:
+    if not is_execution_id(execution_id):
         raise ChangesError(f"not an execution id: {execution_id!r}", execution_id=execution_id)
     return execution_id
 

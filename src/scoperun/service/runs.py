@@ -29,7 +29,7 @@ from pydantic import BaseModel, Field
 
 from scoperun.errors import AuditError
 from scoperun.executor import new_execution_id
-from scoperun.models import ExecutionRequest, ExecutionResult, Status
+from scoperun.models import ExecutionRequest, ExecutionResult, Status, is_execution_id
 from scoperun.service.deps import Reader, Runner, Service, ServiceDep
 from scoperun.service.events import EventLog, SSEResponse, read_events
 from scoperun.service.idempotency import fingerprint, parse_key
@@ -41,7 +41,6 @@ __all__ = ["ActiveRun", "RunCodeRequest", "RunList", "RunManager", "RunView", "i
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["runs"])
-_ID_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 
 
 class RunCodeRequest(ExecutionRequest):
@@ -103,7 +102,7 @@ def _links(execution_id: str) -> dict[str, str]:
 
 
 def _check_id(execution_id: str) -> str:
-    if not execution_id or len(execution_id) > 100 or not set(execution_id) <= _ID_CHARS:
+    if not is_execution_id(execution_id):
         raise Problem(404, "not-found", f"no run {execution_id!r}")
     return execution_id
 
