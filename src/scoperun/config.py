@@ -21,10 +21,15 @@ from pydantic_settings import (
 
 from scoperun.policies import ApplyPolicy, SafetyPolicy, WriteMode
 
-__all__ = ["Settings", "format_size", "load_settings", "parse_memory", "parse_size"]
+__all__ = ["Settings", "format_size", "load_settings", "parse_memory", "parse_size", "shares_a_network"]
 
 _MEMORY_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+def shares_a_network(network: str) -> bool:
+    """Whether `network` would join the host's or another container's network (never allowed for a run)."""
+    return network == "host" or network.startswith("container:")
 
 
 def format_size(n: int | float | None) -> str:
@@ -247,7 +252,7 @@ class Settings(BaseSettings):
     @field_validator("network")
     @classmethod
     def _check_network(cls, value: str) -> str:
-        if value in {"host"} or value.startswith("container:"):
+        if shares_a_network(value):
             raise ValueError(f"network {value!r} would share the host's or another container's network; refused")
         return value
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from scoperun.audit.log import AuditLog, keep_full_output, record_from_result
 from scoperun.changeset import ChangeSet, WriteMode
-from scoperun.config import Settings, parse_memory
+from scoperun.config import Settings, parse_memory, shares_a_network
 from scoperun.engine.base import Backend, BindMount, OverlayMount, RunHandle, RunOutcome, RunSpec
 from scoperun.engine.seccomp import profile_json
 from scoperun.errors import AuditError, ChangesError, SafetyError, ScopeError, UnsupportedScriptError
@@ -185,7 +185,7 @@ def prepare(ctx: RunContext) -> Prepared | Refused:
         script = None if ctx.program else ws.resolve_script(req.script)
         _, container_workdir = ws.working_dir(case_dir, req.case, req.working_dir)
         facts = ScriptFacts(working_dir=str(container_workdir.relative_to(CONTAINER_ROOT)))
-        if ctx.network in {"host"} or ctx.network.startswith("container:"):
+        if shares_a_network(ctx.network):
             raise ScopeError(f"rejected (network): network {ctx.network!r} is not allowed; use bridge, none or "
                              f"a Docker network name", rule="network", value=ctx.network)
         extra_mounts: list[BindMount | OverlayMount] = []
