@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from scoperun.config import Settings, load_settings, parse_memory
+from scoperun.config import Settings, load_settings, parse_memory, shares_a_network
 from scoperun.errors import ConfigError
 
 
@@ -39,3 +39,10 @@ def test_invalid_settings_raise_config_error(bad: dict) -> None:
 def test_parse_memory(text: str, size: int) -> None:
     """Docker-style sizes parse to bytes."""
     assert parse_memory(text) == size
+
+
+@pytest.mark.parametrize(("network", "shared"), [("host", True), ("container:abc", True), ("bridge", False),
+                                                  ("none", False), ("case-net", False), ("hostile", False)])
+def test_the_one_network_rule(network: str, shared: bool) -> None:
+    """Only host and container: networks count as sharing another network namespace."""
+    assert shares_a_network(network) is shared
