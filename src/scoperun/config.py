@@ -6,6 +6,7 @@ names below (e.g. `workspace = "/mnt/workspace"`, `memory = "2g"`).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from pathlib import Path
@@ -21,7 +22,7 @@ from pydantic_settings import (
 
 from scoperun.policies import ApplyPolicy, SafetyPolicy, WriteMode
 
-__all__ = ["Settings", "format_size", "load_settings", "parse_memory", "parse_size", "shares_a_network"]
+__all__ = ["Settings", "format_size", "is_loopback", "load_settings", "parse_memory", "parse_size", "shares_a_network"]
 
 _MEMORY_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
@@ -289,3 +290,12 @@ def load_settings(**overrides: Any) -> Settings:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ConfigError(f"invalid scoperun settings: {problems}. Fix SCOPERUN_* variables or scoperun.toml.") from exc
 
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses (127.0.0.0/8, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 from scoperun.audit.access import record_access
 from scoperun.changes.safefs import CHUNK, CaseRoot
+from scoperun.changes.snapshot import type_of
 from scoperun.config import Settings, load_settings
 from scoperun.errors import AuditError, FileAccessError, ScopeError
 from scoperun.files.common import _DIR_FLAGS, MAX_DEPTH, MAX_SCAN, Walk, sniff_kind
@@ -51,16 +52,6 @@ CASE_STATS_TTL = 300.0  # seconds a case's cached file count stays fresh
 _COUNT_BUDGET = 2.0  # seconds one `cases` call may spend recounting stale cases
 def _iso(ns: int) -> datetime:
     return datetime.fromtimestamp(ns / 1e9, UTC)
-
-
-def _kind(mode: int) -> str:
-    if stat.S_ISREG(mode):
-        return "file"
-    if stat.S_ISDIR(mode):
-        return "dir"
-    if stat.S_ISLNK(mode):
-        return "symlink"
-    return "other"
 
 
 def _special(mode: int) -> str:
@@ -326,7 +317,7 @@ class CaseFiles:
                             more = True
                             break
                         entries.append(FileEntry(
-                            path=self._show(entry_rel), type=_kind(st.st_mode),  # type: ignore[arg-type]
+                            path=self._show(entry_rel), type=type_of(st.st_mode),
                             size=st.st_size, modified=_iso(st.st_mtime_ns),
                             target=self._show(target) if target is not None else None))
                 finally:

@@ -11,13 +11,13 @@ every request needs one. Other credentials (the page's cookie) plug in with `add
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import Request
 
+from scoperun.config import is_loopback
 from scoperun.service.problems import Problem, problem_response
 from scoperun.service.tokens import Principal, TokenStore
 
@@ -26,16 +26,6 @@ __all__ = ["ANONYMOUS", "Auth", "HostOriginGuard", "is_loopback"]
 ANONYMOUS = Principal("anonymous", "admin", anonymous=True)
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="scoperun"'}
 Extractor = Callable[[Request], Principal | None]
-
-
-def is_loopback(host: str) -> bool:
-    """True for localhost and loopback addresses (127.0.0.0/8, ::1)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 class Auth:

@@ -11,13 +11,13 @@ same markdown the LangChain tools return.
 # (and their descriptions) from the live annotations.
 
 import hmac
-import ipaddress
 import json
 import sys
 from typing import Annotated, Any
 
 from pydantic import Field
 
+from scoperun.config import is_loopback
 from scoperun.errors import ConfigError
 from scoperun.executor import Executor
 
@@ -207,16 +207,6 @@ class BearerTokenMiddleware:
             await send({"type": "http.response.body", "body": body})
             return
         await self.app(scope, receive, send)
-
-
-def is_loopback(host: str) -> bool:
-    """True for localhost and loopback addresses (127.0.0.0/8, ::1)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def http_app(server: MCPServer, *, token: str | None, host: str = "127.0.0.1") -> Any:
