@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from scoperun.cli.common import (
     EXIT_PROBLEM,
@@ -31,7 +30,7 @@ from scoperun.cli.common import (
     status_parts,
 )
 from scoperun.errors import ScopeRunError
-from scoperun.models import Status
+from scoperun.policies import Status
 
 if TYPE_CHECKING:
     from scoperun.audit.log import AuditLog
@@ -303,6 +302,8 @@ def _print_stats_tables(out: Any, stats: Any) -> None:
     scope = [f"since {stats.since:%Y-%m-%d %H:%M} UTC" if stats.since else "all time"]
     if stats.case:
         scope.append(f"case {safe(stats.case)}")
+    from rich.table import Table
+
     summary = Table(title=f"{stats.total} runs ({', '.join(scope)})", show_header=False, title_justify="left",
                     title_style="bold", box=None, pad_edge=False)
     for status, n in sorted(stats.by_status.items(), key=lambda kv: -kv[1]):
