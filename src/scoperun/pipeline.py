@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from scoperun.audit.log import AuditLog, keep_full_output, record_from_result
 from scoperun.changeset import ChangeSet, WriteMode
@@ -30,7 +30,16 @@ from scoperun.config import Settings, parse_memory, shares_a_network
 from scoperun.engine.base import Backend, BindMount, OverlayMount, RunHandle, RunOutcome, RunSpec
 from scoperun.engine.seccomp import profile_json
 from scoperun.errors import AuditError, ChangesError, SafetyError, ScopeError, UnsupportedScriptError
-from scoperun.models import Durations, ExecutionRequest, ExecutionResult, OutputCapture, ResolvedLimits, Status
+from scoperun.models import (
+    Durations,
+    ExecutionRequest,
+    ExecutionResult,
+    Finding,
+    Hazard,
+    OutputCapture,
+    ResolvedLimits,
+    Status,
+)
 from scoperun.safety.redaction import Redactor
 from scoperun.scope import CONTAINER_ROOT, ResolvedScript, Workspace
 
@@ -152,7 +161,7 @@ class ScriptFacts:
 
     working_dir: str = ""  # case-relative folder the script runs in
     script_sha256: str | None = None
-    findings: list[dict[str, Any]] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
 
 
 # -- prepare ------------------------------------------------------------------------------------
@@ -234,7 +243,7 @@ def _read_script(script: ResolvedScript) -> bytes:
         return fh.read()
 
 
-def _scan(ctx: RunContext, source: bytes, script: ResolvedScript) -> tuple[list[dict[str, Any]], SafetyError | None]:
+def _scan(ctx: RunContext, source: bytes, script: ResolvedScript) -> tuple[list[Finding], SafetyError | None]:
     """The scanner's findings, and the refusal the policy makes of them (None: the run may go on)."""
     policy = ctx.request.safety_policy or ctx.settings.safety_policy
     if policy == "off":
@@ -245,8 +254,8 @@ def _scan(ctx: RunContext, source: bytes, script: ResolvedScript) -> tuple[list[
     try:
         apply_policy(findings, SafetyPolicy(policy))
     except SafetyError as exc:
-        return [f.model_dump() for f in findings], exc
-    return [f.model_dump() for f in findings], None
+        return findings, exc
+    return findings, None
 
 
 def _spec(ctx: RunContext, *, command: tuple[str, ...], working_dir: str, mounts: tuple[BindMount | OverlayMount, ...],
@@ -390,7 +399,7 @@ def _finish(ctx: RunContext, prepared: Prepared, outcome: RunOutcome, queue_wait
     if full is not None:
         from scoperun.changes.tracker import setid_hazards
 
-        hazards = [*({**h, "introduced": True} for h in setid_hazards(full)), *hazards]
+        hazards = [*setid_hazards(full), *hazards]
     message += _hazard_words(hazards)
     if changes is not None and changes.status.value in ("staged", "conflict"):
         message += f"; changes not applied ({changes.status.value}): {changes.note}"
@@ -416,20 +425,20 @@ def _finish(ctx: RunContext, prepared: Prepared, outcome: RunOutcome, queue_wait
     return _write_final(ctx, prepared, result)
 
 
-def _hazard_words(hazards: list[dict[str, Any]]) -> str:
+def _hazard_words(hazards: list[Hazard]) -> str:
     """The message's words on hazards: what this run introduced, apart from what was there before."""
-    def kinds(items: list[dict[str, Any]]) -> str:
-        return ", ".join(sorted({h["kind"] for h in items}))
+    def kinds(items: list[Hazard]) -> str:
+        return ", ".join(sorted({h.kind for h in items}))
 
-    real = [h for h in hazards if h["kind"] not in ("scan-summary", "unscanned", "scan-failed")]
-    new = [h for h in real if h.get("introduced") is not False]
-    old = [h for h in real if h.get("introduced") is False]
+    real = [h for h in hazards if not h.is_note and h.kind != "unscanned"]
+    new = [h for h in real if h.introduced is not False]
+    old = [h for h in real if h.introduced is False]
     words = ""
     if new:
         words += f"; the run left hazards in the case ({kinds(new)}): see `hazards`"
     if old:
         words += f"; hazards already in the case before this run ({kinds(old)}) are listed in `hazards`"
-    if any(h["kind"] in ("unscanned", "scan-failed") for h in hazards):
+    if any(h.kind in ("unscanned", "scan-failed") for h in hazards):
         words += "; part of the case could not be checked for hazards: see `hazards`"
     return words
 
@@ -507,14 +516,14 @@ def _settle_changes(ctx: RunContext, prepared: Prepared, status: Status) -> tupl
 
 
 def _scan_hazards(ctx: RunContext, case_dir: Path, changed: set[bytes] | None, *,
-                  deadline: float | None = None) -> list[dict[str, Any]]:
+                  deadline: float | None = None) -> list[Hazard]:
     """After the container: report (and defuse) what the run left in the case; see hazards.py."""
     from scoperun.safety.hazards import scan_case
 
     try:
         return scan_case(case_dir, limit=ctx.settings.hazard_scan_limit, changed=changed, deadline=deadline).as_list()
     except OSError as exc:  # the case vanished or became unreadable: say so, never crash the record
-        return [{"kind": "scan-failed", "path": "", "detail": f"hazard scan failed: {exc}"}]
+        return [Hazard.note("scan-failed", f"hazard scan failed: {exc}")]
 
 
 # -- records ------------------------------------------------------------------------------------
@@ -523,7 +532,7 @@ def _scan_hazards(ctx: RunContext, case_dir: Path, changed: set[bytes] | None, *
 def _result(ctx: RunContext, facts: ScriptFacts, status: Status, *, message: str, finished: bool = False,
             queue_wait: float = 0.0, exit_code: int | None = None, stdout: OutputCapture | None = None,
             stderr: OutputCapture | None = None, durations: Durations | None = None, image_id: str | None = None,
-            node: str | None = None, changes: ChangeSet | None = None, hazards: list[dict[str, Any]] | None = None) -> ExecutionResult:
+            node: str | None = None, changes: ChangeSet | None = None, hazards: list[Hazard] | None = None) -> ExecutionResult:
     durations = durations or Durations(queue_wait=queue_wait)
     if finished:
         durations.total = time.monotonic() - ctx.t0
@@ -551,7 +560,7 @@ def _result(ctx: RunContext, facts: ScriptFacts, status: Status, *, message: str
         changes=changes,
         requested_by=ctx.request.requested_by,
         findings=facts.findings,
-        hazards=ctx.redactor.redact_data(hazards or []),  # file names can carry a secret too
+        hazards=[ctx.redactor.redact_model(h) for h in hazards or []],  # file names can carry a secret too
         audit_record=str(Path(ctx.settings.audit_dir) / f"{ctx.execution_id}.json"),
     )
 
