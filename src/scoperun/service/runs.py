@@ -3,7 +3,8 @@
     POST   /v1/runs                 a run (ExecutionRequest) or run-code ({"code": ...}) -> 202, or the
                                     result with ?wait=true; Idempotency-Key makes retries safe
     GET    /v1/runs/{id}            where the run is (queued, running) or its result
-    GET    /v1/runs                 runs from the audit index, newest first, paged with a cursor
+    GET    /v1/runs                 runs newest first, paged with a cursor: this server's queued and
+                                    starting runs and the audit index's (see runlist.py)
     GET    /v1/runs/{id}/events     server-sent events; resume with Last-Event-ID or ?after=
     GET    /v1/runs/{id}/output     the output so far as plain text (?stream=stdout|stderr&offset=)
     POST   /v1/runs/{id}/cancel     (and DELETE /v1/runs/{id}) kill it; recorded `cancelled`, by whom
@@ -12,10 +13,8 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import functools
-import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +26,7 @@ from fastapi import APIRouter, FastAPI, Header, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 
-from scoperun.errors import AuditError
+from scoperun.errors import AuditError, ConfigError
 from scoperun.executor import new_execution_id
 from scoperun.models import ExecutionRequest, ExecutionResult, Status, is_execution_id
 from scoperun.service.deps import Reader, Runner, Service, ServiceDep
@@ -35,6 +34,8 @@ from scoperun.service.events import EventLog, SSEResponse, read_events
 from scoperun.service.idempotency import fingerprint, parse_key
 from scoperun.service.problems import Problem
 from scoperun.service.queue import Ticket
+from scoperun.service.runlist import Pending, RunList
+from scoperun.service.runlist import list_runs as list_runs_page
 from scoperun.service.tokens import Principal
 
 __all__ = ["ActiveRun", "RunCodeRequest", "RunList", "RunManager", "RunView", "install", "router"]
@@ -67,13 +68,6 @@ class RunView(BaseModel):
     links: dict[str, str] = Field(default_factory=dict)
 
 
-class RunList(BaseModel):
-    """One page of runs, newest first."""
-
-    runs: list[dict[str, Any]]
-    next_cursor: str | None = Field(None, description="Pass as ?cursor= for the next page; None at the end.")
-
-
 @dataclass(eq=False)
 class ActiveRun:
     """A run this server accepted and has not finished."""
@@ -85,8 +79,11 @@ class ActiveRun:
     ticket: Ticket
     done: asyncio.Future[ExecutionResult]
     status: str = "queued"
+    position: int | None = None  # its place in line as last announced by a `queued` event
     cancel_by: str | None = None
     submitted: float = field(default_factory=time.monotonic)
+    accepted_at: float = field(default_factory=time.time)  # wall clock: its place in run listings
+    granted_at: float | None = None  # wall clock when it got its slot
     task: asyncio.Task[None] | None = None
 
     def view(self, queue_position: int | None) -> RunView:
@@ -129,10 +126,24 @@ class RunManager:
         run = ActiveRun(execution_id, caller.name, body, EventLog(self.events_path(execution_id)), ticket,
                         loop.create_future())
         self.active[execution_id] = run
-        position = self.service.queue.position(ticket)
-        run.log.append("queued", {"position": max(position, 0), "execution_id": execution_id})
+        if ticket.granted.done():  # a slot at once: position 0, then `started`
+            run.position = 0
+            run.log.append("queued", {"position": 0, "execution_id": execution_id})
+        self._announce()  # its first `queued` event, and the new places of any run it went ahead of
         run.task = asyncio.ensure_future(self._drive(run))
         return run
+
+    def _announce(self) -> None:
+        """A numbered `queued` event for every waiting run whose place in line changed.
+
+        Called after every change to the queue (a run enters, starts, or is cancelled), so each
+        waiting run's stream shows its position as the queue will actually serve it.
+        """
+        for position, ticket in enumerate(self.service.queue.order()):
+            run = self.active.get(ticket.execution_id)
+            if run is not None and run.cancel_by is None and run.position != position:
+                run.position = position
+                run.log.append("queued", {"position": position, "execution_id": run.execution_id})
 
     async def _drive(self, run: ActiveRun) -> None:
         loop = asyncio.get_running_loop()
@@ -142,6 +153,7 @@ class RunManager:
         try:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.shield(run.ticket.granted)  # cancelled while queued: run below records it
+            run.granted_at = time.time()  # before its record's start: a listing's key only grows
             if run.cancel_by is None:
                 run.status = "running"
                 run.log.append("started", {"queue_wait": round(time.monotonic() - run.submitted, 3)})
@@ -157,6 +169,7 @@ class RunManager:
             result = _failed_result(run, exc)
         finally:
             queue.leave(run.ticket, duration=time.monotonic() - began)
+            self._announce()
             if result is not None:
                 run.status = result.status.value
                 if result.changes is not None:
@@ -169,15 +182,25 @@ class RunManager:
             run.log.close()
             self.active.pop(run.execution_id, None)
 
-    def cancel(self, run: ActiveRun, by: str) -> None:
-        """Kill the run (or take it out of the queue); the executor records it `cancelled` by `by`."""
+    def cancel(self, run: ActiveRun, by: str) -> asyncio.Future[Any] | None:
+        """Kill the run (or take it out of the queue); the executor records it `cancelled` by `by`.
+
+        A running run's kill goes to the engine from a worker thread (a blocking API call, kept off
+        the event loop): the future returned ends once it was sent. None: nothing left to wait for.
+        """
         if run.cancel_by is not None:
-            return
+            return None
         run.cancel_by = by
         run.log.append("cancelling", {"by": by})
-        self.service.executor.cancel(run.execution_id, by=by)
+        executor = self.service.executor
         if not run.ticket.granted.done():
-            self.service.queue.leave(run.ticket)  # out of the queue: the drive task records it at once
+            # Marked before it leaves the queue, so its drive task records it and never starts it.
+            executor.cancel(run.execution_id, by=by)
+            self.service.queue.leave(run.ticket)
+            self._announce()
+            return None
+        kill = functools.partial(executor.cancel, run.execution_id, by=by)
+        return asyncio.get_running_loop().run_in_executor(None, kill)
 
     async def close(self) -> None:
         """Shutting down: cancel what runs (recorded `cancelled` by the server), wait for the records."""
@@ -257,7 +280,7 @@ async def create_run(
             service.idempotency.release(scope, key)
         raise
     location = {"Location": f"/v1/runs/{run.execution_id}"}
-    accepted = run.view(service.queue.position(run.ticket)).model_dump(mode="json")
+    accepted = run.view(run.position).model_dump(mode="json")
     if not wait:
         if key is not None:
             service.idempotency.complete(scope, key, 202, accepted, location)
@@ -297,7 +320,7 @@ async def get_run(execution_id: str, service: ServiceDep, _: Reader) -> RunView:
     manager = _manager(service)
     run = manager.active.get(_check_id(execution_id))
     if run is not None:
-        return run.view(max(service.queue.position(run.ticket), 0) if run.status == "queued" else None)
+        return run.view(run.position if run.status == "queued" else None)
     result, last = await asyncio.to_thread(_finished_from_log, manager.events_path(execution_id))
     if result is not None:
         return RunView(execution_id=execution_id, status=result.status.value, case=result.case, script=result.script,
@@ -311,46 +334,8 @@ async def get_run(execution_id: str, service: ServiceDep, _: Reader) -> RunView:
                    last_event_id=last, record=record, links=_links(execution_id))
 
 
-def _encode_cursor(row: dict[str, Any]) -> str:
-    raw = json.dumps([row["started"], row["execution_id"]]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[float, str]:
-    try:
-        started, execution_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return float(started), str(execution_id)
-    except (ValueError, TypeError):
-        raise Problem(422, "invalid-request", "cursor is not one this server gave out; start again without it") from None
-
-
-def _list(service: Service, *, case: str | None, status: str | None, requested_by: str | None, since: float | None,
-          limit: int, cursor: str | None) -> RunList:
-    from scoperun.audit.index import _COLUMNS, where_clause
-    from scoperun.audit.log import AuditLog
-
-    audit = AuditLog.from_settings(service.settings, Path(service.settings.workspace).expanduser().resolve())
-    assert audit.index is not None
-    audit.index.reindex_if_stale(30.0)
-    where, params = where_clause(case=case, status=status, since=since)
-    clauses = [where[len("WHERE "):]] if where else []
-    if requested_by is not None:
-        clauses.append("requested_by = ?")
-        params.append(requested_by)
-    if cursor is not None:
-        started, last_id = _decode_cursor(cursor)
-        clauses.append("(started < ? OR (started = ? AND execution_id < ?))")
-        params.extend([started, started, last_id])
-    sql = (f"SELECT {', '.join(_COLUMNS)} FROM records {'WHERE ' + ' AND '.join(clauses) if clauses else ''} "
-           f"ORDER BY started DESC, execution_id DESC LIMIT ?")
-    rows = [dict(zip(_COLUMNS, r, strict=True)) for r in audit.index.connect().execute(sql, (*params, limit + 1))]
-    page, more = rows[:limit], len(rows) > limit
-    keep = ("execution_id", "status", "case_name", "script_path", "exit_code", "duration", "requested_by", "message")
-    runs = [{k: r[k] for k in keep} | {"started": r["started"], "finished": r["finished"]} for r in page]
-    return RunList(runs=runs, next_cursor=_encode_cursor(page[-1]) if more and page else None)
-
-
-@router.get("/v1/runs", response_model=RunList, summary="Runs from the audit index, newest first (cursor paging)")
+@router.get("/v1/runs", response_model=RunList,
+            summary="Runs newest first, queued and starting ones too (cursor paging)")
 async def list_runs(
     service: ServiceDep, _: Reader, case: str | None = None, status: str | None = None,
     requested_by: str | None = None,
@@ -361,10 +346,14 @@ async def list_runs(
 
     try:
         since_epoch = parse_since(since)
-    except ValueError as exc:
+    except (ValueError, ConfigError) as exc:
         raise Problem(422, "invalid-request", str(exc)) from None
-    return await asyncio.to_thread(_list, service, case=case, status=status, requested_by=requested_by,
-                                   since=since_epoch, limit=limit, cursor=cursor)
+    pending = [Pending(r.execution_id, r.status, r.body.case, r.body.script or "(code)", r.body.requested_by,
+                       r.granted_at if r.status == "running" and r.granted_at is not None else r.accepted_at,
+                       r.position if r.status == "queued" else None)
+               for r in _manager(service).active.values() if r.status in ("queued", "running")]
+    return await asyncio.to_thread(list_runs_page, service, pending, case=case, status=status,
+                                   requested_by=requested_by, since=since_epoch, limit=limit, cursor=cursor)
 
 
 def _log_of(service: Service, execution_id: str) -> EventLog:
@@ -430,7 +419,9 @@ async def _cancel(execution_id: str, service: Service, caller: Principal) -> JSO
     if run.owner != caller.name and not caller.allows("admin"):
         raise Problem(403, "forbidden", f"run {execution_id} was started by {run.owner!r}; cancelling another "
                       f"caller's run needs the admin role", required_role="admin")
-    _manager(service).cancel(run, caller.name)
+    kill = _manager(service).cancel(run, caller.name)
+    if kill is not None:
+        await kill  # answer once the engine was told to kill the container
     return JSONResponse(run.view(None).model_dump(mode="json") | {"status": "cancelling"}, status_code=202)
 
 
