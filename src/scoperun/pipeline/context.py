@@ -8,13 +8,12 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 from scoperun.audit.log import AuditLog
 from scoperun.changeset import WriteMode
 from scoperun.config import Settings
 from scoperun.engine.base import BindMount, RunOutcome
-from scoperun.models import ExecutionRequest, ResolvedLimits
+from scoperun.models import ExecutionRequest, Finding, ResolvedLimits
 from scoperun.safety.redaction import Redactor
 from scoperun.scope import Workspace
 
@@ -113,5 +112,5 @@ class ScriptFacts:
 
     working_dir: str = ""  # case-relative folder the script runs in
     script_sha256: str | None = None
-    findings: list[dict[str, Any]] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
 

@@ -9,13 +9,12 @@ import os
 import stat
 import time
 from pathlib import Path
-from typing import Any
 
 from scoperun.audit.log import keep_full_output
 from scoperun.changeset import ChangeSet
 from scoperun.engine.base import RunOutcome
 from scoperun.errors import AuditError
-from scoperun.models import Durations, ExecutionResult, Status
+from scoperun.models import Durations, ExecutionResult, Hazard, Status
 from scoperun.pipeline.context import RunContext, ScriptFacts, _now
 from scoperun.pipeline.preparation import Prepared, Refused
 from scoperun.pipeline.records import _result, _write_final, write_record
@@ -105,7 +104,7 @@ def _finish(ctx: RunContext, prepared: Prepared, outcome: RunOutcome, queue_wait
     if full is not None:
         from scoperun.changes.tracker import setid_hazards
 
-        hazards = [*({**h, "introduced": True} for h in setid_hazards(full)), *hazards]
+        hazards = [*setid_hazards(full), *hazards]
     message += _hazard_words(hazards)
     if changes is not None and changes.status.value in ("staged", "conflict"):
         message += f"; changes not applied ({changes.status.value}): {changes.note}"
@@ -131,20 +130,20 @@ def _finish(ctx: RunContext, prepared: Prepared, outcome: RunOutcome, queue_wait
     return _write_final(ctx, prepared, result)
 
 
-def _hazard_words(hazards: list[dict[str, Any]]) -> str:
+def _hazard_words(hazards: list[Hazard]) -> str:
     """The message's words on hazards: what this run introduced, apart from what was there before."""
-    def kinds(items: list[dict[str, Any]]) -> str:
-        return ", ".join(sorted({h["kind"] for h in items}))
+    def kinds(items: list[Hazard]) -> str:
+        return ", ".join(sorted({h.kind for h in items}))
 
-    real = [h for h in hazards if h["kind"] not in ("scan-summary", "unscanned", "scan-failed")]
-    new = [h for h in real if h.get("introduced") is not False]
-    old = [h for h in real if h.get("introduced") is False]
+    real = [h for h in hazards if not h.is_note and h.kind != "unscanned"]
+    new = [h for h in real if h.introduced is not False]
+    old = [h for h in real if h.introduced is False]
     words = ""
     if new:
         words += f"; the run left hazards in the case ({kinds(new)}): see `hazards`"
     if old:
         words += f"; hazards already in the case before this run ({kinds(old)}) are listed in `hazards`"
-    if any(h["kind"] in ("unscanned", "scan-failed") for h in hazards):
+    if any(h.kind in ("unscanned", "scan-failed") for h in hazards):
         words += "; part of the case could not be checked for hazards: see `hazards`"
     return words
 
@@ -205,12 +204,12 @@ def _settle_changes(ctx: RunContext, prepared: Prepared, status: Status) -> tupl
 
 
 def _scan_hazards(ctx: RunContext, case_dir: Path, changed: set[bytes] | None, *,
-                  deadline: float | None = None) -> list[dict[str, Any]]:
+                  deadline: float | None = None) -> list[Hazard]:
     """After the container: report (and defuse) what the run left in the case; see hazards.py."""
     from scoperun.safety.hazards import scan_case
 
     try:
         return scan_case(case_dir, limit=ctx.settings.hazard_scan_limit, changed=changed, deadline=deadline).as_list()
     except OSError as exc:  # the case vanished or became unreadable: say so, never crash the record
-        return [{"kind": "scan-failed", "path": "", "detail": f"hazard scan failed: {exc}"}]
+        return [Hazard.note("scan-failed", f"hazard scan failed: {exc}")]
 

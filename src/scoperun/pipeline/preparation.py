@@ -9,12 +9,13 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from scoperun.config import parse_memory, shares_a_network
 from scoperun.engine.base import BindMount, OverlayMount, RunSpec
 from scoperun.engine.seccomp import profile_json
 from scoperun.errors import ChangesError, SafetyError, ScopeError, UnsupportedScriptError
+from scoperun.models import Finding
 from scoperun.pipeline.context import RunContext, ScriptFacts
 from scoperun.scope import CONTAINER_ROOT, ResolvedScript
 
@@ -103,7 +104,7 @@ def _read_script(script: ResolvedScript) -> bytes:
         return fh.read()
 
 
-def _scan(ctx: RunContext, source: bytes, script: ResolvedScript) -> tuple[list[dict[str, Any]], SafetyError | None]:
+def _scan(ctx: RunContext, source: bytes, script: ResolvedScript) -> tuple[list[Finding], SafetyError | None]:
     """The scanner's findings, and the refusal the policy makes of them (None: the run may go on)."""
     policy = ctx.request.safety_policy or ctx.settings.safety_policy
     if policy == "off":
@@ -114,8 +115,8 @@ def _scan(ctx: RunContext, source: bytes, script: ResolvedScript) -> tuple[list[
     try:
         apply_policy(findings, SafetyPolicy(policy))
     except SafetyError as exc:
-        return [f.model_dump() for f in findings], exc
-    return [f.model_dump() for f in findings], None
+        return findings, exc
+    return findings, None
 
 
 def _spec(ctx: RunContext, *, command: tuple[str, ...], working_dir: str, mounts: tuple[BindMount | OverlayMount, ...],

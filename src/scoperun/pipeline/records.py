@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from scoperun.audit.log import record_from_result
 from scoperun.changeset import ChangeSet
 from scoperun.errors import AuditError
-from scoperun.models import Durations, ExecutionResult, OutputCapture, Status
+from scoperun.models import Durations, ExecutionResult, Hazard, OutputCapture, Status
 from scoperun.pipeline.context import RunContext, ScriptFacts, _now
 
 if TYPE_CHECKING:
@@ -23,7 +23,7 @@ __all__ = ["write_record"]
 def _result(ctx: RunContext, facts: ScriptFacts, status: Status, *, message: str, finished: bool = False,
             queue_wait: float = 0.0, exit_code: int | None = None, stdout: OutputCapture | None = None,
             stderr: OutputCapture | None = None, durations: Durations | None = None, image_id: str | None = None,
-            node: str | None = None, changes: ChangeSet | None = None, hazards: list[dict[str, Any]] | None = None) -> ExecutionResult:
+            node: str | None = None, changes: ChangeSet | None = None, hazards: list[Hazard] | None = None) -> ExecutionResult:
     durations = durations or Durations(queue_wait=queue_wait)
     if finished:
         durations.total = time.monotonic() - ctx.t0
@@ -51,7 +51,7 @@ def _result(ctx: RunContext, facts: ScriptFacts, status: Status, *, message: str
         changes=changes,
         requested_by=ctx.request.requested_by,
         findings=facts.findings,
-        hazards=ctx.redactor.redact_data(hazards or []),  # file names can carry a secret too
+        hazards=[ctx.redactor.redact_model(h) for h in hazards or []],  # file names can carry a secret too
         audit_record=str(Path(ctx.settings.audit_dir) / f"{ctx.execution_id}.json"),
     )
 
