@@ -6,7 +6,15 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from scoperun.changeset import ChangeSet
 from scoperun.policies import ApplyPolicy, SafetyPolicy, WriteMode
@@ -16,10 +24,14 @@ __all__ = [
     "Durations",
     "ExecutionRequest",
     "ExecutionResult",
+    "Finding",
+    "Hazard",
+    "HazardKind",
     "Limits",
     "OutputCapture",
     "ResolvedLimits",
     "RunEvent",
+    "Severity",
     "Status",
 ]
 
@@ -149,6 +161,65 @@ class Durations(BaseModel):
     total: float = 0.0
 
 
+Severity = Literal["low", "medium", "high"]
+
+
+class Finding(BaseModel):
+    """One suspicious construct a script scanner saw: where (1-based line and column), how bad, and why."""
+
+    model_config = ConfigDict(frozen=True)
+
+    rule: str
+    severity: Severity
+    line: int
+    column: int
+    message: str
+    snippet: str
+
+
+HazardKind = Literal["symlink-outside", "setuid", "setgid", "device", "fifo", "socket", "hardlink", "unscanned"]
+# Entries about the scan itself, not about a path: the list was capped or the walk cut short
+# (`scan-summary`, always last), or the scan could not run at all (`scan-failed`, alone).
+NoteKind = Literal["scan-summary", "scan-failed"]
+NOTE_KINDS: frozenset[str] = frozenset({"scan-summary", "scan-failed"})
+
+
+class Hazard(BaseModel):
+    """One suspicious entry a run left in its case (`path` relative to the case), or a note on the scan.
+
+    Serialised without its empty (None) fields, so records keep the shape they always had; a
+    note (see `NoteKind`) has no `neutralised`, an entry always has it.
+    """
+
+    kind: HazardKind | NoteKind
+    path: str
+    detail: str
+    neutralised: bool | None = None
+    target: str | None = None
+    outside_links: int | None = None
+    introduced: bool | None = None  # True: this run's change set holds the path; False: it was there before
+
+    @model_validator(mode="after")
+    def _entries_say_neutralised(self) -> Hazard:
+        if self.neutralised is None and self.kind not in NOTE_KINDS:
+            self.neutralised = False
+        return self
+
+    @model_serializer(mode="wrap")
+    def _without_empty(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return {k: v for k, v in handler(self).items() if v is not None}
+
+    @classmethod
+    def note(cls, kind: NoteKind, detail: str) -> Hazard:
+        """A note on the scan itself (capped list, cut short, failed): no path, nothing neutralised."""
+        return cls(kind=kind, path="", detail=detail)
+
+    @property
+    def is_note(self) -> bool:
+        """True for a note on the scan (`scan-summary`, `scan-failed`), not a path of the case."""
+        return self.kind in NOTE_KINDS
+
+
 class ExecutionResult(BaseModel):
     """What a run produced. A non-zero exit is data here, not an exception."""
 
@@ -177,8 +248,8 @@ class ExecutionResult(BaseModel):
     write_mode: WriteMode | Literal[""] = Field("", description="staged, direct or read-only; empty only in hand-made results.")
     changes: ChangeSet | None = Field(None, description="What the run changed in its case (capped list, totals).")
     requested_by: str | None = None
-    findings: list[dict[str, Any]] = Field(default_factory=list, description="Safety scanner findings.")
-    hazards: list[dict[str, Any]] = Field(
+    findings: list[Finding] = Field(default_factory=list, description="Safety scanner findings.")
+    hazards: list[Hazard] = Field(
         default_factory=list, description="What the run left in the case that the host must not trust (see hazards.py)."
     )
     audit_record: str = Field("", description="Audit record path relative to the workspace.")

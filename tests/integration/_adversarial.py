@@ -4,7 +4,6 @@ outside its case, and the engine as they were, and must be completely audited.""
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import stat
 import time
@@ -123,7 +122,7 @@ class Guard:
         assert record["finished_at"] and record["duration"] is not None
         assert record["stdout_length"] == result.stdout.total_bytes
         assert record["stderr_length"] == result.stderr.total_bytes
-        assert record["hazards"] == json.loads(json.dumps(result.hazards))
+        assert record["hazards"] == [h.model_dump(mode="json") for h in result.hazards]
         assert record["message"] == result.message
         if result.status is not Status.REJECTED:
             assert record["script_sha256"] and record["image_id"]

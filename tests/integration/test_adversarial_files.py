@@ -16,6 +16,7 @@ import pytest
 
 from scoperun import ExecutionRequest, Status
 from scoperun.executor import Executor
+from scoperun.models import Hazard
 from tests.conftest import CASE, OTHER_CASE
 from tests.integration._adversarial import Guard, snapshot_host, snapshot_outside
 from tests.integration.conftest import read_record
@@ -75,7 +76,7 @@ os.symlink('../{OTHER_CASE}', 'other')
 os.symlink('{other_host}/secret.txt', 'abs-secret')
 """, name="plant.py")
     assert plant.status is Status.SUCCEEDED, plant.stderr.text
-    assert {(h["path"], h["kind"]) for h in plant.hazards} == {
+    assert {(h.path, h.kind) for h in plant.hazards} == {
         ("passwd", "symlink-outside"), ("other", "symlink-outside"), ("abs-secret", "symlink-outside")}
 
     follow = guard.run("""
@@ -114,10 +115,10 @@ for src in ('/workspace/Tools/hello.py', '/tmp/t', '/etc/passwd'):
     assert result.status is Status.SUCCEEDED, result.stderr.text
     assert "LINKED" not in result.stdout.text
     assert result.stdout.text.split()[:2] == ["EXDEV", "EXDEV"]
-    planted = [h for h in result.hazards if h["kind"] == "hardlink"]
-    assert planted == [{"kind": "hardlink", "path": "planted.txt", "outside_links": 1, "neutralised": False,
-                        "introduced": False,  # planted by the host before the run, not by it
-                        "detail": "2 hard links, 1 of them outside the case (writes here change a file elsewhere)"}]
+    planted = [h for h in result.hazards if h.kind == "hardlink"]
+    assert planted == [Hazard(kind="hardlink", path="planted.txt", outside_links=1, neutralised=False,
+                              introduced=False,  # planted by the host before the run, not by it
+                              detail="2 hard links, 1 of them outside the case (writes here change a file elsewhere)")]
 
 
 def test_10_setuid_file_written_by_a_run_is_defused(guard: Guard, workspace: Path) -> None:
@@ -130,8 +131,8 @@ print(oct(os.stat('myid').st_mode & 0o7777))
 """)
     assert result.status is Status.SUCCEEDED, result.stderr.text
     assert result.stdout.text.strip() == "0o6755"
-    assert {h["kind"] for h in result.hazards} == {"setuid", "setgid"}
-    assert all(h["neutralised"] for h in result.hazards)
+    assert {h.kind for h in result.hazards} == {"setuid", "setgid"}
+    assert all(h.neutralised for h in result.hazards)
     assert stat.S_IMODE((workspace / "projects" / CASE / "myid").lstat().st_mode) == 0o755
 
 
@@ -170,7 +171,7 @@ print(len(os.listdir(b'.')))
     assert result.status is Status.SUCCEEDED, result.stderr.text
     names = set(os.listdir(os.fsencode(workspace / "projects" / CASE)))
     assert {b"new\nline.txt", b"bad\xff\xfe.txt", b"link\n\xff"} <= names
-    assert result.hazards[0]["path"] == "link\\n\\xff"
+    assert result.hazards[0].path == "link\\n\\xff"
     assert read_record(workspace, result.execution_id)["hazards"][0]["path"] == "link\\n\\xff"
 
 

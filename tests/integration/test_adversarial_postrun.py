@@ -174,11 +174,11 @@ open('z-setuid', 'w').write('#!/bin/sh\\n')
 os.chmod('z-setuid', 0o4755)
 """, write_mode="direct")
     assert result.status is Status.SUCCEEDED, result.stderr.text
-    kinds = {(h["kind"], h["path"]) for h in result.hazards}
+    kinds = {(h.kind, h.path) for h in result.hazards}
     assert {("symlink-outside", "a-proc-root"), ("setuid", "z-setuid")} <= kinds
     assert not os.stat(workspace / "projects" / CASE / "z-setuid").st_mode & stat.S_ISUID
     again = guard.run("import os; open('z2', 'w').write('x'); os.chmod('z2', 0o2755)", write_mode="direct")
-    assert ("setgid", "z2") in {(h["kind"], h["path"]) for h in again.hazards}
+    assert ("setgid", "z2") in {(h.kind, h.path) for h in again.hazards}
     assert not os.stat(workspace / "projects" / CASE / "z2").st_mode & stat.S_ISGID
 
 
@@ -282,11 +282,11 @@ def test_i11_12_hazards_left_by_an_earlier_run_are_not_blamed_on_later_ones(guar
     """After a direct run leaves `link -> /etc/passwd`, a read-only `print(1)` reports it as already there."""
     first = guard.run("import os; os.symlink('/etc/passwd', 'link')", write_mode="direct")
     assert "the run left hazards" in first.message
-    assert [h.get("introduced") for h in first.hazards if h["path"] == "link"] == [True]
+    assert [h.introduced for h in first.hazards if h.path == "link"] == [True]
     later = guard.run("print(1)", write_mode="read-only")
     assert later.status is Status.SUCCEEDED
     assert "the run left hazards" not in later.message and "already in the case" in later.message
-    assert [h.get("introduced") for h in later.hazards if h["path"] == "link"] == [False]
+    assert [h.introduced for h in later.hazards if h.path == "link"] == [False]
     staged = guard.run("open('new.txt', 'w').write('x')")
     assert "the run left hazards" not in staged.message
 

@@ -199,7 +199,7 @@ def test_refusal_keeps_what_prepare_learnt(settings: Settings, workspace: Path) 
     result = pipeline.refuse(ctx, refused)
     record = records(workspace)[0]
     assert result.status is Status.REJECTED and record["status"] == "rejected"
-    assert record["script_sha256"] == refused.facts.script_sha256 and record["findings"] == result.findings
+    assert record["script_sha256"] == refused.facts.script_sha256 and record["findings"] == [f.model_dump() for f in result.findings]
 
 
 def test_a_started_run_can_be_killed_from_another_thread(settings: Settings) -> None:

@@ -8,13 +8,14 @@ import stat
 from pathlib import Path
 
 from scoperun import ExecutionRequest, Executor, Settings
+from scoperun.models import Hazard
 from scoperun.safety.hazards import MAX_REPORTED, display_path, scan_case, walk_no_follow
 from scoperun.testing import FakeBackend, FakeRun
 from tests.conftest import CASE, OTHER_CASE
 
 
 def kinds(case: Path) -> dict[str, dict]:
-    return {h.path: h.as_dict() for h in scan_case(case).hazards}
+    return {h.path: h.model_dump() for h in scan_case(case).hazards}
 
 
 def test_symlinks_leaving_the_case_are_reported_inside_ones_not(workspace: Path) -> None:
@@ -80,7 +81,7 @@ def test_odd_names_are_reported_in_printable_json_safe_form(workspace: Path) -> 
     os.symlink(b"/etc/passwd", os.path.join(case, b"bad\nname\xff"))
     report = scan_case(workspace / "projects" / CASE)
     assert report.hazards[0].path == "bad\\nname\\xff"
-    json.dumps(report.as_list(), ensure_ascii=False).encode("utf-8")
+    json.dumps([h.model_dump(mode="json") for h in report.as_list()], ensure_ascii=False).encode("utf-8")
     assert display_path(b"ok name.txt") == "ok name.txt"
 
 
@@ -91,7 +92,8 @@ def test_reported_hazards_are_capped_and_the_total_kept(workspace: Path) -> None
         os.symlink("/etc/passwd", case / f"l{i}")
     items = scan_case(case).as_list()
     assert len(items) == MAX_REPORTED + 1
-    assert items[-1]["kind"] == "scan-summary" and f"{MAX_REPORTED + 5} hazard(s)" in items[-1]["detail"]
+    assert items[-1].kind == "scan-summary" and f"{MAX_REPORTED + 5} hazard(s)" in items[-1].detail
+    assert items[-1].is_note and items[-1].model_dump() == {"kind": "scan-summary", "path": "", "detail": items[-1].detail}
 
 
 def test_hazards_reach_the_result_message_and_audit_record(settings: Settings, workspace: Path) -> None:
@@ -104,12 +106,12 @@ def test_hazards_reach_the_result_message_and_audit_record(settings: Settings, w
 
     ex = Executor(settings, backend=FakeBackend(script=plant))
     result = ex.run(ExecutionRequest(script="Tools/hello.py", case=CASE, write_mode="direct"))
-    assert result.hazards == [{"kind": "symlink-outside", "path": "shadow", "target": "/etc/shadow",
-                               "neutralised": False, "introduced": True,
-                               "detail": "symlink leading out of the case; host code must not follow it"}]
+    assert result.hazards == [Hazard(kind="symlink-outside", path="shadow", target="/etc/shadow",
+                                     neutralised=False, introduced=True,
+                                     detail="symlink leading out of the case; host code must not follow it")]
     assert "the run left hazards in the case (symlink-outside)" in result.message
     record = json.loads((workspace / result.audit_record).read_text())
-    assert record["hazards"] == result.hazards
+    assert record["hazards"] == [h.model_dump(mode="json") for h in result.hazards]
 
 
 def test_fsize_setting_reaches_the_run_spec(workspace: Path) -> None:

@@ -36,6 +36,31 @@ def test_queue_is_fair_across_callers_and_fifo_per_caller() -> None:
     assert asyncio.run(scenario()) == ["a1", "b1", "a2", "a3"]
 
 
+def test_queue_order_is_the_order_slots_are_granted_in() -> None:
+    """`order()` (what positions are read from) predicts the grants exactly, through arrivals and a cancel."""
+
+    async def scenario() -> None:
+        q = FairQueue(max_concurrent=1, max_queue=20)
+        holder = q.enter("a", "hold")
+        waiting = [q.enter(c, f"{c}{i}") for c, i in (("a", 1), ("a", 2), ("b", 1), ("c", 1), ("a", 3), ("b", 2))]
+        q.leave(waiting[1])  # a2 cancelled while waiting
+        predicted = [t.execution_id for t in q.order()]
+        assert predicted == ["a1", "b1", "c1", "a3", "b2"]
+        assert [q.position(t) for t in q.order()] == list(range(5)) and q.position(holder) == -1
+        granted: list[str] = []
+        current = holder
+        while True:
+            q.leave(current, duration=0.5)
+            now = [t for t in waiting if t.granted.done() and not t.granted.cancelled() and not t.left]
+            if not now:
+                break
+            (current,) = now
+            granted.append(current.execution_id)
+        assert granted == predicted and q.order() == []
+
+    asyncio.run(scenario())
+
+
 def test_queue_full_is_429_with_retry_after_and_never_before() -> None:
     """Two slots and a queue of two: runs 1-4 enter, run 5 gets 429 with Retry-After; a freed place admits again."""
 

@@ -11,7 +11,7 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from scoperun import AuditError, ExecutionResult, OutputCapture, Status, WorkspaceError
-from scoperun.models import Durations
+from scoperun.models import Durations, Finding, Hazard
 from scoperun.safety.redaction import Redactor
 from scoperun.tools.render import STDERR_LIMIT, STDOUT_LIMIT, fence, render_browser_result, render_error, render_result
 
@@ -123,15 +123,15 @@ def test_absolute_audit_path_is_shown_relative_to_the_workspace(tmp_path: Path) 
 
 def test_findings_are_listed_with_lines() -> None:
     """Safety findings appear with line, rule, severity and message."""
-    text = render_result(result(findings=[{"rule": "dynamic-exec", "severity": "high", "line": 4, "column": 1,
-                                           "message": "eval() of a string", "snippet": "eval(x)"}]))
+    text = render_result(result(findings=[Finding(rule="dynamic-exec", severity="high", line=4, column=1,
+                                                  message="eval() of a string", snippet="eval(x)")]))
     assert "- line 4: dynamic-exec (high): eval() of a string" in text
 
 
 def test_hazards_are_listed() -> None:
     """Hazards found in the case after the run are listed with kind, path and detail."""
-    text = render_result(result(hazards=[{"kind": "symlink-outside", "path": "notes/passwd",
-                                          "detail": "symlink to /etc/passwd", "target": "/etc/passwd"}]))
+    text = render_result(result(hazards=[Hazard(kind="symlink-outside", path="notes/passwd",
+                                                detail="symlink to /etc/passwd", target="/etc/passwd")]))
     assert "**Hazards the run left in the case**" in text
     assert "- symlink-outside: notes/passwd — symlink to /etc/passwd" in text
 

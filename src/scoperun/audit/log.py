@@ -358,8 +358,9 @@ def record_from_result(result: ExecutionResult, *, script_sha256: str | None, en
         "stderr_truncated": result.stderr.truncated,
         "stdout_file": result.stdout.full_output,
         "stderr_file": result.stderr.full_output,
-        "findings": result.findings,
-        "hazards": result.hazards,
+        # Plain JSON here: the chain hashes canonical_json of this dict (a model would hash as its repr).
+        "findings": [f.model_dump(mode="json") for f in result.findings],
+        "hazards": [h.model_dump(mode="json") for h in result.hazards],
         "host": _HOST,
         "pid": os.getpid(),
     }

@@ -19,13 +19,13 @@ from scoperun.config import Settings, parse_memory
 from scoperun.engine.base import BindMount, OverlayMount
 from scoperun.errors import ChangesError, ScopeRunError
 from scoperun.fswalk import WalkReport, display_path, remove_tree
-from scoperun.models import Status
+from scoperun.models import Hazard, HazardKind, Status
 
 __all__ = ["CaseTracker", "begin_tracking", "setid_hazards"]
 
 
-def setid_hazards(cs: ChangeSet | None) -> list[dict[str, Any]]:
-    """Hazard entries for setuid/setgid bits a staged run set: apply cleared them (see hazards.py)."""
+def setid_hazards(cs: ChangeSet | None) -> list[Hazard]:
+    """Hazards for setuid/setgid bits a staged run set (its own, so `introduced`): apply cleared them."""
     import stat
 
     if cs is None or cs.mode != "staged" or cs.status is not ChangeSetStatus.APPLIED:
@@ -33,10 +33,11 @@ def setid_hazards(cs: ChangeSet | None) -> list[dict[str, Any]]:
     found = []
     for c in cs.entries:
         if c.type == "file" and c.mode_after is not None:
-            for bit, kind in ((stat.S_ISUID, "setuid"), (stat.S_ISGID, "setgid")):
+            setid: tuple[tuple[int, HazardKind], ...] = ((stat.S_ISUID, "setuid"), (stat.S_ISGID, "setgid"))
+            for bit, kind in setid:
                 if c.mode_after & bit:
-                    found.append({"kind": kind, "path": c.path, "neutralised": True,
-                                  "detail": f"the run set {kind}; the bit was not applied to the case"})
+                    found.append(Hazard(kind=kind, path=c.path, neutralised=True, introduced=True,
+                                        detail=f"the run set {kind}; the bit was not applied to the case"))
     return found
 
 

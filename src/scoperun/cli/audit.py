@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from pydantic import ValidationError
 from rich.markup import escape
 from rich.table import Table
 
@@ -31,7 +32,7 @@ from scoperun.cli.common import (
     status_parts,
 )
 from scoperun.errors import ScopeRunError
-from scoperun.models import Status
+from scoperun.models import Finding, Hazard, Status
 
 if TYPE_CHECKING:
     from scoperun.audit.log import AuditLog
@@ -106,6 +107,26 @@ def audit_list(
                              _secs(r["duration"]), _when(r["started"])] for r in rows])
 
 
+def _finding_text(item: Any) -> str:
+    """One finding of a record; one that is not a valid Finding (an edited record) is shown field by field."""
+    try:
+        f = Finding.model_validate(item)
+    except ValidationError:
+        get = item.get if isinstance(item, dict) else {}.get
+        return f"line {get('line')}: {safe(get('rule'))} {safe(get('message'))}"
+    return f"line {f.line}: {safe(f.rule)} {safe(f.message)}"
+
+
+def _hazard_text(item: Any) -> str:
+    """One hazard of a record; one that is not a valid Hazard (an edited record) is shown field by field."""
+    try:
+        h = Hazard.model_validate(item)
+    except ValidationError:
+        get = item.get if isinstance(item, dict) else {}.get
+        return f"{safe(get('kind'))} {safe(get('path'))}: {safe(get('detail'))}"
+    return f"{safe(h.kind)} {safe(h.path)}: {safe(h.detail)}"
+
+
 def _shell_words(args: list[Any]) -> str:
     import shlex
 
@@ -159,9 +180,9 @@ def _record_summary(record: dict[str, Any], root: Path) -> list[str]:
     if isinstance(changes, dict):
         row("changes", safe(changes.get("summary") or "") + f" · {safe(changes.get('status') or '')}")
     for f in record.get("findings") or []:
-        row("finding", f"line {f.get('line')}: {safe(f.get('rule'))} {safe(f.get('message'))}")
+        row("finding", _finding_text(f))
     for h in record.get("hazards") or []:
-        row("hazard", f"{safe(h.get('kind'))} {safe(h.get('path'))}: {safe(h.get('detail'))}")
+        row("hazard", _hazard_text(h))
     for event in record.get("events") or []:
         if isinstance(event, dict):
             row("event", " ".join(safe(event.get(k)) for k in ("at", "action", "by") if event.get(k)))

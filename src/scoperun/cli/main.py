@@ -231,7 +231,7 @@ def _print_result(result: ExecutionResult, as_json: bool, root: Path, *, quiet: 
             err.print(f"[yellow]{safe(note)}[/]")
         return
     for f in result.findings:
-        err.print(f"[yellow]safety[/] line {f.get('line')}: {safe(f.get('rule'))} {safe(f.get('message'))}")
+        err.print(f"[yellow]safety[/] line {f.line}: {safe(f.rule)} {safe(f.message)}")
     for note in notes:
         err.print(f"[yellow]{safe(note)}[/]")
     if result.changes is not None:

@@ -1,5 +1,7 @@
 """What the script scanners report: findings, their rules and severities, and the policy over them.
 
+The `Finding` model itself lives in `scoperun.models` (results carry it); the rules live here.
+
 Shared by the Python scanner (`python.py`) and the shell scanner (`shell.py`).
 """
 
@@ -7,33 +9,17 @@ from __future__ import annotations
 
 import posixpath
 import re
-from typing import Literal
-
-from pydantic import BaseModel, ConfigDict
 
 from scoperun.errors import ConfigError, SafetyError
+from scoperun.models import Finding, Severity
 from scoperun.policies import SafetyPolicy
 
 __all__ = ["Finding", "SafetyPolicy", "Severity", "apply_policy", "format_findings", "make_finding",
            "outside_allowed", "sort_findings", "source_lines"]
 
-Severity = Literal["low", "medium", "high"]
 _RANK: dict[str, int] = {"low": 0, "medium": 1, "high": 2}
 _ALLOWED_ROOTS = ("/workspace", "/tmp")
 _DEVICES = frozenset({"/dev/null", "/dev/stdout", "/dev/stderr"})
-
-class Finding(BaseModel):
-    """One suspicious construct: where it is (1-based line and column), how bad, and why."""
-
-    model_config = ConfigDict(frozen=True)
-
-    rule: str
-    severity: Severity
-    line: int
-    column: int
-    message: str
-    snippet: str
-
 
 # rule id -> (severity, why it matters); ids are stable, callers may filter on them
 _RULES: dict[str, tuple[Severity, str]] = {

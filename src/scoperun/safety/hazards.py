@@ -26,33 +26,13 @@ import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
 
 from scoperun.fswalk import WalkReport, display_path, walk
+from scoperun.models import Hazard, HazardKind
 
-__all__ = ["Hazard", "HazardReport", "display_path", "scan_case", "walk_no_follow"]
+__all__ = ["Hazard", "HazardKind", "HazardReport", "display_path", "scan_case", "walk_no_follow"]
 
-HazardKind = Literal["symlink-outside", "setuid", "setgid", "device", "fifo", "socket", "hardlink", "unscanned"]
 MAX_REPORTED = 50  # hazards kept in a result; the total is still counted
-
-
-@dataclass
-class Hazard:
-    """One suspicious entry of the case; `path` is relative to the case folder."""
-
-    kind: HazardKind
-    path: str
-    detail: str
-    neutralised: bool = False
-    target: str | None = None
-    outside_links: int | None = None
-    introduced: bool | None = None  # True: this run's change set holds the path; False: it was there before
-    raw: bytes = field(default=b"", repr=False)  # the exact name, for matching with a change set
-
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready, without empty fields."""
-        return {k: v for k, v in self.__dict__.items() if v is not None and k != "raw"}
 
 
 @dataclass
@@ -63,29 +43,35 @@ class HazardReport:
     total: int = 0
     entries: int = 0
     truncated: bool = False
+    # The exact host name (bytes) of each kept hazard, same order, to match a change set; b"" if none.
+    raws: list[bytes] = field(default_factory=list, repr=False)
 
     def add(self, hazard: Hazard, raw: bytes | None = None) -> None:
         """Count `hazard` (found at raw path `raw`); keep it if the cap allows."""
-        if raw is not None:
-            hazard.raw = raw
         self.total += 1
         if len(self.hazards) < MAX_REPORTED:
             self.hazards.append(hazard)
+            self.raws.append(b"" if raw is None else raw)
 
     def mark_introduced(self, changed: set[bytes] | None) -> None:
         """Tell this run's hazards (paths in its change set `changed`) from those already there."""
-        for h in self.hazards:
+        for h, raw in zip(self.hazards, self.raws, strict=True):
             if h.kind != "unscanned":
-                h.introduced = changed is not None and h.raw in changed
+                h.introduced = changed is not None and raw in changed
 
-    def as_list(self) -> list[dict[str, Any]]:
-        """The hazards as dicts, plus a marker entry when some were not kept or not scanned."""
-        items = [h.as_dict() for h in self.hazards]
+    def as_list(self) -> list[Hazard]:
+        """The hazards, plus a `scan-summary` note last when some were not kept or not scanned."""
+        items = list(self.hazards)
         if self.total > len(self.hazards) or self.truncated:
-            items.append({"kind": "scan-summary", "path": "", "detail": (
-                f"{self.total} hazard(s) found, {len(self.hazards)} listed"
-                + (f"; scan stopped after {self.entries} entries" if self.truncated else ""))})
+            items.append(Hazard.note("scan-summary", f"{self.total} hazard(s) found, {len(self.hazards)} listed"
+                                     + (f"; scan stopped after {self.entries} entries" if self.truncated else "")))
         return items
+
+
+def _hazard(kind: HazardKind, path: str, detail: str, *, neutralised: bool = False, target: str | None = None,
+            outside_links: int | None = None) -> Hazard:
+    return Hazard(kind=kind, path=path, detail=detail, neutralised=neutralised, target=target,
+                  outside_links=outside_links)
 
 
 def walk_no_follow(root: bytes | str, *, limit: int | None = None) -> Iterator[tuple[bytes, os.stat_result]]:
@@ -153,14 +139,14 @@ def scan_case(case_dir: Path, *, limit: int = 200_000, neutralise: bool = True,
             if stat.S_ISLNK(mode):
                 target = e.readlink()
                 if _leaves_case(root, real_root, rel, target):
-                    report.add(Hazard("symlink-outside", shown, "symlink leading out of the case; host code must "
+                    report.add(_hazard("symlink-outside", shown, "symlink leading out of the case; host code must "
                                       "not follow it", target=display_path(target)), rel)
             elif stat.S_ISREG(mode):
                 setid: tuple[tuple[int, HazardKind], ...] = ((stat.S_ISUID, "setuid"), (stat.S_ISGID, "setgid"))
                 for bit, kind in setid:
                     if mode & bit:
                         done = neutralise and _neutralise_setid(e.dir_fd, e.name, e.st)
-                        report.add(Hazard(kind, shown, f"{kind} file (mode {stat.S_IMODE(mode):o})"
+                        report.add(_hazard(kind, shown, f"{kind} file (mode {stat.S_IMODE(mode):o})"
                                           + ("; bit removed" if done else "; bit NOT removed"), neutralised=done),
                                    rel)
                 if e.st.st_nlink > 1:
@@ -168,26 +154,26 @@ def scan_case(case_dir: Path, *, limit: int = 200_000, neutralise: bool = True,
                     links_in_case[key] = links_in_case.get(key, 0) + 1
                     multi_linked.append((rel, e.st))
             elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-                report.add(Hazard("device", shown, f"device file ({os.major(e.st.st_rdev)}:"
+                report.add(_hazard("device", shown, f"device file ({os.major(e.st.st_rdev)}:"
                                   f"{os.minor(e.st.st_rdev)})"), rel)
             elif stat.S_ISFIFO(mode):
-                report.add(Hazard("fifo", shown, "named pipe: a host reader would block on it"), rel)
+                report.add(_hazard("fifo", shown, "named pipe: a host reader would block on it"), rel)
             elif stat.S_ISSOCK(mode):
-                report.add(Hazard("socket", shown, "unix socket"), rel)
+                report.add(_hazard("socket", shown, "unix socket"), rel)
         except (OSError, ValueError) as exc:  # one bad entry never ends the scan
-            report.add(Hazard("unscanned", shown, f"could not be examined ({exc}); skipped"), rel)
+            report.add(_hazard("unscanned", shown, f"could not be examined ({exc}); skipped"), rel)
     stopped = [p for p in walked.problems if p[1].startswith("walk stopped")]
     for rel, why in walked.problems:
         if why.startswith("walk stopped: time"):
-            report.add(Hazard("unscanned", "", f"hazard scan cut short ({why.removeprefix('walk stopped: ')}); "
+            report.add(_hazard("unscanned", "", f"hazard scan cut short ({why.removeprefix('walk stopped: ')}); "
                               f"later entries were not checked"))
         elif not why.startswith("walk stopped"):
-            report.add(Hazard("unscanned", display_path(rel), f"{why}; skipped"), rel)
+            report.add(_hazard("unscanned", display_path(rel), f"{why}; skipped"), rel)
     report.total += walked.count - len(walked.problems)  # problems past the kept ones: counted, not listed
     report.truncated = bool(stopped) or report.entries >= limit
     for rel, st in multi_linked:
         outside = st.st_nlink - links_in_case[(st.st_dev, st.st_ino)]
-        report.add(Hazard("hardlink", display_path(rel),
+        report.add(_hazard("hardlink", display_path(rel),
                           f"{st.st_nlink} hard links, {outside} of them outside the case"
                           + (" (writes here change a file elsewhere)" if outside else ""),
                           outside_links=outside), rel)

@@ -12,10 +12,13 @@ import base64
 import os
 import urllib.parse
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
 
 __all__ = ["Redactor", "redactor_for"]
 
+M = TypeVar("M", bound=BaseModel)
 _MIN_SECRET_LEN = 4  # shorter values would redact ordinary words
 _FRAGMENT_LEN = 8  # any run of >= 8 characters of a secret is redacted
 _PIECE_LEN = 4  # pieces this short count only when, together, they spell most of a secret
@@ -133,6 +136,14 @@ class Redactor:
         if isinstance(data, list | tuple):
             return type(data)(self.redact_data(v) for v in data)
         return data
+
+    def redact_model(self, model: M) -> M:
+        """A copy of a flat model (e.g. a Hazard) with every string field redacted; itself when nothing is."""
+        if not self._secrets:
+            return model
+        dumped = model.model_dump()
+        redacted = self.redact_data(dumped)
+        return model if redacted == dumped else type(model).model_validate(redacted)
 
     def redact_list(self, values: list[str]) -> list[str]:
         """Redact each string of a list."""

@@ -66,21 +66,25 @@ class FairQueue:
         self._waiting[caller].append(ticket)
         return ticket
 
+    def order(self) -> list[Ticket]:
+        """The waiting tickets in the order slots will go to them (what `_dispatch` will do)."""
+        queues = {c: deque(q) for c, q in self._waiting.items()}
+        turns = deque(self._turns)
+        served: list[Ticket] = []
+        while turns:
+            caller = turns.popleft()
+            served.append(queues[caller].popleft())
+            if queues[caller]:
+                turns.append(caller)
+        return served
+
     def position(self, ticket: Ticket) -> int:
         """How many waiting runs will get a slot before this one (0: next); -1 once it has a slot."""
         if ticket.granted.done():
             return -1
-        queues = {c: list(q) for c, q in self._waiting.items()}
-        turns = deque(self._turns)
-        ahead = 0
-        while turns:
-            caller = turns.popleft()
-            head = queues[caller].pop(0)
-            if head is ticket:
+        for ahead, waiting in enumerate(self.order()):
+            if waiting is ticket:
                 return ahead
-            ahead += 1
-            if queues[caller]:
-                turns.append(caller)
         return -1
 
     def leave(self, ticket: Ticket, *, duration: float | None = None) -> None:

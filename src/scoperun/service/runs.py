@@ -85,6 +85,7 @@ class ActiveRun:
     ticket: Ticket
     done: asyncio.Future[ExecutionResult]
     status: str = "queued"
+    position: int | None = None  # its place in line as last announced by a `queued` event
     cancel_by: str | None = None
     submitted: float = field(default_factory=time.monotonic)
     task: asyncio.Task[None] | None = None
@@ -129,10 +130,24 @@ class RunManager:
         run = ActiveRun(execution_id, caller.name, body, EventLog(self.events_path(execution_id)), ticket,
                         loop.create_future())
         self.active[execution_id] = run
-        position = self.service.queue.position(ticket)
-        run.log.append("queued", {"position": max(position, 0), "execution_id": execution_id})
+        if ticket.granted.done():  # a slot at once: position 0, then `started`
+            run.position = 0
+            run.log.append("queued", {"position": 0, "execution_id": execution_id})
+        self._announce()  # its first `queued` event, and the new places of any run it went ahead of
         run.task = asyncio.ensure_future(self._drive(run))
         return run
+
+    def _announce(self) -> None:
+        """A numbered `queued` event for every waiting run whose place in line changed.
+
+        Called after every change to the queue (a run enters, starts, or is cancelled), so each
+        waiting run's stream shows its position as the queue will actually serve it.
+        """
+        for position, ticket in enumerate(self.service.queue.order()):
+            run = self.active.get(ticket.execution_id)
+            if run is not None and run.cancel_by is None and run.position != position:
+                run.position = position
+                run.log.append("queued", {"position": position, "execution_id": run.execution_id})
 
     async def _drive(self, run: ActiveRun) -> None:
         loop = asyncio.get_running_loop()
@@ -157,6 +172,7 @@ class RunManager:
             result = _failed_result(run, exc)
         finally:
             queue.leave(run.ticket, duration=time.monotonic() - began)
+            self._announce()
             if result is not None:
                 run.status = result.status.value
                 if result.changes is not None:
@@ -169,15 +185,25 @@ class RunManager:
             run.log.close()
             self.active.pop(run.execution_id, None)
 
-    def cancel(self, run: ActiveRun, by: str) -> None:
-        """Kill the run (or take it out of the queue); the executor records it `cancelled` by `by`."""
+    def cancel(self, run: ActiveRun, by: str) -> asyncio.Future[Any] | None:
+        """Kill the run (or take it out of the queue); the executor records it `cancelled` by `by`.
+
+        A running run's kill goes to the engine from a worker thread (a blocking API call, kept off
+        the event loop): the future returned ends once it was sent. None: nothing left to wait for.
+        """
         if run.cancel_by is not None:
-            return
+            return None
         run.cancel_by = by
         run.log.append("cancelling", {"by": by})
-        self.service.executor.cancel(run.execution_id, by=by)
+        executor = self.service.executor
         if not run.ticket.granted.done():
-            self.service.queue.leave(run.ticket)  # out of the queue: the drive task records it at once
+            # Marked before it leaves the queue, so its drive task records it and never starts it.
+            executor.cancel(run.execution_id, by=by)
+            self.service.queue.leave(run.ticket)
+            self._announce()
+            return None
+        kill = functools.partial(executor.cancel, run.execution_id, by=by)
+        return asyncio.get_running_loop().run_in_executor(None, kill)
 
     async def close(self) -> None:
         """Shutting down: cancel what runs (recorded `cancelled` by the server), wait for the records."""
@@ -257,7 +283,7 @@ async def create_run(
             service.idempotency.release(scope, key)
         raise
     location = {"Location": f"/v1/runs/{run.execution_id}"}
-    accepted = run.view(service.queue.position(run.ticket)).model_dump(mode="json")
+    accepted = run.view(run.position).model_dump(mode="json")
     if not wait:
         if key is not None:
             service.idempotency.complete(scope, key, 202, accepted, location)
@@ -297,7 +323,7 @@ async def get_run(execution_id: str, service: ServiceDep, _: Reader) -> RunView:
     manager = _manager(service)
     run = manager.active.get(_check_id(execution_id))
     if run is not None:
-        return run.view(max(service.queue.position(run.ticket), 0) if run.status == "queued" else None)
+        return run.view(run.position if run.status == "queued" else None)
     result, last = await asyncio.to_thread(_finished_from_log, manager.events_path(execution_id))
     if result is not None:
         return RunView(execution_id=execution_id, status=result.status.value, case=result.case, script=result.script,
@@ -430,7 +456,9 @@ async def _cancel(execution_id: str, service: Service, caller: Principal) -> JSO
     if run.owner != caller.name and not caller.allows("admin"):
         raise Problem(403, "forbidden", f"run {execution_id} was started by {run.owner!r}; cancelling another "
                       f"caller's run needs the admin role", required_role="admin")
-    _manager(service).cancel(run, caller.name)
+    kill = _manager(service).cancel(run, caller.name)
+    if kill is not None:
+        await kill  # answer once the engine was told to kill the container
     return JSONResponse(run.view(None).model_dump(mode="json") | {"status": "cancelling"}, status_code=202)
 
 

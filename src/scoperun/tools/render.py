@@ -147,15 +147,15 @@ def _execution_lines(result: ExecutionResult, redactor: Redactor, workspace: Pat
     if result.findings:
         lines.append("**Safety findings** (advice from a source scan; the container is the real boundary):")
         for f in result.findings:
-            lines.append(f"- line {f.get('line', '?')}: {_inline(f.get('rule', ''), redactor)} "
-                         f"({_inline(f.get('severity', ''), redactor)}): {_inline(f.get('message', ''), redactor)}")
+            lines.append(f"- line {f.line}: {_inline(f.rule, redactor)} "
+                         f"({_inline(f.severity, redactor)}): {_inline(f.message, redactor)}")
         lines.append("")
-    hazards = [h for h in getattr(result, "hazards", []) if h.get("kind") != "scan-summary"]
+    hazards = [h for h in result.hazards if h.kind != "scan-summary"]
     if hazards:
         lines.append("**Hazards the run left in the case** (files the host must not trust; setuid bits were removed):")
         for h in hazards:
-            lines.append(f"- {_inline(h.get('kind', '?'), redactor)}: {_inline(h.get('path', ''), redactor)} — "
-                         f"{_inline(h.get('detail', ''), redactor)}")
+            lines.append(f"- {_inline(h.kind, redactor)}: {_inline(h.path, redactor)} — "
+                         f"{_inline(h.detail, redactor)}")
         lines.append("")
     lines += _change_lines(result, redactor)
     lines.append(f"Audit Log: {_inline(_audit_path(result, workspace), redactor)}")

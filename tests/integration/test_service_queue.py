@@ -1,0 +1,179 @@
+"""`scoperun serve`'s queue on the real engine, through real HTTP: positions, listings, cancel timing."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from scoperun.config import Settings
+from scoperun.engine.base import MANAGED_LABEL
+from scoperun.executor import Executor
+from scoperun.service.tokens import TokenStore
+from tests.conftest import CASE
+from tests.integration._adversarial import wait_until
+from tests.integration.conftest import assert_no_containers_left, read_record
+from tests.service_helpers import serving
+
+pytest.importorskip("fastapi")
+ID_LABEL = "org.scoperun.execution-id"
+
+
+@pytest.fixture
+def tokens(settings: Settings) -> dict[str, str]:
+    """Two callers who may run (a and b) and a reader, made before the server starts."""
+    store = TokenStore.from_settings(settings)
+    return {name: store.create(name, role) for name, role in (("a", "run"), ("b", "run"), ("reader", "read"))}
+
+
+@pytest.fixture
+def one_slot(settings: Settings, workspace: Path, docker_client, tokens) -> Iterator[str]:
+    """A real server with max_concurrent 1 on loopback; yields its URL; no container left afterwards."""
+    from scoperun.service.app import create_app
+
+    small = settings.model_copy(update={"max_concurrent": 1, "max_queue": 20})
+    executor = Executor(small)
+    with serving(create_app(small, executor, ping_interval=1.0)) as url:
+        yield url
+    executor.close()
+    assert_no_containers_left(docker_client, workspace)
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def submit(url: str, token: str, script: str) -> str:
+    r = httpx.post(f"{url}/v1/runs", headers=auth(token), json={"script": script, "case": CASE}, timeout=30)
+    assert r.status_code == 202, r.text
+    return str(r.json()["execution_id"])
+
+
+def view(url: str, token: str, execution_id: str) -> dict:
+    r = httpx.get(f"{url}/v1/runs/{execution_id}", headers=auth(token), timeout=30)
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def read_stream(url: str, token: str, execution_id: str, *, after: int = 0) -> list[dict]:
+    """A run's SSE events (from `after`) until `finished`, each parsed."""
+    import httpx_sse
+
+    got: list[dict] = []
+    with httpx.Client(base_url=url, headers=auth(token), timeout=httpx.Timeout(10, read=120)) as http, \
+            httpx_sse.connect_sse(http, "GET", f"/v1/runs/{execution_id}/events",
+                                  headers={"Last-Event-ID": str(after)}) as source:
+        assert source.response.status_code == 200
+        for sse in source.iter_sse():
+            if sse.event and sse.event != "message":
+                got.append({"id": int(sse.id), "event": sse.event, "data": json.loads(sse.data)})
+                if sse.event == "finished":
+                    break
+    return got
+
+
+class Follower(threading.Thread):
+    """Reads one run's stream on a thread from its first event, live, until `finished`."""
+
+    def __init__(self, url: str, token: str, execution_id: str) -> None:
+        super().__init__(daemon=True)
+        self.args_ = (url, token, execution_id)
+        self.events: list[dict] = []
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.events = read_stream(*self.args_)
+        except BaseException as exc:  # reported by the test
+            self.error = exc
+
+    def result(self) -> list[dict]:
+        self.join(180)
+        assert not self.is_alive(), "the event stream did not end"
+        assert self.error is None, self.error
+        return self.events
+
+
+def positions(events: list[dict]) -> list[int]:
+    return [e["data"]["position"] for e in events if e["event"] == "queued"]
+
+
+def containers_of(docker_client, execution_id: str, *, running_only: bool = False) -> list:
+    """The run's containers: a fresh one carries its id as a label; a pooled one is renamed after it."""
+    found = docker_client.containers.list(all=not running_only, sparse=True, filters={"label": MANAGED_LABEL})
+    return [c for c in found if (c.attrs.get("Labels") or {}).get(ID_LABEL) == execution_id
+            or any(n.lstrip("/") == f"scoperun-{execution_id}" for n in c.attrs.get("Names") or [])]
+
+
+def test_queued_runs_hear_their_position_until_they_start(one_slot: str, workspace: Path, docker_client,
+                                                          tokens) -> None:
+    """One slot: each waiting run gets a numbered `queued` event whenever its place changes (a run ahead
+    starts or is cancelled, another caller's run is served fairly before it) and its places follow the order
+    the runs actually start in; a reconnect mid-way repeats and misses nothing; a queued run never starts a
+    container when cancelled."""
+    url = one_slot
+    (workspace / "Tools" / "long.py").write_text("import time\nprint('holding the slot', flush=True)\n"
+                                                 "time.sleep(120)\n")
+    seen: set[str] = set()
+    stop = threading.Event()
+
+    def sample() -> None:  # which runs ever had a container, sampled from the engine
+        while not stop.is_set():
+            for c in docker_client.containers.list(all=True, sparse=True, filters={"label": MANAGED_LABEL}):
+                seen.add((c.attrs.get("Labels") or {}).get(ID_LABEL, ""))
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    long = submit(url, tokens["a"], "Tools/long.py")
+    assert wait_until(lambda: view(url, tokens["a"], long)["status"] == "running", timeout=60)
+    a1, a2, a3 = (submit(url, tokens["a"], "Tools/hello.py") for _ in range(3))
+    followers = {run: Follower(url, tokens["reader"], run) for run in (a2, a3)}  # live from the start
+    for f in followers.values():
+        f.start()
+    b1 = submit(url, tokens["b"], "Tools/hello.py")  # another caller: served before a's second and third
+    places = {run: view(url, tokens["reader"], run)["queue_position"] for run in (a1, b1, a2, a3)}
+    assert places == {a1: 0, b1: 1, a2: 2, a3: 3}, places
+    assert all(view(url, tokens["reader"], run)["status"] == "queued" for run in places)
+
+    cancel = httpx.post(f"{url}/v1/runs/{a1}/cancel", headers=auth(tokens["a"]), timeout=30)
+    assert cancel.status_code == 202, cancel.text
+    # a1 is out: a's next run has a's turn again (a2, b1, a3).
+    assert wait_until(lambda: view(url, tokens["reader"], a2)["queue_position"] == 0)
+    assert view(url, tokens["reader"], b1)["queue_position"] == 1
+    assert view(url, tokens["reader"], a3)["queue_position"] == 2
+    assert httpx.post(f"{url}/v1/runs/{long}/cancel", headers=auth(tokens["a"]), timeout=30).status_code == 202
+
+    a2_events, a3_events = followers[a2].result(), followers[a3].result()
+    b1_events = read_stream(url, tokens["reader"], b1)
+    for events in (a2_events, a3_events, b1_events):
+        assert [e["id"] for e in events] == list(range(1, len(events) + 1))  # numbered, none missing
+        kinds = [e["event"] for e in events]
+        first_start = kinds.index("started")
+        assert set(kinds[:first_start]) == {"queued"} and "queued" not in kinds[first_start:]
+        assert events[-1]["data"]["status"] == "succeeded", events[-1]["data"]["message"]
+    # Each stream's places, in order: where it entered, the fair jump of b1, a1's cancel, each start ahead.
+    assert positions(a2_events) == [1, 2, 0], a2_events
+    assert positions(b1_events) == [1, 0], b1_events
+    assert positions(a3_events) == [2, 3, 2, 1, 0], a3_events
+    starts = {run: read_record(workspace, run)["started_at"] for run in (a2, b1, a3)}
+    assert sorted(starts, key=starts.__getitem__) == [a2, b1, a3]  # the order the places promised
+
+    # A reconnect after any event gets exactly the rest.
+    for k in (1, 3, len(a3_events) - 1):
+        assert read_stream(url, tokens["reader"], a3, after=k) == a3_events[k:]
+
+    # The cancelled queued run: never had a container, ended `cancelled`, audited with who cancelled it.
+    a1_events = read_stream(url, tokens["reader"], a1)
+    assert [e["event"] for e in a1_events] == ["queued", "cancelling", "finished"]
+    assert a1_events[1]["data"] == {"by": "a"} and a1_events[-1]["data"]["status"] == "cancelled"
+    record = read_record(workspace, a1)
+    assert record["status"] == "cancelled" and "cancelled by a before it started" in record["message"]
+    stop.set()
+    sampler.join()
+    assert a1 not in seen and {long, a2, b1, a3} <= seen
