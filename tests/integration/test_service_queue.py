@@ -15,7 +15,7 @@ from scoperun.config import Settings
 from scoperun.engine.base import MANAGED_LABEL
 from scoperun.executor import Executor
 from scoperun.service.tokens import TokenStore
-from tests.conftest import CASE
+from tests.conftest import CASE, OTHER_CASE
 from tests.integration._adversarial import wait_until
 from tests.integration.conftest import assert_no_containers_left, read_record
 from tests.service_helpers import serving
@@ -177,3 +177,83 @@ def test_queued_runs_hear_their_position_until_they_start(one_slot: str, workspa
     stop.set()
     sampler.join()
     assert a1 not in seen and {long, a2, b1, a3} <= seen
+
+
+def list_runs(url: str, token: str, **params) -> dict:
+    r = httpx.get(f"{url}/v1/runs", headers=auth(token), params=params, timeout=30)
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def ids_of(page: dict) -> list[str]:
+    return [r["execution_id"] for r in page["runs"]]
+
+
+def test_run_listing_shows_queued_runs_filters_and_pages_without_repeats(one_slot: str, workspace: Path,
+                                                                        tokens) -> None:
+    """GET /v1/runs lists the server's queued and running runs with the index's, newest first; every filter
+    applies to them (status=queued too); a cursor pages on without repeating a run that left the queue."""
+    from datetime import UTC, datetime
+
+    url = one_slot
+    (workspace / "Tools" / "long.py").write_text("import time\nprint('holding the slot', flush=True)\n"
+                                                 "time.sleep(120)\n")
+    done = []
+    for _ in range(2):
+        r = httpx.post(f"{url}/v1/runs?wait=true", headers=auth(tokens["a"]), timeout=120,
+                       json={"script": "Tools/hello.py", "case": CASE})
+        assert r.status_code == 200 and r.json()["status"] == "succeeded", r.text
+        done.append(r.json()["execution_id"])
+    f1, f2 = done
+    time.sleep(0.05)
+    between = datetime.now(UTC).isoformat()
+    long = submit(url, tokens["a"], "Tools/long.py")
+    assert wait_until(lambda: view(url, tokens["a"], long)["status"] == "running", timeout=60)
+    q1 = submit(url, tokens["a"], "Tools/hello.py")
+    r = httpx.post(f"{url}/v1/runs", headers=auth(tokens["b"]), timeout=30,
+                   json={"script": "Tools/hello.py", "case": OTHER_CASE})
+    assert r.status_code == 202, r.text
+    q2 = r.json()["execution_id"]
+    q3 = submit(url, tokens["a"], "Tools/hello.py")
+
+    everything = list_runs(url, tokens["reader"])
+    assert ids_of(everything) == [q3, q2, q1, long, f2, f1] and everything["next_cursor"] is None
+    rows = {r["execution_id"]: r for r in everything["runs"]}
+    assert [rows[q]["status"] for q in (q1, q2, q3)] == ["queued"] * 3
+    assert [rows[q]["queue_position"] for q in (q1, q2, q3)] == [0, 1, 2]
+    assert rows[q2]["case_name"] == OTHER_CASE and rows[q2]["requested_by"] == "b" and rows[q2]["started"] is None
+    assert rows[long]["status"] == "running" and rows[f1]["status"] == "succeeded"
+    assert ids_of(list_runs(url, tokens["reader"], status="queued")) == [q3, q2, q1]
+    assert ids_of(list_runs(url, tokens["reader"], status="running")) == [long]
+    assert ids_of(list_runs(url, tokens["reader"], status="succeeded")) == [f2, f1]
+    assert ids_of(list_runs(url, tokens["reader"], requested_by="b")) == [q2]
+    assert ids_of(list_runs(url, tokens["reader"], case=OTHER_CASE)) == [q2]
+    assert ids_of(list_runs(url, tokens["reader"], case=CASE, status="queued", requested_by="a")) == [q3, q1]
+    assert ids_of(list_runs(url, tokens["reader"], since=between)) == [q3, q2, q1, long]
+    bad = httpx.get(f"{url}/v1/runs", headers=auth(tokens["reader"]), params={"since": "yesterday-ish"})
+    assert bad.status_code == 422 and bad.json()["code"] == "invalid-request"
+    queued_pages = [list_runs(url, tokens["reader"], status="queued", limit=2)]
+    queued_pages.append(list_runs(url, tokens["reader"], status="queued", limit=2,
+                                  cursor=queued_pages[0]["next_cursor"]))
+    assert [ids_of(p) for p in queued_pages] == [[q3, q2], [q1]] and queued_pages[1]["next_cursor"] is None
+
+    first = list_runs(url, tokens["reader"], limit=2)
+    assert ids_of(first) == [q3, q2] and first["next_cursor"]
+    # Between pages: q3 (shown) is cancelled and long too, so q1 starts; both leave the queue for the index.
+    for run in (q3, long):
+        assert httpx.post(f"{url}/v1/runs/{run}/cancel", headers=auth(tokens["a"]), timeout=30).status_code == 202
+    assert wait_until(lambda: read_record(workspace, q3)["status"] == "cancelled", timeout=60)
+    assert wait_until(lambda: view(url, tokens["reader"], q1)["status"] != "queued", timeout=60)
+    pages, cursor = [first], first["next_cursor"]
+    while cursor:
+        pages.append(list_runs(url, tokens["reader"], limit=2, cursor=cursor))
+        cursor = pages[-1]["next_cursor"]
+    shown = [run for page in pages for run in ids_of(page)]
+    assert len(shown) == len(set(shown)), shown  # nothing twice
+    # The older runs follow in order; q1 began after the first page, so it went above the cursor (a fresh
+    # listing shows it first, as it shows any run that started since).
+    assert shown == [q3, q2, long, f2, f1], shown
+    top = ids_of(list_runs(url, tokens["reader"], limit=3))
+    assert top[0] in (q1, q3) and set(top[:2]) == {q1, q3}, top
+    assert httpx.post(f"{url}/v1/runs/{q2}/cancel", headers=auth(tokens["b"]), timeout=30).status_code in (202, 409)
+    assert wait_until(lambda: list_runs(url, tokens["reader"], status="queued")["runs"] == [], timeout=120)

@@ -3,7 +3,8 @@
     POST   /v1/runs                 a run (ExecutionRequest) or run-code ({"code": ...}) -> 202, or the
                                     result with ?wait=true; Idempotency-Key makes retries safe
     GET    /v1/runs/{id}            where the run is (queued, running) or its result
-    GET    /v1/runs                 runs from the audit index, newest first, paged with a cursor
+    GET    /v1/runs                 runs newest first, paged with a cursor: this server's queued and
+                                    starting runs and the audit index's (see runlist.py)
     GET    /v1/runs/{id}/events     server-sent events; resume with Last-Event-ID or ?after=
     GET    /v1/runs/{id}/output     the output so far as plain text (?stream=stdout|stderr&offset=)
     POST   /v1/runs/{id}/cancel     (and DELETE /v1/runs/{id}) kill it; recorded `cancelled`, by whom
@@ -12,10 +13,8 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import functools
-import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +26,7 @@ from fastapi import APIRouter, FastAPI, Header, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 
-from scoperun.errors import AuditError
+from scoperun.errors import AuditError, ConfigError
 from scoperun.executor import new_execution_id
 from scoperun.models import ExecutionRequest, ExecutionResult, Status, is_execution_id
 from scoperun.service.deps import Reader, Runner, Service, ServiceDep
@@ -35,6 +34,8 @@ from scoperun.service.events import EventLog, SSEResponse, read_events
 from scoperun.service.idempotency import fingerprint, parse_key
 from scoperun.service.problems import Problem
 from scoperun.service.queue import Ticket
+from scoperun.service.runlist import Pending, RunList
+from scoperun.service.runlist import list_runs as list_runs_page
 from scoperun.service.tokens import Principal
 
 __all__ = ["ActiveRun", "RunCodeRequest", "RunList", "RunManager", "RunView", "install", "router"]
@@ -67,13 +68,6 @@ class RunView(BaseModel):
     links: dict[str, str] = Field(default_factory=dict)
 
 
-class RunList(BaseModel):
-    """One page of runs, newest first."""
-
-    runs: list[dict[str, Any]]
-    next_cursor: str | None = Field(None, description="Pass as ?cursor= for the next page; None at the end.")
-
-
 @dataclass(eq=False)
 class ActiveRun:
     """A run this server accepted and has not finished."""
@@ -88,6 +82,8 @@ class ActiveRun:
     position: int | None = None  # its place in line as last announced by a `queued` event
     cancel_by: str | None = None
     submitted: float = field(default_factory=time.monotonic)
+    accepted_at: float = field(default_factory=time.time)  # wall clock: its place in run listings
+    granted_at: float | None = None  # wall clock when it got its slot
     task: asyncio.Task[None] | None = None
 
     def view(self, queue_position: int | None) -> RunView:
@@ -157,6 +153,7 @@ class RunManager:
         try:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.shield(run.ticket.granted)  # cancelled while queued: run below records it
+            run.granted_at = time.time()  # before its record's start: a listing's key only grows
             if run.cancel_by is None:
                 run.status = "running"
                 run.log.append("started", {"queue_wait": round(time.monotonic() - run.submitted, 3)})
@@ -337,46 +334,8 @@ async def get_run(execution_id: str, service: ServiceDep, _: Reader) -> RunView:
                    last_event_id=last, record=record, links=_links(execution_id))
 
 
-def _encode_cursor(row: dict[str, Any]) -> str:
-    raw = json.dumps([row["started"], row["execution_id"]]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[float, str]:
-    try:
-        started, execution_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return float(started), str(execution_id)
-    except (ValueError, TypeError):
-        raise Problem(422, "invalid-request", "cursor is not one this server gave out; start again without it") from None
-
-
-def _list(service: Service, *, case: str | None, status: str | None, requested_by: str | None, since: float | None,
-          limit: int, cursor: str | None) -> RunList:
-    from scoperun.audit.index import _COLUMNS, where_clause
-    from scoperun.audit.log import AuditLog
-
-    audit = AuditLog.from_settings(service.settings, Path(service.settings.workspace).expanduser().resolve())
-    assert audit.index is not None
-    audit.index.reindex_if_stale(30.0)
-    where, params = where_clause(case=case, status=status, since=since)
-    clauses = [where[len("WHERE "):]] if where else []
-    if requested_by is not None:
-        clauses.append("requested_by = ?")
-        params.append(requested_by)
-    if cursor is not None:
-        started, last_id = _decode_cursor(cursor)
-        clauses.append("(started < ? OR (started = ? AND execution_id < ?))")
-        params.extend([started, started, last_id])
-    sql = (f"SELECT {', '.join(_COLUMNS)} FROM records {'WHERE ' + ' AND '.join(clauses) if clauses else ''} "
-           f"ORDER BY started DESC, execution_id DESC LIMIT ?")
-    rows = [dict(zip(_COLUMNS, r, strict=True)) for r in audit.index.connect().execute(sql, (*params, limit + 1))]
-    page, more = rows[:limit], len(rows) > limit
-    keep = ("execution_id", "status", "case_name", "script_path", "exit_code", "duration", "requested_by", "message")
-    runs = [{k: r[k] for k in keep} | {"started": r["started"], "finished": r["finished"]} for r in page]
-    return RunList(runs=runs, next_cursor=_encode_cursor(page[-1]) if more and page else None)
-
-
-@router.get("/v1/runs", response_model=RunList, summary="Runs from the audit index, newest first (cursor paging)")
+@router.get("/v1/runs", response_model=RunList,
+            summary="Runs newest first, queued and starting ones too (cursor paging)")
 async def list_runs(
     service: ServiceDep, _: Reader, case: str | None = None, status: str | None = None,
     requested_by: str | None = None,
@@ -387,10 +346,14 @@ async def list_runs(
 
     try:
         since_epoch = parse_since(since)
-    except ValueError as exc:
+    except (ValueError, ConfigError) as exc:
         raise Problem(422, "invalid-request", str(exc)) from None
-    return await asyncio.to_thread(_list, service, case=case, status=status, requested_by=requested_by,
-                                   since=since_epoch, limit=limit, cursor=cursor)
+    pending = [Pending(r.execution_id, r.status, r.body.case, r.body.script or "(code)", r.body.requested_by,
+                       r.granted_at if r.status == "running" and r.granted_at is not None else r.accepted_at,
+                       r.position if r.status == "queued" else None)
+               for r in _manager(service).active.values() if r.status in ("queued", "running")]
+    return await asyncio.to_thread(list_runs_page, service, pending, case=case, status=status,
+                                   requested_by=requested_by, since=since_epoch, limit=limit, cursor=cursor)
 
 
 def _log_of(service: Service, execution_id: str) -> EventLog:
