@@ -14,17 +14,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from scoperun.engine.attached import AttachedRun, drain
-from scoperun.engine.base import (
-    MANAGED_LABEL,
-    EngineVersion,
-    ImageInfo,
-    OverlayMount,
-    RunOutcome,
-    RunSpec,
-    VolumeInfo,
-)
+from scoperun.engine.base import MANAGED_LABEL, OverlayMount, RunOutcome, RunSpec
 from scoperun.engine.capture import BoundedBuffer
-from scoperun.engine.dockerops import lost_engine, short
+from scoperun.engine.dockerops import DockerHousekeeping, lost_engine, short
 from scoperun.engine.launched import LAUNCHER_LABEL, LaunchedRun, launcher_command
 from scoperun.errors import EngineError, ImageError
 
@@ -72,8 +64,8 @@ def connect(base_url: str | None = None, timeout: float | None = 60) -> docker.D
     return client
 
 
-class DockerBackend:
-    """Runs each spec in a fresh container on one Docker engine."""
+class DockerBackend(DockerHousekeeping):
+    """Runs each spec in a fresh container on one Docker engine (and does its housekeeping: EngineHousekeeping)."""
 
     name = "docker"
 
@@ -110,32 +102,6 @@ class DockerBackend:
             if self._stream_client is None:
                 self._stream_client = connect(self._base_url, timeout=None)
             return self._stream_client
-
-    # -- housekeeping (EngineHousekeeping) ----------------------------------------------------
-
-    def volumes(self, label: str) -> list[VolumeInfo]:
-        """The volumes carrying `label`."""
-        from scoperun.engine.dockerops import list_volumes
-
-        return list_volumes(self.client, label)
-
-    def remove_volume(self, name: str) -> bool:
-        """Remove a volume; False if in use or gone."""
-        from scoperun.engine.dockerops import remove_volume
-
-        return remove_volume(self.client, name)
-
-    def engine_version(self) -> EngineVersion:
-        """The engine's versions."""
-        from scoperun.engine.dockerops import engine_version
-
-        return engine_version(self.client)
-
-    def image_info(self, tag: str) -> ImageInfo | None:
-        """The image `tag`, or None."""
-        from scoperun.engine.dockerops import image_info
-
-        return image_info(self.client, tag)
 
     # -- the contract -------------------------------------------------------------------------
 
@@ -213,7 +179,21 @@ class DockerBackend:
 
     def run(self, spec: RunSpec) -> RunOutcome:
         """Create, start, wait (bounded by the timeout), inspect and remove one container."""
-        return self.start(spec).wait()
+        outcome = self.start(spec).wait()
+        outcome.result_returned()
+        return outcome
+
+    def settle(self, timeout: float = 30.0) -> bool:
+        """Wait for background engine work (removals, the pool's replacements); False if still busy."""
+        deadline = time.monotonic() + timeout
+        if self.pool is not None and not self.pool.settle(timeout):
+            return False
+        for removal in list(self._pending):
+            try:
+                removal.result(timeout=max(0.0, deadline - time.monotonic()))
+            except Exception:
+                return False
+        return True
 
     def _image(self, name: str) -> dict[str, Any]:
         """The image's inspect data, cached for a few seconds (a rebuilt tag is seen within them)."""
@@ -318,12 +298,12 @@ class DockerBackend:
         """
         if not inline and self._remove_in_background and not volumes:
             removal: Future[object] = self._reaper.submit(self._remove, container_id)
-            self._pending.add(removal)
+            self._track(removal)
             return removal
         if not self._remove(container_id):
             # The engine is gone (e.g. restarted): removed once it answers again. Not returned: a
             # run's slot is not held for the engine's return.
-            self._pending.add(self._reaper.submit(self._remove_later, container_id, volumes))
+            self._track(self._reaper.submit(self._remove_later, container_id, volumes))
             return None
         self._remove_volumes(volumes)
         return None
@@ -341,6 +321,11 @@ class DockerBackend:
             self._client = self._stream_client = None
 
     # -- helpers ------------------------------------------------------------------------------
+
+    def _track(self, work: Future[object]) -> None:
+        """Keep background work in `_pending` until it ends (so `settle` can wait for it)."""
+        self._pending.add(work)
+        work.add_done_callback(self._pending.discard)
 
     def _create_volumes(self, spec: RunSpec) -> dict[str, str]:
         """Create a labelled local overlay volume per OverlayMount; return target -> volume name."""
