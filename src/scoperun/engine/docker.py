@@ -10,10 +10,10 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from scoperun.engine.attached import AttachedRun, drain
 from scoperun.engine.base import (
     MANAGED_LABEL,
     EngineVersion,
@@ -24,6 +24,7 @@ from scoperun.engine.base import (
     VolumeInfo,
 )
 from scoperun.engine.capture import BoundedBuffer
+from scoperun.engine.dockerops import lost_engine, short
 from scoperun.engine.launched import LAUNCHER_LABEL, LaunchedRun, launcher_command
 from scoperun.errors import EngineError, ImageError
 
@@ -34,7 +35,6 @@ if TYPE_CHECKING:
 
 __all__ = ["DockerBackend", "connect"]
 
-_READER_GRACE = 10.0  # seconds to drain the output stream after the container ended
 _ENGINE_PATIENCE = 120.0  # seconds to wait for a lost engine to come back and remove a run's container
 
 
@@ -139,7 +139,7 @@ class DockerBackend:
 
     # -- the contract -------------------------------------------------------------------------
 
-    def start(self, spec: RunSpec) -> _DockerRun | LaunchedRun:
+    def start(self, spec: RunSpec) -> AttachedRun | LaunchedRun:
         """Create one container, attach to its output, start it. Raise EngineError only if nothing started."""
         from docker.errors import APIError, DockerException, ImageNotFound, NotFound
         from requests.exceptions import ConnectionError as RequestsConnectionError
@@ -174,12 +174,12 @@ class DockerBackend:
             raise EngineError(_explain_not_found(spec, exc)) from None
         except (DockerException, RequestsConnectionError) as exc:
             self._remove_volumes(volumes)
-            raise EngineError(f"the Docker engine refused to create the container: {_short(exc)}") from None
+            raise EngineError(f"the Docker engine refused to create the container: {short(exc)}") from None
 
-        run = _DockerRun(self, spec, container_id, volumes, outcome)
+        run = AttachedRun(self, spec, container_id, volumes, outcome)
         try:
             stream = self.stream_client.api.attach(container_id, stdout=True, stderr=True, stream=True, demux=True)
-            run.reader = threading.Thread(target=_drain, args=(stream, outcome, spec.on_output), daemon=True,
+            run.reader = threading.Thread(target=drain, args=(stream, outcome, spec.on_output), daemon=True,
                                           name=f"scoperun-out-{spec.execution_id}")
             run.reader.start()
             try:
@@ -190,19 +190,19 @@ class DockerBackend:
             except APIError as exc:
                 text = str(exc).lower()
                 if volumes and "mount" in text:
-                    outcome.error = (f"the engine could not mount the staging overlay ({_short(exc)}). Put "
+                    outcome.error = (f"the engine could not mount the staging overlay ({short(exc)}). Put "
                                      f"staging_dir on a local disk (ext4 or xfs), or run with write_mode direct.")
                     return run
                 if "oci runtime" in text or "chdir" in text or "cwd" in text:
                     # The engine answered: the runtime refused to start this container (e.g. its working
                     # folder changed under it). The engine is fine; the script never ran.
-                    outcome.error = f"the container could not start; the script never ran ({_short(exc)})"
+                    outcome.error = f"the container could not start; the script never ran ({short(exc)})"
                     return run
                 raise
             run.started = time.monotonic()
             outcome.container_start = run.started - t0
         except (APIError, RequestsConnectionError, DockerException) as exc:
-            outcome.error = _lost_engine(exc)
+            outcome.error = lost_engine(exc)
         except BaseException:
             # Ctrl-C or a bug in scoperun: the container must not outlive us.
             self._remove(container_id)
@@ -240,7 +240,7 @@ class DockerBackend:
             raise EngineError(_explain_not_found(spec, exc)) from None
         except (DockerException, RequestsConnectionError) as exc:
             self._remove_volumes(volumes)
-            raise EngineError(f"the Docker engine refused to create the container: {_short(exc)}") from None
+            raise EngineError(f"the Docker engine refused to create the container: {short(exc)}") from None
         sock = None
         try:
             sock = self.stream_client.api.attach_socket(
@@ -252,7 +252,7 @@ class DockerBackend:
             except APIError as exc:
                 if not volumes or "mount" not in str(exc).lower():
                     raise
-                outcome.error = (f"the engine could not mount the staging overlay ({_short(exc)}). Put staging_dir "
+                outcome.error = (f"the engine could not mount the staging overlay ({short(exc)}). Put staging_dir "
                                  f"on a local disk (ext4 or xfs), or run with write_mode direct.")
             started = time.monotonic()
             outcome.container_start = started - t0
@@ -265,7 +265,7 @@ class DockerBackend:
                 self.remove_container(container_id, volumes, inline=True)
             return run
         except (APIError, RequestsConnectionError, DockerException, OSError) as exc:
-            outcome.error = _lost_engine(exc)
+            outcome.error = lost_engine(exc)
             _close_quietly(sock)
             self.remove_container(container_id, volumes, inline=True)
             run = LaunchedRun(self, spec, container_id, None, outcome, volumes=volumes, started=time.monotonic())
@@ -303,7 +303,7 @@ class DockerBackend:
             # its end line, which only a kill does.
             return 137, False, None
         except (ReadTimeout, RequestsConnectionError, DockerException) as exc:
-            return None, False, _lost_engine(exc)
+            return None, False, lost_engine(exc)
         try:
             oom = bool(api.inspect_container(container_id)["State"].get("OOMKilled"))
         except (DockerException, RequestsConnectionError):
@@ -356,7 +356,7 @@ class DockerBackend:
                     "org.scoperun.staging-upper": str(m.upper), **spec.labels})
             except (DockerException, RequestsConnectionError) as exc:
                 self._remove_volumes(volumes)
-                raise EngineError(f"the Docker engine refused to create the staging volume: {_short(exc)}") from None
+                raise EngineError(f"the Docker engine refused to create the staging volume: {short(exc)}") from None
             volumes[m.target] = name
         return volumes
 
@@ -440,142 +440,6 @@ class DockerBackend:
                 time.sleep(0.5)
 
 
-class _DockerRun:
-    """A started container: `wait` reads its end and removes it; `kill` ends it early."""
-
-    def __init__(self, backend: DockerBackend, spec: RunSpec, container_id: str, volumes: dict[str, str],
-                 outcome: RunOutcome) -> None:
-        self.backend = backend
-        self.spec = spec
-        self.container_id = container_id
-        self.volumes = volumes
-        self.outcome = outcome
-        self.reader: threading.Thread | None = None
-        self.started: float | None = None  # monotonic time the engine started it; None if it did not
-        self.done = False
-
-    def wait(self) -> RunOutcome:
-        """Wait for the end (bounded by the timeout), inspect and remove the container."""
-        from docker.errors import APIError, DockerException
-        from requests.exceptions import ConnectionError as RequestsConnectionError
-
-        if self.done:
-            return self.outcome
-        self.done = True
-        removed_inline = False
-        try:
-            if self.outcome.error is None:
-                self._wait_for_exit()
-        except (APIError, RequestsConnectionError, DockerException) as exc:
-            self.outcome.error = _lost_engine(exc)
-        except BaseException:
-            # Ctrl-C or a bug in scoperun: the container must not outlive us.
-            self.backend._remove(self.container_id)
-            removed_inline = True
-            raise
-        finally:
-            self._clean_up(removed_inline)
-        return self.outcome
-
-    def kill(self) -> None:
-        """SIGKILL the container now; `wait` then returns (exit code 137)."""
-        from docker.errors import DockerException
-        from requests.exceptions import ConnectionError as RequestsConnectionError
-
-        try:
-            self.backend.client.api.kill(self.container_id)
-        except (DockerException, RequestsConnectionError):
-            pass  # already gone: exactly what we wanted
-
-    def _wait_for_exit(self) -> None:
-        from requests.exceptions import ConnectionError as RequestsConnectionError
-        from requests.exceptions import ReadTimeout
-
-        api, spec, outcome = self.backend.client.api, self.spec, self.outcome
-        started = self.started if self.started is not None else time.monotonic()
-        deadline = started + spec.timeout
-        try:
-            outcome.exit_code = api.wait(self.container_id, timeout=max(0.05, deadline - time.monotonic()))["StatusCode"]
-        except (ReadTimeout, RequestsConnectionError):
-            # Over the unix socket a read timeout surfaces as a ConnectionError; tell it from a
-            # lost engine by the clock.
-            if time.monotonic() < deadline - 0.5:
-                raise
-            outcome.timed_out = True
-            _kill(api, self.container_id)
-        outcome.run = time.monotonic() - started
-        if self.reader is not None:
-            self.reader.join(_READER_GRACE)
-        state = api.inspect_container(self.container_id)["State"]
-        if outcome.exit_code is None:
-            outcome.exit_code = state.get("ExitCode")
-        outcome.oom_killed = bool(state.get("OOMKilled")) and not outcome.timed_out
-
-    def _clean_up(self, removed_inline: bool) -> None:
-        backend, volumes = self.backend, self.volumes
-        if not removed_inline:
-            # A staged run's overlay must be unmounted before its changes are read: remove the
-            # container and then its volume now.
-            if backend._remove_in_background and self.outcome.error is None and not volumes:
-                removal: Future[object] = backend._reaper.submit(backend._remove, self.container_id)
-                backend._pending.add(removal)
-                self.outcome.removal = removal
-            elif not backend._remove(self.container_id):
-                # The engine is gone (e.g. restarted): remove the container once it answers again,
-                # then its staging volume.
-                backend._pending.add(backend._reaper.submit(backend._remove_later, self.container_id, volumes))
-                volumes = {}
-        backend._remove_volumes(volumes)
-
-
-def _drain(stream: Any, outcome: RunOutcome, on_output: Callable[[str, bytes], None] | None = None) -> None:
-    """Read the demultiplexed attach stream into the bounded buffers until it closes.
-
-    Every chunk passes here first: the one place to hand live output to a listener (`on_output`).
-    """
-    try:
-        for out, err in stream:
-            if out:
-                outcome.stdout.write(out)
-                _tell(on_output, "stdout", out)
-            if err:
-                outcome.stderr.write(err)
-                _tell(on_output, "stderr", err)
-    except Exception:
-        pass
-    finally:
-        try:
-            stream.close()
-            # The stream's close shuts the socket down, but the HTTP response still holds its file
-            # object (so the socket's descriptor stays open until garbage collection): close it too.
-            response = getattr(stream, "_response", None)
-            if response is not None:
-                response.close()
-        except Exception:
-            pass
-
-
-def _tell(on_output: Callable[[str, bytes], None] | None, stream: str, data: bytes) -> None:
-    if on_output is not None:
-        try:
-            on_output(stream, data)
-        except Exception:  # a listener's bug must not stop the output being kept
-            pass
-
-
-def _kill(api: Any, container_id: str) -> None:
-    from docker.errors import DockerException
-
-    try:
-        api.kill(container_id)
-    except DockerException:
-        pass  # already gone: exactly what we wanted
-    try:
-        api.wait(container_id, timeout=30)
-    except Exception:
-        pass
-
-
 def _close_quietly(sock: Any) -> None:
     if sock is not None:
         try:
@@ -584,19 +448,9 @@ def _close_quietly(sock: Any) -> None:
             pass
 
 
-def _lost_engine(exc: BaseException) -> str:
-    return (f"lost the Docker engine during the run ({_short(exc)}); the script may not have "
-            f"finished. Check the engine with `scoperun doctor` and run it again.")
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc)
-    return text if len(text) < 300 else text[:300] + "..."
-
-
 def _explain_not_found(spec: RunSpec, exc: BaseException) -> str:
     text = str(exc)
     if "network" in text.lower():
         return (f"Docker network {spec.network!r} does not exist. Use bridge or none, or create it "
                 f"with `docker network create {spec.network}`.")
-    return f"the Docker engine could not find something the run needs: {_short(exc)}"
+    return f"the Docker engine could not find something the run needs: {short(exc)}"

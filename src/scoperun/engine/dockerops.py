@@ -12,7 +12,7 @@ from scoperun.errors import EngineError
 if TYPE_CHECKING:
     import docker
 
-__all__ = ["engine_errors", "engine_version", "image_info", "list_volumes", "remove_volume"]
+__all__ = ["engine_errors", "engine_version", "image_info", "list_volumes", "lost_engine", "remove_volume", "short"]
 
 
 @contextmanager
@@ -24,9 +24,19 @@ def engine_errors(doing: str) -> Iterator[None]:
     try:
         yield
     except (DockerException, requests.RequestException) as exc:
-        text = str(exc)
-        text = text if len(text) < 300 else text[:300] + "..."
-        raise EngineError(f"the Docker engine failed to {doing} ({text}); check it with `scoperun doctor`.") from None
+        raise EngineError(f"the Docker engine failed to {doing} ({short(exc)}); check it with `scoperun doctor`.") from None
+
+
+def short(exc: BaseException) -> str:
+    """An engine error's text, cut to 300 characters (some carry whole responses)."""
+    text = str(exc)
+    return text if len(text) < 300 else text[:300] + "..."
+
+
+def lost_engine(exc: BaseException) -> str:
+    """The message of a run whose engine went away under it."""
+    return (f"lost the Docker engine during the run ({short(exc)}); the script may not have "
+            f"finished. Check the engine with `scoperun doctor` and run it again.")
 
 
 def list_volumes(client: docker.DockerClient, label: str) -> list[VolumeInfo]:

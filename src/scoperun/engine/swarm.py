@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from scoperun.engine.base import MANAGED_LABEL, BindMount, OverlayMount, RunOutcome, RunSpec
 from scoperun.engine.capture import BoundedBuffer
+from scoperun.engine.dockerops import short
 from scoperun.errors import EngineError, ImageError
 
 if TYPE_CHECKING:
@@ -125,7 +126,7 @@ class SwarmBackend:
             raise ImageError(f"image {spec.image} is not on the swarm manager. Build it (`scoperun image build`) and "
                              f"copy it to every node with `scoperun image push-nodes`.") from None
         except (DockerException, RequestsConnectionError) as exc:
-            raise EngineError(f"the swarm manager failed to inspect image {spec.image}: {_short(exc)}") from None
+            raise EngineError(f"the swarm manager failed to inspect image {spec.image}: {short(exc)}") from None
 
         t0 = time.monotonic()
         token = secrets.token_hex(8)
@@ -143,7 +144,7 @@ class SwarmBackend:
                 service_id = self._create(spec, token, merged, network)
         except (DockerException, RequestsConnectionError) as exc:
             self._release(spec, merged, network)
-            raise EngineError(f"the swarm manager refused the run's service: {_short(exc)}") from None
+            raise EngineError(f"the swarm manager refused the run's service: {short(exc)}") from None
         except BaseException:
             self._release(spec, merged, network)
             raise
@@ -354,7 +355,7 @@ class _SwarmRun:
             if outcome.error is None:
                 backend._read_logs(self.service_id, outcome, self.token)
         except (DockerException, RequestsConnectionError) as exc:
-            outcome.error = (f"lost the swarm manager during the run ({_short(exc)}); the script may not have finished. "
+            outcome.error = (f"lost the swarm manager during the run ({short(exc)}); the script may not have finished. "
                              f"Check the swarm with `scoperun doctor --backend swarm` and run it again.")
         finally:
             # Ctrl-C or a bug included: the service (and with it the task container) must go.
@@ -419,8 +420,3 @@ def _unmount_overlays(merged: dict[str, Path]) -> None:
             subprocess.run(["umount", "-l", str(point)], capture_output=True, check=False)
         with contextlib.suppress(OSError):
             point.rmdir()
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc)
-    return text if len(text) < 300 else text[:300] + "..."
