@@ -189,7 +189,10 @@ class Executor:
                 slot.hold_until(outcome.removal)
             if live is not None:
                 live.flush()
-            return pipeline.finish(ctx, prepared, outcome, queue_wait, cancelled_by=self._cancelled(run_id))
+            try:
+                return pipeline.finish(ctx, prepared, outcome, queue_wait, cancelled_by=self._cancelled(run_id))
+            finally:
+                outcome.result_returned()  # e.g. the pool's replacement, kept off the run's path until now
         finally:
             with self._live_lock:
                 self._cancels.pop(run_id, None)
@@ -250,6 +253,14 @@ class Executor:
                 self._slots.release()
             else:  # the result is back, the container not yet gone: its slot frees when it is
                 slot.removal.add_done_callback(lambda _: self._slots.release())
+
+    def settle(self, timeout: float = 30.0) -> bool:
+        """Wait for background engine work (removals, warm-pool replacements); False if still busy.
+
+        For benchmarks and tests that must not time one run with another's clean-up.
+        """
+        settle = getattr(self._backend, "settle", None)
+        return True if settle is None else bool(settle(timeout))
 
     def close(self) -> None:
         """Wait for background clean-up (container removal) and release the engine."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import resource
 import stat
 import time
@@ -64,9 +65,14 @@ class WalkReport:
         return self.count == 0
 
 
+_PRINTABLE_ASCII = re.compile(rb"[\x20-\x7e]*")
+
+
 def display_path(raw: bytes | str) -> str:
     """A printable, JSON-safe form of a file name: undecodable bytes and controls escaped."""
     data = os.fsencode(raw)
+    if _PRINTABLE_ASCII.fullmatch(data):  # the common case, checked in C: nothing to escape
+        return data.decode("ascii")
     text = data.decode("utf-8", "backslashreplace")
     return "".join(ch if ch.isprintable() or ch == " " else ch.encode("unicode_escape").decode("ascii")
                    for ch in text)

@@ -221,3 +221,25 @@ def test_gc_unmounts_slots_a_dead_process_left(tmp_path: Path) -> None:
         slots.unmount(point)
     assert str(point) in done and not root.exists()
     assert (case / "keep.txt").read_text() == "precious"
+
+
+def test_the_replacement_is_prepared_after_the_result_not_during_the_run(pooled: Executor) -> None:
+    """While a pooled run runs no replacement is being made; once its result is back the pool refills."""
+    _warm_run(pooled, "pass")
+    assert pooled.settle(60) and pooled.backend.pool.idle_count() == 1
+    pool = pooled.backend.pool
+    made_before = pool.made
+    seen: list[tuple[int, int]] = []
+
+    def during(stream: str, text: str) -> None:
+        if "running" in text:
+            seen.append((pool.made, pool.idle_count()))
+
+    # Printed after 2 s: time enough for a replacement started with the run to be ready by then.
+    result = pooled.run_code("import time\ntime.sleep(2)\nprint('running', flush=True)\ntime.sleep(0.5)",
+                             case=CASE, on_output=during)
+    assert result.pooled and result.status is Status.SUCCEEDED, result.message
+    time.sleep(0.2)  # the listener runs on the reader thread; it has long run by now
+    assert seen == [(made_before, 0)], "a replacement was made while the pooled run was running"
+    assert pooled.settle(60), "the replacement was not made within 60 s"
+    assert pool.made == made_before + 1 and pool.idle_count() == 1

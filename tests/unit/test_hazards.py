@@ -85,6 +85,17 @@ def test_odd_names_are_reported_in_printable_json_safe_form(workspace: Path) -> 
     assert display_path(b"ok name.txt") == "ok name.txt"
 
 
+def test_display_path_takes_printable_ascii_as_is_and_escapes_everything_else() -> None:
+    """The fast path (printable ASCII) and the escaping path agree with str.isprintable on every byte."""
+    for byte in range(256):
+        raw = b"a-" + bytes([byte]) + b"/z.txt"
+        ch = raw.decode("utf-8", "backslashreplace")[2:-6]
+        want = ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
+        assert display_path(raw) == "a-" + want + "/z.txt", byte
+    assert display_path("café/ü.txt".encode()) == "café/ü.txt"
+    assert display_path(b"tab\there\x7f") == "tab\\there\\x7f"
+
+
 def test_reported_hazards_are_capped_and_the_total_kept(workspace: Path) -> None:
     """More hazards than the cap: the list is capped and a summary entry gives the total."""
     case = workspace / "projects" / CASE

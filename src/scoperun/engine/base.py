@@ -91,6 +91,15 @@ class RunOutcome:
     # The container's removal, when it goes on in the background after the result: the executor
     # holds the run's slot until it ends, so the engine never holds more than max_concurrent runs.
     removal: Future[object] | None = None
+    # Background engine work kept off the run's path until its result is returned (the pool's
+    # replacement of the container it used): whoever returns the result calls it, once.
+    after_result: Callable[[], None] | None = None
+
+    def result_returned(self) -> None:
+        """The run's result is out: start the background work that was kept off its path."""
+        work, self.after_result = self.after_result, None
+        if work is not None:
+            work()
 
 
 @runtime_checkable

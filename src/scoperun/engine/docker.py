@@ -213,7 +213,21 @@ class DockerBackend:
 
     def run(self, spec: RunSpec) -> RunOutcome:
         """Create, start, wait (bounded by the timeout), inspect and remove one container."""
-        return self.start(spec).wait()
+        outcome = self.start(spec).wait()
+        outcome.result_returned()
+        return outcome
+
+    def settle(self, timeout: float = 30.0) -> bool:
+        """Wait for background engine work (removals, the pool's replacements); False if still busy."""
+        deadline = time.monotonic() + timeout
+        if self.pool is not None and not self.pool.settle(timeout):
+            return False
+        for removal in list(self._pending):
+            try:
+                removal.result(timeout=max(0.0, deadline - time.monotonic()))
+            except Exception:
+                return False
+        return True
 
     def _image(self, name: str) -> dict[str, Any]:
         """The image's inspect data, cached for a few seconds (a rebuilt tag is seen within them)."""
@@ -318,12 +332,12 @@ class DockerBackend:
         """
         if not inline and self._remove_in_background and not volumes:
             removal: Future[object] = self._reaper.submit(self._remove, container_id)
-            self._pending.add(removal)
+            self._track(removal)
             return removal
         if not self._remove(container_id):
             # The engine is gone (e.g. restarted): removed once it answers again. Not returned: a
             # run's slot is not held for the engine's return.
-            self._pending.add(self._reaper.submit(self._remove_later, container_id, volumes))
+            self._track(self._reaper.submit(self._remove_later, container_id, volumes))
             return None
         self._remove_volumes(volumes)
         return None
@@ -341,6 +355,11 @@ class DockerBackend:
             self._client = self._stream_client = None
 
     # -- helpers ------------------------------------------------------------------------------
+
+    def _track(self, work: Future[object]) -> None:
+        """Keep background work in `_pending` until it ends (so `settle` can wait for it)."""
+        self._pending.add(work)
+        work.add_done_callback(self._pending.discard)
 
     def _create_volumes(self, spec: RunSpec) -> dict[str, str]:
         """Create a labelled local overlay volume per OverlayMount; return target -> volume name."""

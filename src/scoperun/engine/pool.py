@@ -117,9 +117,12 @@ class WarmPool:
             return None
         t0 = time.monotonic()
         warm = self._take(key)
-        self._top_up(key, spec)
         if warm is None:
+            self._top_up(key, spec)  # nothing warm: this run goes fresh, replacements start now
             return None
+        # The replacement (create + start, the engine's heaviest work) would compete with this run
+        # for the cores: it starts once the run's result is returned.
+        outcome.after_result = lambda: self._top_up(key, spec)
         mounted: list[Path] = []
         try:
             self._fit_limits(warm, spec)
@@ -295,6 +298,18 @@ class WarmPool:
         self.backend.remove_container(warm.container_id, {}, inline=False)
 
     # -- ending ---------------------------------------------------------------------------------
+
+    def settle(self, timeout: float) -> bool:
+        """Wait until no replacement is being prepared (False: still busy after `timeout` seconds)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                busy = any(self._making.values())
+            if not busy:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
 
     def idle_count(self) -> int:
         """Warm containers waiting now."""
