@@ -14,11 +14,12 @@ reports what it returns (the leftovers it removed, or would remove on a dry run)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,8 +28,15 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from scoperun.audit.state import HOST, epoch_of, stale_run
+from scoperun.changes.volumes import sweep_staging_volumes, workspace_label
 from scoperun.config import Settings
-from scoperun.engine.base import MANAGED_LABEL
+from scoperun.engine.base import (
+    EXECUTION_ID_LABEL,
+    MANAGED_LABEL,
+    WORKSPACE_LABEL,
+    ContainerInfo,
+    EngineHousekeeping,
+)
 from scoperun.errors import AuditError, EngineError, ScopeRunError
 
 __all__ = [
@@ -45,8 +53,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-ID_LABEL = "org.scoperun.execution-id"
-WORKSPACE_LABEL = "org.scoperun.workspace"
+ID_LABEL = EXECUTION_ID_LABEL
 GcHook = Callable[..., list[str]]  # hook(settings, *, now: float, dry_run: bool) -> leftovers handled
 _GC_HOOKS: dict[str, GcHook] = {}
 
@@ -100,115 +107,92 @@ class RunInfo(BaseModel):
 POOL_LABEL = "org.scoperun.pool"  # engine.pool.POOL_LABEL: a warm container, idle until its name names a run
 
 
-def _execution_id(container: dict[str, Any]) -> str:
+def _execution_id(container: ContainerInfo) -> str:
     """The run a container serves: its label, or for a pooled one its name (renamed when it is claimed)."""
-    labels = container.get("Labels") or {}
-    if labels.get(ID_LABEL):
-        return str(labels[ID_LABEL])
-    name = (container.get("Names") or [""])[0].lstrip("/")
+    if container.labels.get(ID_LABEL):
+        return container.labels[ID_LABEL]
+    name = container.name
     return name.removeprefix("scoperun-") if name.startswith("scoperun-exec_") else "?"
 
 
-def _idle_pooled(container: dict[str, Any]) -> bool:
-    return bool((container.get("Labels") or {}).get(POOL_LABEL)) and _execution_id(container) == "?"
+def _idle_pooled(container: ContainerInfo) -> bool:
+    return bool(container.labels.get(POOL_LABEL)) and _execution_id(container) == "?"
 
 
-def _client(settings: Settings) -> Any:
-    from scoperun.engine.docker import connect
+@contextlib.contextmanager
+def _engine_of(settings: Settings, engine: EngineHousekeeping | None) -> Iterator[EngineHousekeeping]:
+    """The given engine, or the Docker engine at settings.docker_host (closed after use)."""
+    if engine is not None:
+        yield engine
+        return
+    from scoperun.engine.docker import DockerBackend
 
-    return connect(settings.docker_host, timeout=30)
+    backend = DockerBackend(settings.docker_host, remove_in_background=False, timeout=30)
+    try:
+        yield backend
+    finally:
+        backend.close()
 
 
 def _workspace_label(settings: Settings) -> str:
-    return str(Path(settings.workspace).expanduser().resolve())
+    return workspace_label(settings)
 
 
-def _containers(api: Any, settings: Settings, *, any_workspace: bool, all_states: bool) -> list[dict[str, Any]]:
+def _containers(engine: EngineHousekeeping, settings: Settings, *, any_workspace: bool,
+                all_states: bool) -> list[ContainerInfo]:
     labels = [f"{MANAGED_LABEL}=1"]
     if not any_workspace:
         labels.append(f"{WORKSPACE_LABEL}={_workspace_label(settings)}")
-    from docker.errors import DockerException
-
-    try:
-        found = api.containers(all=all_states, filters={"label": labels})
-    except DockerException as exc:
-        raise EngineError(f"cannot list containers ({exc}); check the engine with `scoperun doctor`") from None
+    found = engine.containers(*labels, all_states=all_states)
     # The engine filtered already; check again so nothing unlabelled is ever touched.
-    return [c for c in found if (c.get("Labels") or {}).get(MANAGED_LABEL) == "1"]
+    return [c for c in found if c.labels.get(MANAGED_LABEL) == "1"]
 
 
-def _services(api: Any, settings: Settings, *, any_workspace: bool) -> list[dict[str, Any]]:
-    """A swarm manager's run services, shaped like container summaries (Id, Names, Labels)."""
-    from docker.errors import DockerException
-
-    try:
-        services = api.services(filters={"label": MANAGED_LABEL})
-    except DockerException as exc:
-        raise EngineError(f"cannot list the swarm's services ({exc}); is docker_host a swarm manager?") from None
+def _services(engine: EngineHousekeeping, settings: Settings, *, any_workspace: bool) -> list[ContainerInfo]:
+    """A swarm manager's run services (this workspace's unless `any_workspace`)."""
     workspace = None if any_workspace else _workspace_label(settings)
-    return [{"Id": s["ID"], "Names": [s["Spec"]["Name"]], "Labels": s["Spec"].get("Labels") or {}, "Service": True,
-             "State": "running", "Created": _epoch(s.get("CreatedAt", ""))}
-            for s in services
-            if workspace is None or (s["Spec"].get("Labels") or {}).get(WORKSPACE_LABEL) == workspace]
+    return [s for s in engine.services(MANAGED_LABEL)
+            if workspace is None or s.labels.get(WORKSPACE_LABEL) == workspace]
 
 
-def _epoch(stamp: str) -> float:
-    """Epoch seconds of an engine timestamp (nanoseconds cut to microseconds); now if unreadable."""
-    import re
-
-    try:
-        return datetime.fromisoformat(re.sub(r"(\.\d{6})\d*", r"\1", stamp)).timestamp()
-    except ValueError:
-        return time.time()
-
-
-def _memory(api: Any, container_id: str) -> int | None:
-    try:
-        stats = api.stats(container_id, stream=False, one_shot=True)
-        mem = stats.get("memory_stats") or {}
-        usage = mem.get("usage")
-        cache = (mem.get("stats") or {}).get("cache", 0)  # cgroup v1; the CLI shows usage - cache too
-        return int(usage - cache) if usage is not None else None
-    except Exception:
-        return None
+def _in_progress(engine: EngineHousekeeping, settings: Settings, *, any_workspace: bool) -> list[ContainerInfo]:
+    """What serves each run in progress: a service on a swarm, else a (claimed or fresh) container."""
+    if settings.backend == "swarm":  # a run in progress is a service; its container is on some node
+        return _services(engine, settings, any_workspace=any_workspace)
+    return [c for c in _containers(engine, settings, any_workspace=any_workspace, all_states=False)
+            if not _idle_pooled(c)]
 
 
 def list_runs(settings: Settings, *, any_workspace: bool = False, memory: bool = True,
-              client: Any = None) -> list[RunInfo]:
+              engine: EngineHousekeeping | None = None) -> list[RunInfo]:
     """scoperun's running containers (this workspace's unless `any_workspace`), oldest first."""
-    client = client or _client(settings)
-    api = client.api
     now = time.time()
-    if settings.backend == "swarm":  # a run in progress is a service; its container is on some node
-        found = _services(api, settings, any_workspace=any_workspace)
-        memory = False
-    else:
-        found = [c for c in _containers(api, settings, any_workspace=any_workspace, all_states=False)
-                 if not _idle_pooled(c)]
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        mem = list(pool.map(lambda c: _memory(api, c["Id"]) if memory else None, found))
+    with _engine_of(settings, engine) as eng:
+        found = _in_progress(eng, settings, any_workspace=any_workspace)
+        memory = memory and settings.backend != "swarm"
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            mem = list(pool.map(lambda c: eng.container_memory(c.id) if memory else None, found))
     runs = []
     for c, used in zip(found, mem, strict=True):
-        labels = c.get("Labels") or {}
-        deadline = labels.get("org.scoperun.deadline")
+        deadline = c.labels.get("org.scoperun.deadline")
         runs.append(RunInfo(
-            execution_id=_execution_id(c), case=labels.get("org.scoperun.case", ""), pool=labels.get(POOL_LABEL),
-            script=labels.get("org.scoperun.script", ""), workspace=labels.get(WORKSPACE_LABEL, ""),
-            container=(c.get("Names") or ["?"])[0].lstrip("/"), state=c.get("State", "?"),
-            elapsed=max(0.0, now - float(c.get("Created", now))), memory_bytes=used,
+            execution_id=_execution_id(c), case=c.labels.get("org.scoperun.case", ""), pool=c.labels.get(POOL_LABEL),
+            script=c.labels.get("org.scoperun.script", ""), workspace=c.labels.get(WORKSPACE_LABEL, ""),
+            container=c.name, state=c.state, elapsed=max(0.0, now - c.created), memory_bytes=used,
             deadline=float(deadline) if deadline and deadline.isdigit() else None,
         ))
     return sorted(runs, key=lambda r: -r.elapsed)
 
 
-def list_pool(settings: Settings, *, any_workspace: bool = False, client: Any = None) -> list[RunInfo]:
+def list_pool(settings: Settings, *, any_workspace: bool = False,
+              engine: EngineHousekeeping | None = None) -> list[RunInfo]:
     """Idle warm containers (serving no run yet), listed apart from runs."""
-    api = (client or _client(settings)).api
     now = time.time()
-    return [RunInfo(execution_id="(idle)", workspace=(c.get("Labels") or {}).get(WORKSPACE_LABEL, ""),
-                    container=(c.get("Names") or ["?"])[0].lstrip("/"), state=c.get("State", "?"),
-                    elapsed=max(0.0, now - float(c.get("Created", now))), pool=(c.get("Labels") or {}).get(POOL_LABEL))
-            for c in _containers(api, settings, any_workspace=any_workspace, all_states=False) if _idle_pooled(c)]
+    with _engine_of(settings, engine) as eng:
+        found = _containers(eng, settings, any_workspace=any_workspace, all_states=False)
+    return [RunInfo(execution_id="(idle)", workspace=c.labels.get(WORKSPACE_LABEL, ""), container=c.name,
+                    state=c.state, elapsed=max(0.0, now - c.created), pool=c.labels.get(POOL_LABEL))
+            for c in found if _idle_pooled(c)]
 
 
 # -- stop -------------------------------------------------------------------------------------
@@ -224,55 +208,46 @@ class StopOutcome(BaseModel):
 
 
 def stop_runs(settings: Settings, execution_ids: list[str] | None, *, reason: str, by: str,
-              any_workspace: bool = False, client: Any = None) -> list[StopOutcome]:
+              any_workspace: bool = False, engine: EngineHousekeeping | None = None) -> list[StopOutcome]:
     """Kill the containers of the given runs (all of this workspace's when None); the runs end `cancelled`.
 
     Raises ScopeRunError when an id names no running scoperun container in scope.
     """
-    client = client or _client(settings)
-    api = client.api
-    if settings.backend == "swarm":
-        found = _services(api, settings, any_workspace=any_workspace)  # one per run in progress
-    else:
-        found = [c for c in _containers(api, settings, any_workspace=any_workspace, all_states=False)
-                 if not _idle_pooled(c)]
-    by_id = {_execution_id(c): c for c in found}
-    if execution_ids is not None:
-        missing = [i for i in execution_ids if i not in by_id]
-        if missing:
-            scope = "on this engine" if any_workspace else f"in workspace {_workspace_label(settings)}"
-            raise ScopeRunError(f"no running scoperun run {', '.join(missing)} {scope}; list them with "
-                                f"`scoperun ps`{'' if any_workspace else ' (or add --any-workspace)'}")
-        targets = [by_id[i] for i in execution_ids]
-    else:
-        targets = found
-    return [_stop_one(api, settings, c, reason=reason, by=by) for c in targets]
+    with _engine_of(settings, engine) as eng:
+        found = _in_progress(eng, settings, any_workspace=any_workspace)  # on a swarm, one service per run
+        by_id = {_execution_id(c): c for c in found}
+        if execution_ids is not None:
+            missing = [i for i in execution_ids if i not in by_id]
+            if missing:
+                scope = "on this engine" if any_workspace else f"in workspace {_workspace_label(settings)}"
+                raise ScopeRunError(f"no running scoperun run {', '.join(missing)} {scope}; list them with "
+                                    f"`scoperun ps`{'' if any_workspace else ' (or add --any-workspace)'}")
+            targets = [by_id[i] for i in execution_ids]
+        else:
+            targets = found
+        return [_stop_one(eng, settings, c, reason=reason, by=by) for c in targets]
 
 
-def _stop_one(api: Any, settings: Settings, container: dict[str, Any], *, reason: str, by: str) -> StopOutcome:
-    from docker.errors import DockerException, NotFound
-
-    labels = container.get("Labels") or {}
+def _stop_one(engine: EngineHousekeeping, settings: Settings, container: ContainerInfo, *, reason: str,
+              by: str) -> StopOutcome:
     execution_id = _execution_id(container)
-    name = (container.get("Names") or ["?"])[0].lstrip("/")
+    name = container.name
     detail = ""
-    workspace = labels.get(WORKSPACE_LABEL)
+    workspace = container.labels.get(WORKSPACE_LABEL)
     if workspace:
         try:
             write_stop_marker(Path(workspace) / settings.audit_dir, execution_id, reason, by=by)
         except OSError as exc:
             detail = f"stop marker not written ({exc.strerror}); the record will not say why it ended. "
     try:
-        if container.get("Service"):
-            from scoperun.engine.swarmops import stop_service
-
-            stop_service(api, execution_id)
+        if container.service:
+            ended = engine.stop_service(container.id)
         else:
-            api.kill(container["Id"])
-    except NotFound:
-        return StopOutcome(execution_id=execution_id, container=name, stopped=False, detail=detail + "already gone")
-    except DockerException as exc:
+            ended = engine.force_kill_container(container.id)
+    except EngineError as exc:
         return StopOutcome(execution_id=execution_id, container=name, stopped=False, detail=detail + str(exc))
+    if not ended:
+        return StopOutcome(execution_id=execution_id, container=name, stopped=False, detail=detail + "already gone")
     return StopOutcome(execution_id=execution_id, container=name, stopped=True, detail=detail + "killed")
 
 
@@ -338,88 +313,77 @@ def _mark_abandoned(settings: Settings, report: GcReport, now: float, dry_run: b
             report.errors.append(str(exc))
 
 
-def _remove_containers(api: Any, settings: Settings, report: GcReport, now: float, *,
+def _remove_containers(engine: EngineHousekeeping, settings: Settings, report: GcReport, now: float, *,
                        any_workspace: bool, dry_run: bool) -> None:
-    from docker.errors import DockerException, NotFound
-
     abandoned = set(report.abandoned)
-    for c in _containers(api, settings, any_workspace=any_workspace, all_states=True):
-        labels = c.get("Labels") or {}
+    for c in _containers(engine, settings, any_workspace=any_workspace, all_states=True):
+        labels = c.labels
         execution_id = _execution_id(c)
         deadline = labels.get("org.scoperun.deadline", "")
-        created = float(c.get("Created", now))
         if execution_id in abandoned:
             why = "its run was abandoned"
         elif labels.get(POOL_LABEL) and not _owner_alive(labels[POOL_LABEL]):
             why = "its warm pool's process is gone"
         elif deadline.isdigit() and int(deadline) + settings.gc_grace < now:
             why = "past its deadline"
-        elif c.get("State") != "running" and created + settings.gc_grace < now:
+        elif c.state != "running" and c.created + settings.gc_grace < now:
             why = "ended and left behind"
         else:
             continue
-        name = (c.get("Names") or ["?"])[0].lstrip("/")
-        report.containers_removed.append({"container": name, "execution_id": execution_id, "reason": why})
+        report.containers_removed.append({"container": c.name, "execution_id": execution_id, "reason": why})
         if dry_run:
             continue
         workspace = labels.get(WORKSPACE_LABEL)
-        if workspace and c.get("State") == "running" and execution_id not in abandoned:
+        if workspace and c.state == "running" and execution_id not in abandoned:
             try:  # a live executor, if any, then records why its run ended
                 write_stop_marker(Path(workspace) / settings.audit_dir, execution_id,
                                   f"removed by scoperun gc: {why}", by="scoperun gc")
             except OSError:
                 pass
         try:
-            api.remove_container(c["Id"], force=True, v=True)
-        except NotFound:
-            pass
-        except DockerException as exc:
-            report.errors.append(f"cannot remove {name}: {exc}")
+            engine.force_remove_container(c.id)  # False: gone already, fine
+        except EngineError as exc:
+            report.errors.append(f"cannot remove {c.name}: {exc}")
 
 
-def _remove_volumes(api: Any, settings: Settings, report: GcReport, now: float, *,
+def _remove_volumes(engine: EngineHousekeeping, settings: Settings, report: GcReport, now: float, *,
                     any_workspace: bool, dry_run: bool) -> None:
-    """Remove staging volumes whose run is abandoned, or has no container and is older than the grace."""
-    from docker.errors import APIError, DockerException, NotFound
+    """Remove staging volumes no run can use (its run abandoned, or no container left and stale): the one sweep."""
+    sweep = sweep_staging_volumes(settings, engine, now=now, abandoned=report.abandoned,
+                                  any_workspace=any_workspace, dry_run=dry_run)
+    report.volumes_removed.extend(sweep.removed)
+    report.errors.extend(sweep.errors)
 
-    labels = [f"{MANAGED_LABEL}=1"]
-    if not any_workspace:
-        labels.append(f"{WORKSPACE_LABEL}={_workspace_label(settings)}")
-    try:
-        volumes = api.volumes(filters={"label": labels}).get("Volumes") or []
-    except DockerException as exc:
-        raise EngineError(f"cannot list volumes ({exc}); check the engine with `scoperun doctor`") from None
-    live = {(c.get("Labels") or {}).get(ID_LABEL) for c in _containers(api, settings, any_workspace=True,
-                                                                         all_states=True)}
-    abandoned = set(report.abandoned)
-    for volume in volumes:
-        labels_of = volume.get("Labels") or {}
-        if labels_of.get(MANAGED_LABEL) != "1":
-            continue  # never anything scoperun did not make
-        execution_id = labels_of.get(ID_LABEL)
-        created = epoch_of(volume.get("CreatedAt"))
-        stale = execution_id not in live and created is not None and created + settings.gc_grace < now
-        if execution_id not in abandoned and not stale:
-            continue  # a run may be between creating its volume and its container
-        report.volumes_removed.append(volume["Name"])
-        if dry_run:
+
+def _remove_leftover_services(engine: EngineHousekeeping, *, now: float, dry_run: bool,
+                              workspace: str | None) -> list[str]:
+    """Remove scoperun services past their deadline label, and the per-run networks (gc on a swarm manager)."""
+    removed: list[str] = []
+    for svc in engine.services(MANAGED_LABEL):
+        if workspace is not None and svc.labels.get(WORKSPACE_LABEL) != workspace:
             continue
-        try:
-            api.remove_volume(volume["Name"])
-        except NotFound:
-            pass
-        except APIError as exc:  # still in use: a later gc will get it
-            report.errors.append(f"cannot remove volume {volume['Name']}: {exc}")
+        if int(svc.labels.get("org.scoperun.deadline", "0")) > now:
+            continue
+        removed.append(f"service {svc.name}")
+        if not dry_run:
+            with contextlib.suppress(EngineError):
+                engine.remove_service(svc.id)
+    for net in engine.networks(MANAGED_LABEL):
+        if net.name.startswith("scoperun-none-") and not dry_run:
+            with contextlib.suppress(EngineError):
+                if engine.remove_network(net.id):
+                    removed.append(f"network {net.name}")
+    return removed
 
 
-def _staging_hook(gc_staging: Callable[..., list[str]]) -> Callable[..., list[str]]:
-    """Adapt changes.gc_staging (settings, older_than) to the hook signature; dry runs list nothing."""
+def _staging_hook(gc_staging: Callable[..., list[str]], engine: EngineHousekeeping) -> Callable[..., list[str]]:
+    """Adapt changes.gc_staging (settings, older_than, engine) to the hook signature; dry runs list nothing."""
     from datetime import timedelta
 
     def hook(settings: Settings, *, now: float, dry_run: bool) -> list[str]:
         if dry_run:
             return []
-        return gc_staging(settings, timedelta(days=settings.staging_retention_days))
+        return gc_staging(settings, timedelta(days=settings.staging_retention_days), engine=engine)
 
     return hook
 
@@ -438,7 +402,7 @@ def _pool_slots_hook(settings: Settings, *, now: float, dry_run: bool) -> list[s
     return [] if dry_run or os.geteuid() != 0 else clean_leftover_slots(state_dir(settings) / "pool")
 
 
-def _run_hooks(settings: Settings, report: GcReport, now: float, dry_run: bool) -> None:
+def _run_hooks(settings: Settings, engine: EngineHousekeeping, report: GcReport, now: float, dry_run: bool) -> None:
     hooks = {"pool-slots": _pool_slots_hook, **_GC_HOOKS}
     try:
         import importlib
@@ -446,7 +410,7 @@ def _run_hooks(settings: Settings, report: GcReport, now: float, dry_run: bool) 
         changes = importlib.import_module("scoperun.changes")
         staging = getattr(changes, "gc_staging", None)
         if callable(staging):
-            hooks.setdefault("staging", _staging_hook(staging))
+            hooks.setdefault("staging", _staging_hook(staging, engine))
     except ImportError:
         pass  # no staging module in this build
     for name, hook in hooks.items():
@@ -457,26 +421,24 @@ def _run_hooks(settings: Settings, report: GcReport, now: float, dry_run: bool) 
 
 
 def collect_garbage(settings: Settings, *, any_workspace: bool = False, dry_run: bool = False,
-                    client: Any = None, now: float | None = None) -> GcReport:
+                    engine: EngineHousekeeping | None = None, now: float | None = None) -> GcReport:
     """Mark dead runs abandoned, remove leftover scoperun containers, then run the gc hooks."""
     now = time.time() if now is None else now
     report = GcReport(dry_run=dry_run)
     _mark_abandoned(settings, report, now, dry_run)
-    try:
-        api = (client or _client(settings)).api
-        _remove_containers(api, settings, report, now, any_workspace=any_workspace, dry_run=dry_run)
-        _remove_volumes(api, settings, report, now, any_workspace=any_workspace, dry_run=dry_run)
-        if settings.backend == "swarm":
-            # docker_host is a manager: leftover run services (their task containers are removed by
-            # each node's agent, or by `scoperun gc` run against that node's engine).
-            from scoperun.engine.swarmops import remove_leftover_services
-
-            report.hooks["swarm"] = remove_leftover_services(
-                client or _client(settings), now=now - settings.gc_grace, dry_run=dry_run,
-                workspace=None if any_workspace else _workspace_label(settings))
-    except EngineError as exc:
-        report.errors.append(str(exc))
-    _run_hooks(settings, report, now, dry_run)
+    with _engine_of(settings, engine) as eng:
+        try:
+            _remove_containers(eng, settings, report, now, any_workspace=any_workspace, dry_run=dry_run)
+            _remove_volumes(eng, settings, report, now, any_workspace=any_workspace, dry_run=dry_run)
+            if settings.backend == "swarm":
+                # docker_host is a manager: leftover run services (their task containers are removed by
+                # each node's agent, or by `scoperun gc` run against that node's engine).
+                report.hooks["swarm"] = _remove_leftover_services(
+                    eng, now=now - settings.gc_grace, dry_run=dry_run,
+                    workspace=None if any_workspace else _workspace_label(settings))
+        except EngineError as exc:
+            report.errors.append(str(exc))
+        _run_hooks(settings, eng, report, now, dry_run)
     from scoperun.audit.retention import apply_retention
 
     try:  # old agent scripts, full outputs and browser artefacts, per the retention settings

@@ -13,8 +13,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from scoperun.engine.base import BindMount, EngineVersion, ImageInfo, OverlayMount, RunOutcome, RunSpec, VolumeInfo
+from scoperun.engine.base import (
+    BindMount,
+    ContainerInfo,
+    EngineVersion,
+    ImageInfo,
+    NetworkInfo,
+    OverlayMount,
+    RunOutcome,
+    RunSpec,
+    VolumeInfo,
+    VolumeRemoval,
+)
 from scoperun.engine.capture import BoundedBuffer
+from scoperun.errors import EngineError
 
 __all__ = ["FakeBackend", "FakeHandle", "FakeRun", "fake_records"]
 
@@ -33,9 +45,24 @@ class FakeRun:
     writes: dict[str, bytes] = field(default_factory=dict)  # case-relative path -> content the "run" writes
 
 
+def _carries(labels: dict[str, str], wanted: tuple[str, ...]) -> bool:
+    """Whether `labels` has every `key` or `key=value` in `wanted` (the engine's label filter)."""
+    for label in wanted:
+        key, eq, value = label.partition("=")
+        if key not in labels or (eq and labels[key] != value):
+            return False
+    return True
+
+
 @dataclass
 class FakeBackend:
-    """A backend that records specs and returns `script(spec)` (default: success, no output)."""
+    """A backend that records specs and returns `script(spec)` (default: success, no output).
+
+    It is also a scripted engine for housekeeping (EngineHousekeeping): put containers, services,
+    networks, volumes and images in its dicts; what ops, doctor and gc did is left in them (and in
+    `killed`, `stopped_services`). An id or name in `failing` makes the engine refuse that object;
+    `unreachable` (a message) makes every housekeeping call fail as if the engine were down.
+    """
 
     script: Callable[[RunSpec], FakeRun] = field(default=lambda spec: FakeRun())
     name: str = "fake"
@@ -43,10 +70,18 @@ class FakeBackend:
     running: int = 0
     max_running: int = 0
     closed: bool = False
+    engine_containers: dict[str, ContainerInfo] = field(default_factory=dict)  # id -> container
+    memory: dict[str, int] = field(default_factory=dict)  # container id -> bytes in use
+    engine_services: dict[str, ContainerInfo] = field(default_factory=dict)  # id -> swarm service
+    engine_networks: dict[str, NetworkInfo] = field(default_factory=dict)  # id -> network
     engine_volumes: dict[str, VolumeInfo] = field(default_factory=dict)  # housekeeping's view of volumes
     volumes_in_use: set[str] = field(default_factory=set)
     images: dict[str, ImageInfo] = field(default_factory=dict)  # tag -> what image_info reports
     version: EngineVersion = field(default_factory=lambda: EngineVersion("fake", "1.45", {"runc": "1.1.12"}))
+    killed: list[str] = field(default_factory=list)  # container ids force_kill_container ended
+    stopped_services: list[str] = field(default_factory=list)  # service ids stop_service scaled to zero
+    failing: set[str] = field(default_factory=set)  # ids or names the engine refuses to act on
+    unreachable: str | None = None  # every housekeeping call raises EngineError(unreachable)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def start(self, spec: RunSpec) -> FakeHandle:
@@ -74,25 +109,89 @@ class FakeBackend:
         """Mark the backend closed."""
         self.closed = True
 
-    def volumes(self, label: str) -> list[VolumeInfo]:
-        """The recorded volumes carrying `label` (a key, or key=value)."""
-        key, _, value = label.partition("=")
-        return [v for v in self.engine_volumes.values()
-                if key in v.labels and (not value or v.labels[key] == value)]
+    # -- housekeeping (EngineHousekeeping) ----------------------------------------------------
 
-    def remove_volume(self, name: str) -> bool:
-        """Forget volume `name` unless it is in use; False if in use or unknown."""
-        if name in self.volumes_in_use or name not in self.engine_volumes:
+    def _engine(self, doing: str, *names: str) -> None:
+        """Fail like the real engine would: down altogether, or refusing one of `names`."""
+        if self.unreachable is not None:
+            raise EngineError(self.unreachable)
+        if self.failing & set(names):
+            raise EngineError(f"the Docker engine failed to {doing} (refused); check it with `scoperun doctor`.")
+
+    def containers(self, *labels: str, all_states: bool = False) -> list[ContainerInfo]:
+        """The recorded containers carrying every label (running ones unless `all_states`)."""
+        self._engine("list containers")
+        return [c for c in self.engine_containers.values()
+                if _carries(c.labels, labels) and (all_states or c.state == "running")]
+
+    def container_memory(self, container_id: str) -> int | None:
+        """The recorded memory of a container, or None."""
+        return self.memory.get(container_id)
+
+    def force_kill_container(self, container_id: str) -> bool:
+        """Mark a recorded container exited (and note it in `killed`); False if unknown."""
+        found = self.engine_containers.get(container_id)
+        self._engine(f"kill container {container_id}", container_id, *([found.name] if found else []))
+        if found is None:
             return False
-        del self.engine_volumes[name]
+        self.engine_containers[container_id] = ContainerInfo(found.id, found.name, "exited", found.created, found.labels)
+        self.killed.append(container_id)
         return True
+
+    def force_remove_container(self, container_id: str) -> bool:
+        """Forget a recorded container; False if unknown."""
+        found = self.engine_containers.get(container_id)
+        self._engine(f"remove container {container_id}", container_id, *([found.name] if found else []))
+        return self.engine_containers.pop(container_id, None) is not None
+
+    def services(self, *labels: str) -> list[ContainerInfo]:
+        """The recorded services carrying every label."""
+        self._engine("list the swarm's services")
+        return [s for s in self.engine_services.values() if _carries(s.labels, labels)]
+
+    def stop_service(self, service_id: str) -> bool:
+        """Note the service in `stopped_services`; False if unknown."""
+        self._engine(f"stop service {service_id}", service_id)
+        if service_id not in self.engine_services:
+            return False
+        self.stopped_services.append(service_id)
+        return True
+
+    def remove_service(self, service_id: str) -> bool:
+        """Forget a recorded service; False if unknown."""
+        self._engine(f"remove service {service_id}", service_id)
+        return self.engine_services.pop(service_id, None) is not None
+
+    def networks(self, *labels: str) -> list[NetworkInfo]:
+        """The recorded networks carrying every label."""
+        self._engine("list networks")
+        return [n for n in self.engine_networks.values() if _carries(n.labels, labels)]
+
+    def remove_network(self, network_id: str) -> bool:
+        """Forget a recorded network; False if unknown."""
+        self._engine(f"remove network {network_id}", network_id)
+        return self.engine_networks.pop(network_id, None) is not None
+
+    def volumes(self, *labels: str) -> list[VolumeInfo]:
+        """The recorded volumes carrying every label."""
+        self._engine("list volumes")
+        return [v for v in self.engine_volumes.values() if _carries(v.labels, labels)]
+
+    def remove_volume(self, name: str) -> VolumeRemoval:
+        """Forget volume `name` unless it is in use."""
+        self._engine(f"remove volume {name}", name)
+        if name in self.volumes_in_use:
+            return "in use"
+        return "removed" if self.engine_volumes.pop(name, None) is not None else "gone"
 
     def engine_version(self) -> EngineVersion:
         """The scripted engine version."""
+        self._engine("report its version")
         return self.version
 
     def image_info(self, tag: str) -> ImageInfo | None:
         """The recorded image `tag`, or None."""
+        self._engine(f"inspect image {tag}")
         return self.images.get(tag)
 
 

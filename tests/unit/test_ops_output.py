@@ -83,19 +83,6 @@ def test_operator_stop_ends_the_run_failed_with_the_reason(settings: Settings, w
     assert record["status"] == "cancelled" and "runaway script" in record["message"]
 
 
-class _NoContainers:
-    """A docker-py stand-in with no containers and no volumes (gc's record bookkeeping only)."""
-
-    class api:
-        @staticmethod
-        def containers(**_: object) -> list:
-            return []
-
-        @staticmethod
-        def volumes(**_: object) -> dict:
-            return {"Volumes": None}
-
-
 def _running_record(execution_id: str, *, pid: int, host: str, started: float) -> dict:
     stamp = datetime.fromtimestamp(started, UTC).isoformat()
     return {"timestamp": stamp, "execution_id": execution_id, "case_name": CASE, "script_path": "Tools/hello.py",
@@ -117,10 +104,10 @@ def test_gc_marks_dead_and_overdue_runs_abandoned(settings: Settings, workspace:
     seen: list[tuple] = []
     register_gc_hook("test-staging", lambda s, *, now, dry_run: seen.append((now, dry_run)) or ["staging/x"])
     try:
-        dry = collect_garbage(settings, client=_NoContainers(), dry_run=True)
+        dry = collect_garbage(settings, engine=FakeBackend(), dry_run=True)
         assert sorted(dry.abandoned) == ["exec_dead", "exec_overdue"]
         assert json.loads((audit_dir(workspace) / "exec_dead.json").read_text())["status"] == "running"
-        report = collect_garbage(settings, client=_NoContainers())
+        report = collect_garbage(settings, engine=FakeBackend())
     finally:
         from scoperun import ops
 
@@ -133,7 +120,7 @@ def test_gc_marks_dead_and_overdue_runs_abandoned(settings: Settings, workspace:
     assert f"pid {dead.pid}" in dead_record["message"] and dead_record["finished_at"]
     assert dead_record["chain"]["seq"] >= 1
     assert json.loads((audit_dir(workspace) / "exec_live.json").read_text())["status"] == "running"
-    assert collect_garbage(settings, client=_NoContainers()).abandoned == []
+    assert collect_garbage(settings, engine=FakeBackend()).abandoned == []
 
 
 def test_streamed_redaction_never_splits_a_secret_across_chunks() -> None:

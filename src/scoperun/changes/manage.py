@@ -188,13 +188,13 @@ def gc_staging(settings: Settings, older_than: timedelta, *, engine: EngineHouse
         (root / ".locks" / f"{entry.name}.lock").unlink(missing_ok=True)
         if not entry.exists():
             removed.append(entry.name)
-    _remove_stale_volumes(settings, root, engine)
+    _remove_stale_volumes(settings, engine)
     return removed
 
 
-def _remove_stale_volumes(settings: Settings, root: Path, engine: EngineHousekeeping | None = None) -> None:
-    """Remove scoperun staging volumes whose staging folder is gone (best effort; in-use ones stay)."""
-    from scoperun.engine.base import MANAGED_LABEL
+def _remove_stale_volumes(settings: Settings, engine: EngineHousekeeping | None = None) -> None:
+    """Sweep staging volumes no run can use any more (best effort; in-use ones stay for a later gc)."""
+    from scoperun.changes.volumes import sweep_staging_volumes
     from scoperun.errors import EngineError
 
     backend = None
@@ -203,12 +203,7 @@ def _remove_stale_volumes(settings: Settings, root: Path, engine: EngineHousekee
             from scoperun.engine.docker import DockerBackend
 
             engine = backend = DockerBackend(settings.docker_host, remove_in_background=False, timeout=30)
-        for volume in engine.volumes(MANAGED_LABEL):
-            # Only volumes over this staging root: other workspaces' runs may be starting right now.
-            upper = volume.labels.get("org.scoperun.staging-upper", "")
-            folder = Path(upper).parent
-            if upper and folder.parent == root and not folder.exists():
-                engine.remove_volume(volume.name)  # False while a container uses it: the backend removes it after the run
+        sweep_staging_volumes(settings, engine)
     except (ImportError, EngineError):
         pass
     finally:

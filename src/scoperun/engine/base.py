@@ -6,15 +6,19 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 from scoperun.engine.capture import BoundedBuffer
 
-__all__ = ["MANAGED_LABEL", "Backend", "BindMount", "EngineHousekeeping", "OverlayMount", "RunHandle", "RunOutcome",
-           "RunSpec", "VolumeInfo", "EngineVersion", "ImageInfo"]
+__all__ = ["EXECUTION_ID_LABEL", "MANAGED_LABEL", "STAGING_UPPER_LABEL", "WORKSPACE_LABEL", "Backend", "BindMount",
+           "ContainerInfo", "EngineHousekeeping", "EngineVersion", "ImageInfo", "NetworkInfo", "OverlayMount",
+           "RunHandle", "RunOutcome", "RunSpec", "VolumeInfo", "VolumeRemoval"]
 
 # Every container scoperun makes carries this label; operations act on it and on nothing else.
 MANAGED_LABEL = "org.scoperun.managed"
+EXECUTION_ID_LABEL = "org.scoperun.execution-id"  # the run a container, service or staging volume serves
+WORKSPACE_LABEL = "org.scoperun.workspace"  # the workspace (resolved path) whose run it is
+STAGING_UPPER_LABEL = "org.scoperun.staging-upper"  # a staging volume's upper folder on the host
 
 
 @dataclass(frozen=True)
@@ -141,6 +145,32 @@ class VolumeInfo:
 
     name: str
     labels: dict[str, str]
+    created: float | None = None  # epoch seconds; None when the engine does not say
+
+
+# What became of a volume removal: done, refused because a container still uses it, or nothing to remove.
+VolumeRemoval = Literal["removed", "in use", "gone"]
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    """One of scoperun's containers (or, on a swarm manager, a run's service) as ps, stop and gc see it."""
+
+    id: str
+    name: str  # without the engine's leading "/"
+    state: str  # running, exited, created, ... (a service: running)
+    created: float  # epoch seconds
+    labels: dict[str, str]
+    service: bool = False  # a swarm service (its task runs on some node), not a container
+
+
+@dataclass(frozen=True)
+class NetworkInfo:
+    """A network on the engine, as housekeeping sees it."""
+
+    id: str
+    name: str
+    labels: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -163,14 +193,53 @@ class ImageInfo:
 
 @runtime_checkable
 class EngineHousekeeping(Protocol):
-    """What ops, doctor and change clean-up need from the engine besides runs; errors are EngineError."""
+    """What ops, doctor and change clean-up need from the engine besides runs.
 
-    def volumes(self, label: str) -> list[VolumeInfo]:
-        """The volumes carrying `label` (a key, or key=value)."""
+    Labels are given as `key` or `key=value` (all must match). Engine failures are EngineError.
+    """
+
+    def containers(self, *labels: str, all_states: bool = False) -> list[ContainerInfo]:
+        """The containers carrying every label; running ones only unless `all_states`."""
         ...
 
-    def remove_volume(self, name: str) -> bool:
-        """Remove a volume; False if it is still in use or already gone."""
+    def container_memory(self, container_id: str) -> int | None:
+        """Memory a container uses now (page cache excluded), or None if the engine cannot say."""
+        ...
+
+    def force_kill_container(self, container_id: str) -> bool:
+        """SIGKILL a container; False if it is already gone."""
+        ...
+
+    def force_remove_container(self, container_id: str) -> bool:
+        """Force-remove a container with its anonymous volumes; False if it is already gone."""
+        ...
+
+    def services(self, *labels: str) -> list[ContainerInfo]:
+        """The swarm services carrying every label (`service=True`; the engine must be a swarm manager)."""
+        ...
+
+    def stop_service(self, service_id: str) -> bool:
+        """End a service's task now (scaled to zero, its logs kept); False if the service is gone."""
+        ...
+
+    def remove_service(self, service_id: str) -> bool:
+        """Remove a service; False if it is already gone."""
+        ...
+
+    def networks(self, *labels: str) -> list[NetworkInfo]:
+        """The networks carrying every label."""
+        ...
+
+    def remove_network(self, network_id: str) -> bool:
+        """Remove a network; False if it is in use or already gone."""
+        ...
+
+    def volumes(self, *labels: str) -> list[VolumeInfo]:
+        """The volumes carrying every label."""
+        ...
+
+    def remove_volume(self, name: str) -> VolumeRemoval:
+        """Remove a volume: "removed", "in use" (a container still uses it) or "gone" (nothing to remove)."""
         ...
 
     def engine_version(self) -> EngineVersion:

@@ -14,17 +14,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from scoperun.engine.attached import AttachedRun, drain
-from scoperun.engine.base import (
-    MANAGED_LABEL,
-    EngineVersion,
-    ImageInfo,
-    OverlayMount,
-    RunOutcome,
-    RunSpec,
-    VolumeInfo,
-)
+from scoperun.engine.base import MANAGED_LABEL, OverlayMount, RunOutcome, RunSpec
 from scoperun.engine.capture import BoundedBuffer
-from scoperun.engine.dockerops import lost_engine, short
+from scoperun.engine.dockerops import DockerHousekeeping, lost_engine, short
 from scoperun.engine.launched import LAUNCHER_LABEL, LaunchedRun, launcher_command
 from scoperun.errors import EngineError, ImageError
 
@@ -72,8 +64,8 @@ def connect(base_url: str | None = None, timeout: float | None = 60) -> docker.D
     return client
 
 
-class DockerBackend:
-    """Runs each spec in a fresh container on one Docker engine."""
+class DockerBackend(DockerHousekeeping):
+    """Runs each spec in a fresh container on one Docker engine (and does its housekeeping: EngineHousekeeping)."""
 
     name = "docker"
 
@@ -110,32 +102,6 @@ class DockerBackend:
             if self._stream_client is None:
                 self._stream_client = connect(self._base_url, timeout=None)
             return self._stream_client
-
-    # -- housekeeping (EngineHousekeeping) ----------------------------------------------------
-
-    def volumes(self, label: str) -> list[VolumeInfo]:
-        """The volumes carrying `label`."""
-        from scoperun.engine.dockerops import list_volumes
-
-        return list_volumes(self.client, label)
-
-    def remove_volume(self, name: str) -> bool:
-        """Remove a volume; False if in use or gone."""
-        from scoperun.engine.dockerops import remove_volume
-
-        return remove_volume(self.client, name)
-
-    def engine_version(self) -> EngineVersion:
-        """The engine's versions."""
-        from scoperun.engine.dockerops import engine_version
-
-        return engine_version(self.client)
-
-    def image_info(self, tag: str) -> ImageInfo | None:
-        """The image `tag`, or None."""
-        from scoperun.engine.dockerops import image_info
-
-        return image_info(self.client, tag)
 
     # -- the contract -------------------------------------------------------------------------
 

@@ -1,18 +1,23 @@
-"""Docker housekeeping operations (volumes, ...) behind the engine contract, with one error mapping."""
+"""Docker housekeeping operations (containers, services, networks, volumes, versions) behind the engine
+contract, with the one mapping of engine errors to scoperun's."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
-from scoperun.engine.base import EngineVersion, ImageInfo, VolumeInfo
+from scoperun.engine.base import ContainerInfo, EngineVersion, ImageInfo, NetworkInfo, VolumeInfo, VolumeRemoval
 from scoperun.errors import EngineError
 
 if TYPE_CHECKING:
     import docker
 
-__all__ = ["engine_errors", "engine_version", "image_info", "list_volumes", "lost_engine", "remove_volume", "short"]
+__all__ = ["DockerHousekeeping", "container_memory", "engine_errors", "engine_version", "force_kill_container",
+           "force_remove_container", "image_info", "list_containers", "list_networks", "list_services", "list_volumes",
+           "lost_engine", "remove_network", "remove_service", "remove_volume", "scale_to_zero", "short", "stop_service"]
 
 
 @contextmanager
@@ -39,27 +44,136 @@ def lost_engine(exc: BaseException) -> str:
             f"finished. Check the engine with `scoperun doctor` and run it again.")
 
 
-def list_volumes(client: docker.DockerClient, label: str) -> list[VolumeInfo]:
-    """The volumes carrying `label`."""
-    with engine_errors("list volumes"):
-        found = client.volumes.list(filters={"label": label})
-        return [VolumeInfo(v.name, dict(v.attrs.get("Labels") or {})) for v in found]
+def _epoch(stamp: object) -> float | None:
+    """Epoch seconds of an engine timestamp (RFC 3339, nanoseconds allowed); None if absent or unreadable."""
+    try:
+        return datetime.fromisoformat(str(stamp)).timestamp() if stamp else None
+    except ValueError:
+        return None
 
 
-def remove_volume(client: docker.DockerClient, name: str) -> bool:
-    """Remove volume `name`; False if it is in use (409) or already gone (404)."""
-    from docker.errors import APIError, NotFound
+def _gone(call: Any, *args: Any, **kwargs: Any) -> bool:
+    """Run an engine call; False if the engine says its object does not exist (404), True if it is done."""
+    from docker.errors import NotFound
 
-    with engine_errors(f"remove volume {name}"):
+    try:
+        call(*args, **kwargs)
+    except NotFound:
+        return False
+    return True
+
+
+def list_containers(client: docker.DockerClient, labels: tuple[str, ...], *, all_states: bool) -> list[ContainerInfo]:
+    """The containers carrying every label (running ones unless `all_states`)."""
+    with engine_errors("list containers"):
+        found = client.api.containers(all=all_states, filters={"label": list(labels)})
+    now = time.time()
+    return [ContainerInfo(id=str(c["Id"]), name=str((c.get("Names") or ["?"])[0]).lstrip("/"),
+                          state=str(c.get("State", "?")), created=float(c.get("Created") or now),
+                          labels=dict(c.get("Labels") or {})) for c in found]
+
+
+def container_memory(client: docker.DockerClient, container_id: str) -> int | None:
+    """Memory in use (usage minus page cache, as the docker CLI shows it); None if the engine cannot say."""
+    try:
+        stats = client.api.stats(container_id, stream=False, one_shot=True)
+        mem = stats.get("memory_stats") or {}
+        usage = mem.get("usage")
+        cache = (mem.get("stats") or {}).get("cache", 0)  # cgroup v1; the CLI shows usage - cache too
+        return int(usage - cache) if usage is not None else None
+    except Exception:  # a container that just ended, stats not supported: ps shows no figure
+        return None
+
+
+def force_kill_container(client: docker.DockerClient, container_id: str) -> bool:
+    """SIGKILL a container; False if it is gone."""
+    with engine_errors(f"kill container {container_id[:12]}"):
+        return _gone(client.api.kill, container_id)
+
+
+def force_remove_container(client: docker.DockerClient, container_id: str) -> bool:
+    """Force-remove a container and its anonymous volumes; False if it is gone."""
+    with engine_errors(f"remove container {container_id[:12]}"):
+        return _gone(client.api.remove_container, container_id, force=True, v=True)
+
+
+def list_services(client: docker.DockerClient, labels: tuple[str, ...]) -> list[ContainerInfo]:
+    """The swarm services carrying every label, as ContainerInfo (state running, `service=True`)."""
+    with engine_errors("list the swarm's services (is docker_host a swarm manager?)"):
+        found = client.api.services(filters={"label": list(labels)})
+    return [ContainerInfo(id=str(s["ID"]), name=str(s["Spec"]["Name"]), state="running",
+                          created=_epoch(s.get("CreatedAt")) or time.time(),
+                          labels=dict(s["Spec"].get("Labels") or {}), service=True) for s in found]
+
+
+def scale_to_zero(api: Any, service_id: str) -> None:
+    """Kill the task but keep the service (its logs) until they are read: stop grace 0, SIGKILL."""
+    from docker.errors import DockerException
+
+    for _ in range(5):
         try:
-            client.api.remove_volume(name)
-        except NotFound:
+            info = api.inspect_service(service_id)
+            api.update_service(service_id, version=info["Version"]["Index"],
+                               task_template=info["Spec"]["TaskTemplate"], name=info["Spec"]["Name"],
+                               labels=info["Spec"].get("Labels"), mode={"Replicated": {"Replicas": 0}})
+            return
+        except DockerException:
+            time.sleep(0.2)
+
+
+def stop_service(client: docker.DockerClient, service_id: str) -> bool:
+    """Kill a service's task (scale it to zero, keeping its logs); False if the service is gone."""
+    with engine_errors(f"stop service {service_id[:12]}"):
+        if not _gone(client.api.inspect_service, service_id):
             return False
+        scale_to_zero(client.api, service_id)
+    return True
+
+
+def remove_service(client: docker.DockerClient, service_id: str) -> bool:
+    """Remove a service; False if it is gone."""
+    with engine_errors(f"remove service {service_id[:12]}"):
+        return _gone(client.api.remove_service, service_id)
+
+
+def list_networks(client: docker.DockerClient, labels: tuple[str, ...]) -> list[NetworkInfo]:
+    """The networks carrying every label."""
+    with engine_errors("list networks"):
+        found = client.api.networks(filters={"label": list(labels)})
+    return [NetworkInfo(str(n["Id"]), str(n["Name"]), dict(n.get("Labels") or {})) for n in found]
+
+
+def remove_network(client: docker.DockerClient, network_id: str) -> bool:
+    """Remove a network; False if it is in use (409) or gone (404)."""
+    from docker.errors import APIError
+
+    with engine_errors(f"remove network {network_id[:12]}"):
+        try:
+            return _gone(client.api.remove_network, network_id)
         except APIError as exc:
             if exc.status_code == 409:
                 return False
             raise
-    return True
+
+
+def list_volumes(client: docker.DockerClient, labels: tuple[str, ...]) -> list[VolumeInfo]:
+    """The volumes carrying every label."""
+    with engine_errors("list volumes"):
+        found = client.api.volumes(filters={"label": list(labels)}).get("Volumes") or []
+    return [VolumeInfo(str(v["Name"]), dict(v.get("Labels") or {}), _epoch(v.get("CreatedAt"))) for v in found]
+
+
+def remove_volume(client: docker.DockerClient, name: str) -> VolumeRemoval:
+    """Remove volume `name`: "removed", "in use" (409) or "gone" (404)."""
+    from docker.errors import APIError
+
+    with engine_errors(f"remove volume {name}"):
+        try:
+            return "removed" if _gone(client.api.remove_volume, name) else "gone"
+        except APIError as exc:
+            if exc.status_code == 409:
+                return "in use"
+            raise
 
 
 def engine_version(client: docker.DockerClient) -> EngineVersion:
@@ -81,3 +195,64 @@ def image_info(client: docker.DockerClient, tag: str) -> ImageInfo | None:
         except ImageNotFound:
             return None
         return ImageInfo(str(image.id), str(image.short_id), dict(image.labels or {}))
+
+
+class DockerHousekeeping:
+    """EngineHousekeeping on one Docker engine; DockerBackend inherits it and supplies `client`."""
+
+    @property
+    def client(self) -> docker.DockerClient:
+        """The engine client (made on first use by the backend)."""
+        raise NotImplementedError
+
+    def containers(self, *labels: str, all_states: bool = False) -> list[ContainerInfo]:
+        """The containers carrying every label (running ones unless `all_states`)."""
+        return list_containers(self.client, labels, all_states=all_states)
+
+    def container_memory(self, container_id: str) -> int | None:
+        """Memory a container uses now, or None."""
+        return container_memory(self.client, container_id)
+
+    def force_kill_container(self, container_id: str) -> bool:
+        """SIGKILL a container; False if gone."""
+        return force_kill_container(self.client, container_id)
+
+    def force_remove_container(self, container_id: str) -> bool:
+        """Force-remove a container with its anonymous volumes; False if gone."""
+        return force_remove_container(self.client, container_id)
+
+    def services(self, *labels: str) -> list[ContainerInfo]:
+        """The swarm services carrying every label."""
+        return list_services(self.client, labels)
+
+    def stop_service(self, service_id: str) -> bool:
+        """Kill a service's task (scaled to zero); False if gone."""
+        return stop_service(self.client, service_id)
+
+    def remove_service(self, service_id: str) -> bool:
+        """Remove a service; False if gone."""
+        return remove_service(self.client, service_id)
+
+    def networks(self, *labels: str) -> list[NetworkInfo]:
+        """The networks carrying every label."""
+        return list_networks(self.client, labels)
+
+    def remove_network(self, network_id: str) -> bool:
+        """Remove a network; False if in use or gone."""
+        return remove_network(self.client, network_id)
+
+    def volumes(self, *labels: str) -> list[VolumeInfo]:
+        """The volumes carrying every label."""
+        return list_volumes(self.client, labels)
+
+    def remove_volume(self, name: str) -> VolumeRemoval:
+        """Remove a volume: removed, in use or gone."""
+        return remove_volume(self.client, name)
+
+    def engine_version(self) -> EngineVersion:
+        """The engine's versions."""
+        return engine_version(self.client)
+
+    def image_info(self, tag: str) -> ImageInfo | None:
+        """The image `tag`, or None."""
+        return image_info(self.client, tag)

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from scoperun.engine.base import MANAGED_LABEL, BindMount, OverlayMount, RunOutcome, RunSpec
 from scoperun.engine.capture import BoundedBuffer
+from scoperun.engine.dockerops import scale_to_zero as _scale_to_zero
 from scoperun.engine.dockerops import short
 from scoperun.errors import EngineError, ImageError
 
@@ -374,21 +375,6 @@ def _task(api: Any, service_id: str) -> dict[str, Any] | None:
     tasks = api.tasks(filters={"service": service_id})
     # Only one task is ever made (restart none); the newest is the one that counts.
     return max(tasks, key=lambda t: t.get("CreatedAt", "")) if tasks else None
-
-
-def _scale_to_zero(api: Any, service_id: str) -> None:
-    """Kill the task but keep the service (its logs) until they are read: stop grace 0, SIGKILL."""
-    from docker.errors import DockerException
-
-    for _ in range(5):
-        try:
-            info = api.inspect_service(service_id)
-            api.update_service(service_id, version=info["Version"]["Index"],
-                               task_template=info["Spec"]["TaskTemplate"], name=info["Spec"]["Name"],
-                               labels=info["Spec"].get("Labels"), mode={"Replicated": {"Replicas": 0}})
-            return
-        except DockerException:
-            time.sleep(0.2)
 
 
 def _mount_overlays(staged: list[OverlayMount]) -> dict[str, Path]:

@@ -1,5 +1,6 @@
-"""Operations on a swarm for scoperun: stop a run's task, gc of run services, doctor's node
-probes, and copying images to nodes without a registry (`docker save | docker load`)."""
+"""Operations on a swarm for scoperun: doctor's node probes and copying images to nodes without a
+registry (`docker save | docker load`). Stopping a run's task and gc of run services go through the
+engine contract (EngineHousekeeping.stop_service, services, remove_service)."""
 
 from __future__ import annotations
 
@@ -12,44 +13,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from scoperun.engine.base import MANAGED_LABEL
-from scoperun.engine.swarm import _TERMINAL, NODE_LABEL, STAGING_LABEL, _scale_to_zero, _task
+from scoperun.engine.swarm import _TERMINAL, NODE_LABEL, STAGING_LABEL, _task
 
 if TYPE_CHECKING:
     from scoperun.engine.docker import DockerBackend
 from scoperun.errors import EngineError, ImageError
 
-__all__ = ["check_swarm", "push_image", "remove_leftover_services", "stop_service", "swarm_checks"]
-
-
-def stop_service(api: Any, execution_id: str) -> bool:
-    """Kill a run's task (scale its service to zero); the executor that owns it records the end."""
-    services = api.services(filters={"label": f"org.scoperun.execution-id={execution_id}"})
-    for svc in services:
-        _scale_to_zero(api, svc["ID"])
-    return bool(services)
-
-
-def remove_leftover_services(client: Any, *, now: float, dry_run: bool, workspace: str | None = None) -> list[str]:
-    """Remove scoperun services past their deadline label, and their per-run networks (gc)."""
-    from docker.errors import DockerException
-
-    removed: list[str] = []
-    for svc in client.api.services(filters={"label": MANAGED_LABEL}):
-        labels = svc["Spec"].get("Labels") or {}
-        if workspace is not None and labels.get("org.scoperun.workspace") != workspace:
-            continue
-        if int(labels.get("org.scoperun.deadline", "0")) > now:
-            continue
-        removed.append(f"service {svc['Spec']['Name']}")
-        if not dry_run:
-            with contextlib.suppress(DockerException):
-                client.api.remove_service(svc["ID"])
-    for net in client.api.networks(filters={"label": MANAGED_LABEL}):
-        if net["Name"].startswith("scoperun-none-") and not dry_run:
-            with contextlib.suppress(DockerException):
-                client.api.remove_network(net["Id"])
-                removed.append(f"network {net['Name']}")
-    return removed
+__all__ = ["check_swarm", "push_image", "swarm_checks"]
 
 
 def swarm_checks(engine: DockerBackend, *, image: str, workspace: Path, projects_dir: str,
