@@ -112,3 +112,8 @@ def ensure_image(settings: Settings, *, quiet: bool) -> None:
                     progress=None if quiet else (lambda line: err.print(f"[dim]{escape(line)}[/]", highlight=False)))
     except EngineError as exc:
         raise fail(str(exc), EXIT_ENGINE) from None
+
+
+def register(root: typer.Typer) -> None:
+    """Add the `image` group to the main app."""
+    root.add_typer(app, name="image")
