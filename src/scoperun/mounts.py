@@ -1,28 +1,51 @@
-"""Which filesystem holds a path, from /proc/mounts (the workspace may be a gcsfuse bucket)."""
+"""The mounts of this mount namespace, from psutil: which filesystem holds a path (the workspace may be
+a gcsfuse bucket), which mount points lie under a folder, which overlay is mounted."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
-__all__ = ["filesystem_of", "is_fuse"]
+__all__ = ["Mount", "filesystem_of", "is_fuse", "mount_points_under", "mount_table"]
+
+
+class Mount(NamedTuple):
+    """One mount: where, which filesystem type, and its options (super-block options included)."""
+
+    point: str
+    fstype: str
+    options: str
+
+
+def mount_table() -> list[Mount] | None:
+    """Every mount of this process's mount namespace (escapes such as \\040 decoded), or None if unreadable.
+
+    psutil reads /proc/self/mounts (or /etc/mtab where that is a file); none of scoperun's uses needs
+    what only /proc/self/mountinfo has (mount ids, propagation flags).
+    """
+    import psutil
+
+    try:
+        return [Mount(p.mountpoint, p.fstype, p.opts) for p in psutil.disk_partitions(all=True)]
+    except OSError:
+        return None
+
+
+def _within(path: str, point: str) -> bool:
+    return path == point or path.startswith(point.rstrip("/") + "/")
 
 
 def filesystem_of(path: Path) -> tuple[str, str] | None:
-    """The (mount point, filesystem type) holding `path`, or None when /proc/mounts is unreadable."""
-    try:
-        lines = Path("/proc/mounts").read_text().splitlines()
-    except OSError:
+    """The (mount point, filesystem type) holding `path`, or None when the mount table is unreadable."""
+    table = mount_table()
+    if table is None:
         return None
     target = str(path)
     best: tuple[str, str] | None = None
-    for line in lines:
-        parts = line.split()
-        if len(parts) < 3:
-            continue
-        mount_point = parts[1].replace("\\040", " ")
-        inside = target == mount_point or target.startswith(mount_point.rstrip("/") + "/")
-        if inside and (best is None or len(mount_point) > len(best[0])):
-            best = (mount_point, parts[2])
+    for m in table:
+        # `>=`: of two mounts on one point, the later one (listed after) is the one on top.
+        if _within(target, m.point) and (best is None or len(m.point) >= len(best[0])):
+            best = (m.point, m.fstype)
     return best
 
 
@@ -30,3 +53,11 @@ def is_fuse(path: Path) -> bool:
     """True when `path` lies on a FUSE filesystem (gcsfuse, rclone, ...)."""
     found = filesystem_of(path)
     return found is not None and found[1].startswith("fuse")
+
+
+def mount_points_under(root: Path | str) -> list[Path]:
+    """Mount points at or below `root`, deepest first; [] when the mount table is unreadable."""
+    prefix = str(root).rstrip("/")
+    # A point mounted twice is listed twice: each unmount removes only the mount on top.
+    points = [Path(m.point) for m in mount_table() or () if _within(m.point, prefix)]
+    return sorted(points, key=lambda p: len(p.parts), reverse=True)

@@ -27,6 +27,7 @@ from scoperun.changes.snapshot import Entry, Listing, entry_from_stat, make_chan
 from scoperun.changeset import Change, ChangeAction
 from scoperun.errors import ChangesError
 from scoperun.fswalk import WalkEntry, WalkReport, open_dir_at, walk
+from scoperun.mounts import mount_table
 
 __all__ = ["OVERLAY_OPTIONS", "StagingArea", "read_upper"]
 
@@ -89,11 +90,7 @@ class StagingArea:
     def is_mounted(self) -> bool:
         """True while an overlay with this upper layer is mounted (in our mount namespace)."""
         needle = f"upperdir={self.upper},"
-        try:
-            with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as fh:
-                return any(needle in line for line in fh)
-        except OSError:
-            return False
+        return any(needle in m.options + "," for m in mount_table() or ())
 
 
 def _is_whiteout(st: os.stat_result) -> bool:

@@ -23,6 +23,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from scoperun.mounts import mount_points_under
+
 __all__ = ["LocalSwarm", "SwarmNode", "local_swarm"]
 
 # Private ranges chosen far from Docker's defaults (172.17+/16 bridges, 10.0.0.0/8 overlay pool
@@ -200,11 +202,9 @@ def _ip(*args: str) -> None:
 
 def _unmount_below(root: Path) -> None:
     """Lazily unmount every mount under `root` (the engine's overlays, netns files, shm), deepest first."""
-    prefix = str(root) + "/"
-    with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as fh:
-        points = [line.split()[4] for line in fh]
-    for point in sorted((p for p in points if p.startswith(prefix)), key=len, reverse=True):
-        subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+    for point in mount_points_under(root):
+        if point != root:
+            subprocess.run(["umount", "-l", str(point)], capture_output=True, check=False)
 
 
 def leftovers(prefix: str) -> list[str]:

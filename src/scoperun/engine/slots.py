@@ -14,6 +14,8 @@ import errno
 import os
 from pathlib import Path
 
+from scoperun.mounts import mount_points_under
+
 __all__ = ["SlotError", "bind", "make_shared_root", "mount_overlay", "mounts_under", "unmount", "usable"]
 
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_BIND, MS_REC = 1, 2, 4, 4096, 16384
@@ -98,15 +100,4 @@ def unmount(target: Path) -> None:
 
 def mounts_under(root: Path) -> list[Path]:
     """Mount points at or below `root` in this mount namespace, deepest first."""
-    prefix = str(root).rstrip("/")
-    found = []
-    try:
-        with open("/proc/self/mountinfo", "rb") as fh:
-            for line in fh:
-                raw = line.split()[4]
-                point = raw.decode("unicode_escape") if b"\\" in raw else raw.decode()
-                if point == prefix or point.startswith(prefix + "/"):
-                    found.append(Path(point))
-    except OSError:
-        return []
-    return sorted(found, key=lambda p: len(p.parts), reverse=True)
+    return mount_points_under(root)
