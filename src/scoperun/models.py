@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import (
@@ -17,7 +16,7 @@ from pydantic import (
 )
 
 from scoperun.changeset import ChangeSet
-from scoperun.policies import ApplyPolicy, SafetyPolicy, WriteMode
+from scoperun.policies import ApplyPolicy, SafetyPolicy, Status, WriteMode
 
 __all__ = [
     "is_execution_id",
@@ -46,20 +45,6 @@ _ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01234
 def is_execution_id(value: str) -> bool:
     """Whether `value` can be an execution id: 1-100 letters, digits, `_` or `-` (safe as a file name)."""
     return 0 < len(value) <= 100 and set(value) <= _ID_CHARS
-
-
-class Status(StrEnum):
-    """How a run ended."""
-
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    TIMED_OUT = "timed_out"
-    OOM_KILLED = "oom_killed"
-    REJECTED = "rejected"
-    ERROR = "error"
-    ABANDONED = "abandoned"  # the scoperun process died mid-run; set by `scoperun gc`
-    CANCELLED = "cancelled"  # a caller or an operator (`scoperun stop`) stopped it; the container was killed
 
 
 class Limits(BaseModel):

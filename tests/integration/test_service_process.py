@@ -123,6 +123,18 @@ def test_cli_uses_the_server_when_scoperun_url_is_set(served: str, workspace: Pa
     assert failing.returncode == 4, failing.stderr
 
 
+def test_a_run_through_the_server_loads_no_local_engine(served: str, workspace: Path) -> None:
+    """`scoperun run-code` with SCOPERUN_URL imports neither the local pipeline nor the docker SDK."""
+    proc = subprocess.run([sys.executable, "-X", "importtime", SCOPERUN, "run-code", "-", "--case", CASE],
+                          input="print(2)\n", env=env_for(workspace, SCOPERUN_URL=served), capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout == "2\n", proc.stderr
+    loaded = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    assert "scoperun.client" in loaded  # the imports are seen
+    assert not loaded & {"scoperun.pipeline", "scoperun.executor", "scoperun.engine", "docker"}, sorted(
+        m for m in loaded if m.startswith(("scoperun.", "docker")))
+
+
 def test_ctrl_c_on_the_cli_cancels_the_run_on_the_server(served: str, workspace: Path, docker_client) -> None:
     """SIGINT to `scoperun run` (SCOPERUN_URL set) cancels the run: record cancelled, container gone."""
     (workspace / "Tools" / "long.py").write_text("import time\nprint('working', flush=True)\ntime.sleep(300)\n")

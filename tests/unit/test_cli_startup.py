@@ -1,7 +1,9 @@
-"""CLI start-up: `scoperun version` and a repeated `scoperun --help` build no app and import no pydantic."""
+"""CLI start-up: `scoperun version` and a repeated `scoperun --help` build no app and import no pydantic;
+a first `--help` builds the app without the optional integrations, the engine SDK or pydantic."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -9,6 +11,13 @@ from pathlib import Path
 
 CALL = ("import sys; sys.argv = ['scoperun', *sys.argv[1:]]; from scoperun.cli import main; main(); "
         "print(sorted(m for m in ('typer', 'pydantic', 'docker', 'rich') if m in sys.modules), file=sys.stderr)")
+
+
+# Never loaded to print help or the version: what only some commands need.
+NOT_FOR_HELP = ("docker", "langchain_core", "mcp", "prometheus_client", "fastapi", "uvicorn", "playwright", "httpx",
+                "pydantic", "pydantic_settings", "scoperun.config", "scoperun.models", "scoperun.executor")
+MODULES = ("import json, sys; sys.argv = ['scoperun', *sys.argv[1:]]; from scoperun.cli import main\n"
+           "try:\n    main()\nfinally:\n    print(json.dumps(sorted(sys.modules)), file=sys.stderr)")
 
 
 def _cli(args: list[str], cache: Path) -> subprocess.CompletedProcess:
@@ -47,3 +56,21 @@ def test_a_changed_cli_source_misses_the_cache(tmp_path: Path) -> None:
         assert cli._help_cache_path() != first
     finally:
         os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def _loaded(args: list[str], cache: Path) -> tuple[subprocess.CompletedProcess, set[str]]:
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache)}
+    proc = subprocess.run([sys.executable, "-c", MODULES, *args], capture_output=True, text=True, env=env, timeout=120)
+    return proc, {name.split(".")[0] if not name.startswith("scoperun.") else name
+                  for name in json.loads(proc.stderr.strip().splitlines()[-1])}
+
+
+def test_help_and_version_load_no_integration_engine_or_models(tmp_path: Path) -> None:
+    """A first `--help` (the app is built) and `version` import no docker, langchain, mcp, prometheus, fastapi,
+    uvicorn, playwright, httpx, pydantic or the settings."""
+    for args in (["--help"], ["version"], ["--version"]):
+        proc, loaded = _loaded(args, tmp_path / args[0])
+        assert proc.returncode == 0 and proc.stdout.strip(), proc.stderr
+        assert not loaded & set(NOT_FOR_HELP), (args, sorted(loaded & set(NOT_FOR_HELP)))
+    proc, loaded = _loaded(["--help"], tmp_path / "--help")  # the cached help: no app at all
+    assert "typer" not in loaded and "scoperun.cli.main" not in loaded

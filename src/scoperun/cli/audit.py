@@ -12,9 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from pydantic import ValidationError
 from rich.markup import escape
-from rich.table import Table
 
 from scoperun.cli.common import (
     EXIT_PROBLEM,
@@ -32,7 +30,7 @@ from scoperun.cli.common import (
     status_parts,
 )
 from scoperun.errors import ScopeRunError
-from scoperun.models import Finding, Hazard, Status
+from scoperun.policies import Status
 
 if TYPE_CHECKING:
     from scoperun.audit.log import AuditLog
@@ -109,6 +107,10 @@ def audit_list(
 
 def _finding_text(item: Any) -> str:
     """One finding of a record; one that is not a valid Finding (an edited record) is shown field by field."""
+    from pydantic import ValidationError
+
+    from scoperun.models import Finding
+
     try:
         f = Finding.model_validate(item)
     except ValidationError:
@@ -119,6 +121,10 @@ def _finding_text(item: Any) -> str:
 
 def _hazard_text(item: Any) -> str:
     """One hazard of a record; one that is not a valid Hazard (an edited record) is shown field by field."""
+    from pydantic import ValidationError
+
+    from scoperun.models import Hazard
+
     try:
         h = Hazard.model_validate(item)
     except ValidationError:
@@ -324,6 +330,8 @@ def _print_stats_tables(out: Any, stats: Any) -> None:
     scope = [f"since {stats.since:%Y-%m-%d %H:%M} UTC" if stats.since else "all time"]
     if stats.case:
         scope.append(f"case {safe(stats.case)}")
+    from rich.table import Table
+
     summary = Table(title=f"{stats.total} runs ({', '.join(scope)})", show_header=False, title_justify="left",
                     title_style="bold", box=None, pad_edge=False)
     for status, n in sorted(stats.by_status.items(), key=lambda kv: -kv[1]):

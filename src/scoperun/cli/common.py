@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 from rich.text import Text
 
-from scoperun.config import Settings, load_settings
 from scoperun.errors import AuditError, ConfigError, EngineError, ScopeRunError
-from scoperun.models import ExecutionResult, Status
+
+if TYPE_CHECKING:  # pydantic and the settings load only when a command needs them, never for --help
+    from rich.table import Table
+
+    from scoperun.config import Settings
+    from scoperun.models import ExecutionResult
 
 # soft_wrap: never wrap paths or ids mid-word; rich honours NO_COLOR (and FORCE_COLOR) itself.
 err = Console(stderr=True, soft_wrap=True)
@@ -54,9 +57,9 @@ EXIT_CODES: tuple[tuple[str, str], ...] = (
 def exit_code_for(result: ExecutionResult) -> int:
     """Map a result to the CLI's exit status (see EXIT_CODES)."""
     status = result.status.value
-    if status == Status.SUCCEEDED.value:
+    if status == "succeeded":
         return EXIT_OK
-    if status == Status.FAILED.value:
+    if status == "failed":
         return result.exit_code if result.exit_code and 0 < result.exit_code < 256 else EXIT_PROBLEM
     return {"timed_out": EXIT_TIMED_OUT, "oom_killed": EXIT_OOM, "rejected": EXIT_REJECTED,
             "cancelled": EXIT_STOPPED}.get(status, EXIT_ENGINE)
@@ -84,6 +87,8 @@ def fail_on(exc: ScopeRunError, hint: str = "") -> typer.Exit:
 
 def settings_of(ctx: typer.Context) -> Settings:
     """The settings for this invocation (global options over env and scoperun.toml)."""
+    from scoperun.config import load_settings
+
     overrides: dict[str, Any] = (ctx.find_root().obj if ctx.find_root().obj is not None else ctx.obj) or {}
     try:
         return load_settings(**overrides)
@@ -165,6 +170,8 @@ def fitted_table(console: Console, cols: list[Col], rows: list[list[Any]], *, ti
 
     Piped (not a terminal), nothing is folded or left out: lines are as long as they need to be.
     """
+    from rich.table import Table
+
     texts = [[c if isinstance(c, Text) else Text.from_markup(c) if isinstance(c, str) else Text(str(c))
               for c in row] for row in rows]
     natural = [max([len(col.header)] + [r[i].cell_len for r in texts]) for i, col in enumerate(cols)]

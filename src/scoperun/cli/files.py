@@ -17,7 +17,6 @@ import typer
 from rich.markup import escape
 
 from scoperun.cli.common import EXIT_ENGINE, EXIT_PROBLEM, EXIT_REJECTED, fail, out, settings_of
-from scoperun.config import format_size
 from scoperun.errors import EngineError, ScopeError, ScopeRunError
 
 app = typer.Typer(help="Look inside a case and move files in and out: scoped to the case, every access audited.",
@@ -65,6 +64,8 @@ def _json(model: Any) -> None:
 def cases(ctx: typer.Context, prefix: Annotated[str | None, typer.Argument(help="Only cases starting with this.")] = None,
           as_json: JsonOpt = False, requested_by: ByOpt = None) -> None:
     """List the cases: files, size, last modification and last run (counts cached, never a walk per call)."""
+    from scoperun.config import format_size
+
     listed = _call(lambda: _files(ctx).cases(prefix, requested_by=requested_by))
     if as_json:
         return _json(listed)
@@ -89,6 +90,8 @@ def ls(ctx: typer.Context, case: CaseArg, path: Annotated[str, typer.Argument(he
        limit: Annotated[int, typer.Option(help="Entries per page (max 1000).")] = 200,
        as_json: JsonOpt = False, requested_by: ByOpt = None) -> None:
     """List a folder of a case (sorted, paged; symlinks shown, never followed)."""
+    from scoperun.config import format_size
+
     listing = _call(lambda: _files(ctx).list_files(case, path, pattern=pattern, recursive=recursive, offset=offset,
                                                    limit=limit, requested_by=requested_by))
     if as_json:
@@ -127,6 +130,8 @@ def cat(ctx: typer.Context, case: CaseArg, path: PathArg,
 @app.command("read")
 def read(ctx: typer.Context, case: CaseArg, path: PathArg, as_json: JsonOpt = False, requested_by: ByOpt = None) -> None:
     """Show the text of a PDF, DOCX, XLSX/CSV (or an image's metadata), extracted inside a container."""
+    from scoperun.config import format_size
+
     doc = _call(lambda: _files(ctx).read_document(case, path, requested_by=requested_by))
     if as_json:
         return _json(doc)
@@ -162,6 +167,8 @@ def put(ctx: typer.Context, case: CaseArg, path: PathArg,
         source: Annotated[Path, typer.Argument(help="Local file to upload ('-' reads stdin).")],
         as_json: JsonOpt = False, requested_by: ByOpt = None) -> None:
     """Upload a file into a case through a staged change set (undo with `scoperun rollback <id>`)."""
+    from scoperun.config import format_size
+
     files = _files(ctx)
     if str(source) == "-":
         data = sys.stdin.buffer.read()

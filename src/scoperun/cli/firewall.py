@@ -10,7 +10,6 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from scoperun.config import load_settings
 from scoperun.errors import ConfigError, FirewallError
 
 app = typer.Typer(no_args_is_help=True, help="Block container traffic to the metadata server (iptables DOCKER-USER).")
@@ -29,6 +28,8 @@ def _fail(exc: FirewallError) -> typer.Exit:
 
 
 def _targets(ctx: typer.Context, cidr: list[str] | None, only: bool) -> list[str]:
+    from scoperun.config import load_settings
+
     overrides = ctx.obj or {}
     try:
         configured = [] if only else load_settings(**overrides).blocked_cidrs

@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 
 from scoperun.cli.common import EXIT_ENGINE, EXIT_REJECTED, JsonOpt, err, fail, is_quiet, out, safe, settings_of
-from scoperun.config import Settings
 from scoperun.errors import EngineError
+
+if TYPE_CHECKING:
+    from scoperun.config import Settings
 
 app = typer.Typer(no_args_is_help=True, help="Build the images runs use.")
 

@@ -9,7 +9,7 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -41,9 +41,11 @@ from scoperun.cli.common import (
     settings_of,
     status_parts,
 )
-from scoperun.config import Settings
 from scoperun.errors import EngineError, ScopeRunError
-from scoperun.models import ExecutionRequest, ExecutionResult, Limits, OutputCapture
+
+if TYPE_CHECKING:  # pydantic loads when a command runs, never to build the app or print --help
+    from scoperun.config import Settings
+    from scoperun.models import ExecutionRequest, ExecutionResult, Limits
 
 
 class ScriptCommand(TyperCommand):
@@ -113,16 +115,18 @@ def _execute(settings: Settings, as_json: bool, call: Any, *, quiet: bool = Fals
     With SCOPERUN_URL set, `call` gets a client of that server instead: output streams live and
     Ctrl-C cancels the run there.
     """
-    from scoperun.executor import Executor
-
     if settings.url:
         from scoperun.cli.service import execute_remote
 
         result = execute_remote(settings, as_json, call)
         # The output was printed live as it came: only the summary is left to print.
+        from scoperun.models import OutputCapture
+
         shown = result if as_json else result.model_copy(update={"stdout": OutputCapture(), "stderr": OutputCapture()})
         _print_result(shown, as_json, Path(settings.workspace).expanduser().resolve())
         raise typer.Exit(exit_code_for(result))
+    from scoperun.executor import Executor
+
     # One run per process: warm containers would outlive their use (and cost their start-up).
     executor = Executor(settings.model_copy(update={"pool": False}))
     try:
@@ -250,6 +254,8 @@ def _request_fields(case: str, timeout: float | None, memory: str | None, cpus: 
                     write_mode: str | None = None, apply: str | None = None) -> dict[str, Any]:
     from pydantic import ValidationError
 
+    from scoperun.models import Limits
+
     try:
         limits = Limits(timeout=timeout, memory=memory, cpus=cpus)
     except ValidationError as exc:
@@ -265,11 +271,11 @@ def _preflight(settings: Settings, fields: dict[str, Any]) -> None:
     Only what can fail is asked: a named network, and limits given on the command line or set
     away from their defaults.
     """
-    from scoperun.config import parse_memory
-    from scoperun.engine.preflight import preflight
-
     if getattr(settings, "url", None):
         return  # runs go to a scoperun server (SCOPERUN_URL): its engine, not this machine's, decides
+    from scoperun.config import Settings, parse_memory
+    from scoperun.engine.preflight import preflight
+
     limits: Limits = fields["limits"]
     network = fields.get("network") or settings.network
     defaults = Settings.model_fields
@@ -298,6 +304,8 @@ def _preflight(settings: Settings, fields: dict[str, Any]) -> None:
 
 def _make_request(script: str, fields: dict[str, Any], args: list[str] | None) -> ExecutionRequest:
     from pydantic import ValidationError
+
+    from scoperun.models import ExecutionRequest
 
     try:
         return ExecutionRequest(script=script, args=list(args or []), **fields)
@@ -398,6 +406,7 @@ def demo(
     if not as_json:
         out.print(f"sample workspace: [bold]{escape(str(root.resolve()))}[/] (case {escape(case)})")
     from scoperun.cli.image import ensure_image
+    from scoperun.models import ExecutionRequest
 
     ensure_image(settings, quiet=as_json)
     request = ExecutionRequest(script=f"{settings.tools_dir}/create_file_inventory.py", case=case,

@@ -27,7 +27,6 @@ from scoperun.cli.common import (
     safe,
     settings_of,
 )
-from scoperun.config import format_size
 from scoperun.errors import EngineError, ScopeRunError
 
 AnyWsOpt = Annotated[bool, typer.Option("--any-workspace", help="Act on scoperun containers of every workspace.")]
@@ -35,6 +34,7 @@ AnyWsOpt = Annotated[bool, typer.Option("--any-workspace", help="Act on scoperun
 
 def ps(ctx: typer.Context, any_workspace: AnyWsOpt = False, as_json: JsonOpt = False) -> None:
     """Runs in progress: id, case, script, elapsed time, memory."""
+    from scoperun.config import format_size
     from scoperun.ops import list_pool, list_runs
 
     settings = settings_of(ctx)

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from scoperun.cli.common import EXIT_REJECTED, JsonOpt, err, fail, out, settings_of
 from scoperun.errors import ConfigError
@@ -63,6 +62,8 @@ def token_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     if as_json:
         sys.stdout.write(json.dumps([e.model_dump(exclude={"sha256"}) for e in entries], indent=2) + "\n")
         return
+    from rich.table import Table
+
     table = Table("name", "role", "created", "state")
     for e in entries:
         table.add_row(escape(e.name), e.role, e.created_at, "active" if e.active else f"revoked {e.revoked_at}")
