@@ -37,3 +37,17 @@ def serving(app: Any, *, host: str = "127.0.0.1") -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(15)
+
+
+def stopped_after(docker_client, container_id: str, t0: float, *, patience: float = 10.0) -> float:
+    """Seconds from `t0` (monotonic) until the engine reports the container not running (or gone)."""
+    import docker
+
+    while time.monotonic() - t0 < patience:
+        try:
+            if not docker_client.api.inspect_container(container_id)["State"]["Running"]:
+                break
+        except docker.errors.NotFound:
+            break
+        time.sleep(0.01)
+    return time.monotonic() - t0

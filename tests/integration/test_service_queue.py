@@ -17,8 +17,8 @@ from scoperun.executor import Executor
 from scoperun.service.tokens import TokenStore
 from tests.conftest import CASE, OTHER_CASE
 from tests.integration._adversarial import wait_until
-from tests.integration.conftest import assert_no_containers_left, read_record
-from tests.service_helpers import serving
+from tests.integration.conftest import assert_no_containers_left, read_record, unavailable
+from tests.service_helpers import serving, stopped_after
 
 pytest.importorskip("fastapi")
 ID_LABEL = "org.scoperun.execution-id"
@@ -257,3 +257,119 @@ def test_run_listing_shows_queued_runs_filters_and_pages_without_repeats(one_slo
     assert top[0] in (q1, q3) and set(top[:2]) == {q1, q3}, top
     assert httpx.post(f"{url}/v1/runs/{q2}/cancel", headers=auth(tokens["b"]), timeout=30).status_code in (202, 409)
     assert wait_until(lambda: list_runs(url, tokens["reader"], status="queued")["runs"] == [], timeout=120)
+
+
+@pytest.fixture
+def pooled_server(settings: Settings, workspace: Path, docker_client, tokens) -> Iterator[tuple[str, Executor]]:
+    """A real server whose executor keeps a warm pool (root controller, launcher image); yields (URL, executor)."""
+    import os
+
+    from scoperun.service.app import create_app
+
+    if os.geteuid() != 0:
+        unavailable("pooled slots need root (host mounts)")
+    if not (docker_client.images.get(settings.image).labels or {}).get("org.scoperun.launcher"):
+        unavailable(f"{settings.image} has no launcher; rebuild it (`scoperun image build`)")
+    warm = settings.model_copy(update={"pool": True, "pool_size": 1, "max_concurrent": 2})
+    executor = Executor(warm)
+    with serving(create_app(warm, executor, ping_interval=1.0)) as url:
+        yield url, executor
+    executor.close()
+    assert_no_containers_left(docker_client, workspace)
+
+
+def host_processes_with(marker: str) -> list[int]:
+    """Host pids whose command line holds `marker` (a container's processes are host processes too)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def test_cancel_stops_a_pooled_run_and_its_detached_children_within_a_second(pooled_server, workspace: Path,
+                                                                             docker_client, tokens) -> None:
+    """A run in a warm (pooled) container that started a child in its own session: on cancel the engine says
+    the container stopped within 1 s of the request and no process of the run is left on the host."""
+    url, executor = pooled_server
+    marker = "297.125"  # a sleep no other process on this machine runs
+    (workspace / "Tools" / "escape.py").write_text(
+        "import subprocess, time\n"
+        f"child = subprocess.Popen(['sleep', '{marker}'], start_new_session=True)\n"
+        "print('child', child.pid, flush=True)\ntime.sleep(120)\n")
+    warmup = httpx.post(f"{url}/v1/runs?wait=true", headers=auth(tokens["a"]), timeout=120,
+                        json={"script": "Tools/hello.py", "case": CASE})
+    assert warmup.status_code == 200, warmup.text
+    pool = executor.backend.pool
+    assert pool is not None and wait_until(lambda: pool.idle_count() > 0, timeout=60), "no warm container"
+    run = submit(url, tokens["a"], "Tools/escape.py")
+    assert wait_until(lambda: any(e["event"] == "stdout" for e in read_until_output(url, tokens["a"], run)),
+                      timeout=60)
+    assert wait_until(lambda: containers_of(docker_client, run, running_only=True), timeout=30)
+    (container,) = containers_of(docker_client, run, running_only=True)
+    assert (container.attrs.get("Labels") or {}).get("org.scoperun.pool"), "the run did not get the warm container"
+    assert host_processes_with(marker), "the detached child is not running"
+    t0 = time.monotonic()
+    cancel = httpx.post(f"{url}/v1/runs/{run}/cancel", headers=auth(tokens["a"]), timeout=30)
+    answered = time.monotonic() - t0
+    assert cancel.status_code == 202, cancel.text
+    stopped = stopped_after(docker_client, container.id, t0)
+    print(f"pooled: cancel answered after {answered:.3f} s; container stopped {stopped:.3f} s after the request")
+    assert stopped < 1.0, (f"the pooled container was still running {stopped:.3f} s after the cancel request "
+                           f"(answered after {answered:.3f} s); the issue asks for 1 s")
+    assert wait_until(lambda: not host_processes_with(marker), timeout=5), "the detached child outlived the cancel"
+    events = read_stream(url, tokens["reader"], run)
+    result = events[-1]["data"]
+    assert result["status"] == "cancelled" and result["pooled"] is True, result
+    record = read_record(workspace, run)
+    assert record["status"] == "cancelled" and "cancelled by a" in record["message"]
+
+
+def read_until_output(url: str, token: str, execution_id: str) -> list[dict]:
+    """The run's SSE events from the first, read until its first output (or its end)."""
+    import httpx_sse
+
+    got: list[dict] = []
+    with httpx.Client(base_url=url, headers=auth(token), timeout=httpx.Timeout(10, read=60)) as http, \
+            httpx_sse.connect_sse(http, "GET", f"/v1/runs/{execution_id}/events") as source:
+        for sse in source.iter_sse():
+            if sse.event and sse.event != "message":
+                got.append({"id": int(sse.id), "event": sse.event, "data": json.loads(sse.data)})
+                if sse.event in ("stdout", "finished"):
+                    break
+    return got
+
+
+def test_a_run_cancelled_while_it_starts_never_keeps_running(one_slot: str, workspace: Path, docker_client,
+                                                            tokens) -> None:
+    """Cancelled right after it got its slot (its container not made yet): whenever the engine shows its
+    container, it stops within 1 s of appearing, and the record ends `cancelled` by the caller."""
+    url = one_slot
+    (workspace / "Tools" / "long.py").write_text("import time\nprint('up', flush=True)\ntime.sleep(120)\n")
+    run = submit(url, tokens["a"], "Tools/long.py")
+    t0 = time.monotonic()
+    cancel = httpx.post(f"{url}/v1/runs/{run}/cancel", headers=auth(tokens["a"]), timeout=30)
+    assert cancel.status_code == 202, cancel.text
+    first_seen: float | None = None
+    longest = 0.0
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        running = containers_of(docker_client, run, running_only=True)
+        now = time.monotonic()
+        if running:
+            first_seen = first_seen if first_seen is not None else now
+            longest = now - first_seen
+        if view(url, tokens["a"], run)["status"] not in ("queued", "running") and not running:
+            break
+        time.sleep(0.02)
+    seen = "never seen running" if first_seen is None else f"seen running for {longest:.3f} s"
+    print(f"cancelled {time.monotonic() - t0:.3f} s ago; its container was {seen}")
+    assert longest < 1.0, f"the cancelled run's container ran for {longest:.3f} s"
+    kinds = [e["event"] for e in read_stream(url, tokens["reader"], run)]
+    assert kinds[:3] == ["queued", "started", "cancelling"] and kinds[-1] == "finished", kinds  # after its slot
+    record = read_record(workspace, run)
+    assert record["status"] == "cancelled" and "cancelled by a" in record["message"], record["message"]

@@ -1,11 +1,11 @@
 """Each run's numbered events, written to disk before any subscriber sees them, and SSE fan-out.
 
-Events: `queued` (position), `started`, `stdout` / `stderr` (redacted text as printed),
-`changes`, `cancelling`, `finished` (the result). Ids start at 1 and never repeat, so a client
-that reconnects with `Last-Event-ID: N` (or `?after=N`) gets exactly the events after N: the
-ones already on disk first, then live ones. Each subscriber has a bounded queue; one that falls
-that far behind is dropped (its stream ends, it reconnects and catches up from disk), so a slow
-reader never stalls a run.
+Events: `queued` (position; again each time it changes while the run waits), `started`,
+`stdout` / `stderr` (redacted text as printed), `changes`, `cancelling`, `finished` (the result).
+Ids start at 1 and never repeat, so a client that reconnects with `Last-Event-ID: N` (or
+`?after=N`) gets exactly the events after N: the ones already on disk first, then live ones.
+Each subscriber has a bounded queue; one that falls that far behind is dropped (its stream ends,
+it reconnects and catches up from disk), so a slow reader never stalls a run.
 """
 
 from __future__ import annotations
