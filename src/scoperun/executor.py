@@ -22,7 +22,7 @@ from typing import Any
 from scoperun import pipeline
 from scoperun.config import Settings, load_settings
 from scoperun.engine.base import Backend, RunHandle, RunOutcome
-from scoperun.errors import EngineError, ScopeError
+from scoperun.errors import AuditError, EngineError, ScopeError
 from scoperun.live import LiveOutput, OutputCallback
 from scoperun.models import ExecutionRequest, ExecutionResult, RunEvent
 from scoperun.pipeline import FixedProgram, Prepared, Refused, RunContext, new_execution_id
@@ -199,8 +199,8 @@ class Executor:
                 self._handles.pop(run_id, None)
 
     def _start_and_wait(self, ctx: RunContext, prepared: Prepared, queue_wait: float) -> RunOutcome | ExecutionResult:
-        pipeline.begin(ctx, prepared)  # AuditError: nothing runs
         try:
+            pipeline.begin(ctx, prepared)  # AuditError: nothing runs
             handle = pipeline.start(prepared, self.backend)
             with self._live_lock:
                 self._handles[ctx.execution_id] = handle
@@ -208,6 +208,8 @@ class Executor:
             if cancelled:  # cancelled between the slot and the start: end it now
                 handle.kill()
             return pipeline.wait(handle)
+        except AuditError:
+            raise  # the 'running' record could not be written: nothing ran, nothing to finish
         except EngineError as exc:
             return pipeline.finish_error(ctx, prepared, str(exc), queue_wait)
         except BaseException as exc:

@@ -8,16 +8,18 @@ from __future__ import annotations
 import os
 import stat
 import time
+from concurrent.futures import Future
 from pathlib import Path
 
 from scoperun.audit.log import keep_full_output
 from scoperun.changeset import ChangeSet
 from scoperun.engine.base import RunOutcome
 from scoperun.errors import AuditError
-from scoperun.models import Durations, ExecutionResult, Hazard, Status
+from scoperun.models import Durations, ExecutionResult, Hazard, OutputCapture, Status
 from scoperun.pipeline.context import RunContext, ScriptFacts, _now
 from scoperun.pipeline.preparation import Prepared, Refused
-from scoperun.pipeline.records import _result, _write_final, write_record
+from scoperun.pipeline.records import _result, _write_final, alongside, write_record
+from scoperun.safety.redaction import Redactor
 
 __all__ = ["cancelled_before_start", "finish", "finish_error", "refuse"]
 
@@ -90,6 +92,29 @@ def _finish(ctx: RunContext, prepared: Prepared, outcome: RunOutcome, queue_wait
     stop = read_stop_marker(ctx.audit.directory, ctx.execution_id)  # an operator's `scoperun stop`
     if stop is not None and status not in (Status.SUCCEEDED, Status.CANCELLED):
         status, message = Status.CANCELLED, f"stopped by an operator: {stop}"
+    raw_out, raw_err = outcome.stdout.capture(None).text, outcome.stderr.capture(None).text
+    redactor = ctx.redactor.for_streams(raw_out, raw_err)  # a secret split between the two streams
+    stdout, stderr = outcome.stdout.capture(redactor), outcome.stderr.capture(redactor)
+    # The full output is kept (written and fsynced) on a helper thread while the changes and hazards
+    # are worked out here; the record that names the files is written after both.
+    keeping = alongside(_keep_outputs, ctx, outcome, redactor)
+    try:
+        return _settle_and_record(ctx, prepared, outcome, queue_wait, t_finish, status, message, stop,
+                                  stdout, stderr, keeping)
+    finally:
+        keeping.result()
+
+
+def _keep_outputs(ctx: RunContext, outcome: RunOutcome, redactor: Redactor) -> tuple[str | None, str | None]:
+    """Keep both streams' full output beside the record; the kept files' names (None: none kept)."""
+    kept = [keep_full_output(ctx.audit, ctx.execution_id, name, buf, redactor)
+            for name, buf in (("stdout", outcome.stdout), ("stderr", outcome.stderr))]
+    return kept[0], kept[1]
+
+
+def _settle_and_record(ctx: RunContext, prepared: Prepared, outcome: RunOutcome, queue_wait: float, t_finish: float,
+                       status: Status, message: str, stop: str | None, stdout: OutputCapture, stderr: OutputCapture,
+                       keeping: Future[tuple[str | None, str | None]]) -> ExecutionResult:
     # Staged runs apply first (the decision recorded before), so the scan sees what landed.
     changes, full = _settle_changes(ctx, prepared, status)
     if status is Status.FAILED and stop is None and ctx.program and ctx.program.explain_failure:
@@ -108,15 +133,11 @@ def _finish(ctx: RunContext, prepared: Prepared, outcome: RunOutcome, queue_wait
     message += _hazard_words(hazards)
     if changes is not None and changes.status.value in ("staged", "conflict"):
         message += f"; changes not applied ({changes.status.value}): {changes.note}"
-    raw_out, raw_err = outcome.stdout.capture(None).text, outcome.stderr.capture(None).text
-    redactor = ctx.redactor.for_streams(raw_out, raw_err)  # a secret split between the two streams
-    stdout, stderr = outcome.stdout.capture(redactor), outcome.stderr.capture(redactor)
     if status is Status.FAILED and ctx.write_mode == "staged" and _EXDEV_TEXT in stderr.text:
         # The staging overlay cannot rename a folder that existed before the run (EXDEV).
         message += ("; in a staged run an existing folder cannot be renamed in place: use shutil.move or "
                     "`mv` (they copy), or run with write_mode 'direct'")
-    for name, cap, buf in (("stdout", stdout, outcome.stdout), ("stderr", stderr, outcome.stderr)):
-        kept = keep_full_output(ctx.audit, ctx.execution_id, name, buf, redactor)
+    for cap, kept in zip((stdout, stderr), keeping.result(), strict=True):
         cap.full_output = str(Path(ctx.settings.audit_dir) / kept) if kept else None
     result = _result(
         ctx, prepared.facts, status, message=message, finished=True, exit_code=outcome.exit_code, stdout=stdout,

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from scoperun.audit.log import record_from_result
 from scoperun.changeset import ChangeSet
@@ -17,7 +20,21 @@ if TYPE_CHECKING:
     from scoperun.changes.tracker import CaseTracker
     from scoperun.pipeline.preparation import Prepared
 
-__all__ = ["write_record"]
+__all__ = ["alongside", "write_record"]
+
+T = TypeVar("T")
+_io_pool: ThreadPoolExecutor | None = None
+_io_lock = threading.Lock()
+
+
+def alongside(fn: Callable[..., T], *args: object) -> Future[T]:
+    """Run `fn(*args)` on a helper thread while the caller goes on (audit writes wait on the disk's
+    fsync, which lets the caller's own work run meanwhile); the caller must take its `result()`."""
+    global _io_pool
+    with _io_lock:
+        if _io_pool is None:
+            _io_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="scoperun-audit-io")
+    return _io_pool.submit(fn, *args)
 
 
 def _result(ctx: RunContext, facts: ScriptFacts, status: Status, *, message: str, finished: bool = False,

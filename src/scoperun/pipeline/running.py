@@ -6,20 +6,28 @@ from scoperun.engine.base import Backend, RunHandle, RunOutcome
 from scoperun.models import Status
 from scoperun.pipeline.context import RunContext
 from scoperun.pipeline.preparation import Prepared
-from scoperun.pipeline.records import _result, write_record
+from scoperun.pipeline.records import _result, alongside, write_record
 
 __all__ = ["begin", "start", "wait"]
 
 
 def begin(ctx: RunContext, prepared: Prepared) -> None:
-    """Write the 'running' record; raises AuditError, and then nothing runs."""
+    """Write the 'running' record while noting what the case holds (once the run has its slot).
+
+    Raises AuditError when the record cannot be written (then nothing runs), else whatever the
+    case's listing raised.
+    """
     running = _result(ctx, prepared.facts, Status.RUNNING, message="running")
-    write_record(ctx, prepared.facts, running, prepared.tracker)
+    # The record's fsync and the listing's walk overlap; both end before anything can start.
+    writing = alongside(write_record, ctx, prepared.facts, running, prepared.tracker)
+    try:
+        prepared.tracker.start()
+    finally:
+        writing.result()
 
 
 def start(prepared: Prepared, backend: Backend) -> RunHandle:
-    """Note what the case holds, then have the backend start the container (EngineError: it did not)."""
-    prepared.tracker.start()  # the case's listing, taken once the run has its slot
+    """Have the backend start the container (EngineError: it did not); `begin` came first."""
     return backend.start(prepared.spec)
 
 
