@@ -113,6 +113,13 @@ class DockerBackend(DockerHousekeeping):
         api = self.client.api
         outcome = RunOutcome(stdout=BoundedBuffer(spec.output_cap, spill_limit=spec.spill_limit),
                              stderr=BoundedBuffer(spec.output_cap, spill_limit=spec.spill_limit))
+        known = self._images.get(spec.image)
+        if self.pool is not None and known is not None and _has_launcher(known[1]):
+            # A warm container holds the image it was made from (its id goes in the record): the pooled
+            # path needs no image lookup on the engine. A miss looks the image up as below.
+            pooled = self.pool.claim(spec, outcome)
+            if pooled is not None:
+                return pooled
         try:
             image = self._image(spec.image)
             outcome.image_id = image["Id"]
@@ -124,8 +131,8 @@ class DockerBackend(DockerHousekeeping):
         except (DockerException, RequestsConnectionError) as exc:
             raise EngineError(f"the Docker engine failed to inspect image {spec.image}: {exc}") from None
 
-        launcher = bool(((image.get("Config") or {}).get("Labels") or {}).get(LAUNCHER_LABEL))
-        if launcher and self.pool is not None:
+        launcher = _has_launcher(image)
+        if launcher and self.pool is not None and known is None:
             pooled = self.pool.claim(spec, outcome)
             if pooled is not None:
                 return pooled
@@ -431,6 +438,11 @@ def _close_quietly(sock: Any) -> None:
             sock.close()
         except Exception:
             pass
+
+
+def _has_launcher(image: dict[str, Any]) -> bool:
+    """True when the image's PID 1 is scoperun's launcher (its label says so)."""
+    return bool(((image.get("Config") or {}).get("Labels") or {}).get(LAUNCHER_LABEL))
 
 
 def _explain_not_found(spec: RunSpec, exc: BaseException) -> str:

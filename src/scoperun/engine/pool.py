@@ -70,6 +70,7 @@ class _Warm:
     memory: int
     cpus: float
     pids: int
+    image_id: str | None = None  # the image it was made from (a tag may point elsewhere by now)
 
 
 def _shape(spec: RunSpec) -> tuple[Any, ...] | None:
@@ -128,6 +129,7 @@ class WarmPool:
             self._fit_limits(warm, spec)
             mounted = self._mount(warm.slot, spec)
             outcome.container_start = time.monotonic() - t0
+            outcome.image_id = warm.image_id
             overlays = [p for p, m in zip(mounted, self._run_mounts(spec), strict=True) if isinstance(m, OverlayMount)]
 
             def after() -> None:
@@ -278,11 +280,13 @@ class WarmPool:
             sock = self.backend.stream_client.api.attach_socket(
                 container_id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
             api.start(container_id)
+            image_id = api.inspect_container(container_id)["Image"]
         except BaseException:
             self.backend.remove_container(container_id, {}, inline=True)
             raise
         self.made += 1
-        return _Warm(container_id, sock, slot, time.monotonic(), spec.memory_bytes, spec.cpus, spec.pids_limit)
+        return _Warm(container_id, sock, slot, time.monotonic(), spec.memory_bytes, spec.cpus, spec.pids_limit,
+                     image_id)
 
     def _rename(self, container_id: str, name: str) -> None:
         try:
