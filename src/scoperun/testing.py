@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 from scoperun.engine.base import (
     BindMount,
+    BuildEvent,
     ContainerInfo,
     EngineVersion,
     ImageInfo,
@@ -58,9 +59,9 @@ def _carries(labels: dict[str, str], wanted: tuple[str, ...]) -> bool:
 class FakeBackend:
     """A backend that records specs and returns `script(spec)` (default: success, no output).
 
-    It is also a scripted engine for housekeeping (EngineHousekeeping): put containers, services,
-    networks, volumes and images in its dicts; what ops, doctor and gc did is left in them (and in
-    `killed`, `stopped_services`). An id or name in `failing` makes the engine refuse that object;
+    It is also a scripted engine for housekeeping (EngineHousekeeping) and image builds (ImageBuilder):
+    put containers, services, networks, volumes and images in its dicts; what ops, doctor, gc and
+    builds did is left in them (and in `killed`, `stopped_services`, `builds`, `removed_images`). An id or name in `failing` makes the engine refuse that object;
     `unreachable` (a message) makes every housekeeping call fail as if the engine were down.
     """
 
@@ -76,7 +77,12 @@ class FakeBackend:
     engine_networks: dict[str, NetworkInfo] = field(default_factory=dict)  # id -> network
     engine_volumes: dict[str, VolumeInfo] = field(default_factory=dict)  # housekeeping's view of volumes
     volumes_in_use: set[str] = field(default_factory=set)
-    images: dict[str, ImageInfo] = field(default_factory=dict)  # tag -> what image_info reports
+    images: dict[str, ImageInfo] = field(default_factory=dict)  # tag (or id) -> what image_info reports
+    # What a build reports (ImageBuilder.build_image); without an error the built image is then in `images`.
+    build_events: list[BuildEvent] = field(default_factory=lambda: [
+        BuildEvent(text="Step 1/9 : ARG BASE_IMAGE\n"), BuildEvent(image_id="sha256:new")])
+    builds: list[dict[str, Any]] = field(default_factory=list)  # each build's tag, build_args, labels, context
+    removed_images: list[str] = field(default_factory=list)
     version: EngineVersion = field(default_factory=lambda: EngineVersion("fake", "1.45", {"runc": "1.1.12"}))
     killed: list[str] = field(default_factory=list)  # container ids force_kill_container ended
     stopped_services: list[str] = field(default_factory=list)  # service ids stop_service scaled to zero
@@ -193,6 +199,33 @@ class FakeBackend:
         """The recorded image `tag`, or None."""
         self._engine(f"inspect image {tag}")
         return self.images.get(tag)
+
+    def build_image(self, context: BinaryIO, *, tag: str, build_args: dict[str, str],
+                    labels: dict[str, str]) -> Iterator[BuildEvent]:
+        """Record the build and play `build_events`; a build without an error leaves image `tag`."""
+        self._engine(f"build image {tag}", tag)
+        self.builds.append({"tag": tag, "build_args": dict(build_args), "labels": dict(labels),
+                            "context": context.read()})
+        built = None
+        for event in self.build_events:
+            if event.error is not None:
+                yield event
+                return
+            built = event.image_id or built
+            yield event
+        image_id = built or "sha256:built"
+        self.images[tag] = ImageInfo(image_id, image_id.removeprefix("sha256:")[:10], dict(labels), (tag,))
+
+    def remove_image(self, image_id: str) -> bool:
+        """Forget the recorded image with this id (noted in `removed_images`); False if unknown or tagged."""
+        self._engine(f"remove image {image_id}", image_id)
+        keys = [k for k, v in self.images.items() if v.id == image_id or k == image_id]
+        if not keys or any(self.images[k].tags for k in keys):
+            return False
+        for k in keys:
+            del self.images[k]
+        self.removed_images.append(image_id)
+        return True
 
 
 class FakeHandle:

@@ -41,12 +41,16 @@ def client() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="module")
-def runner_image(client: Any) -> str:
-    base = default_base_image(client)
-    first = build_image(client, tag=TAG, base_image=base, ca_bundle=_ca_bundle(), progress=lambda line: None)
-    second = build_image(client, tag=TAG, base_image=base, ca_bundle=_ca_bundle())
+def runner_image(client: Any) -> Iterator[str]:
+    from scoperun.engine.docker import DockerBackend
+
+    engine = DockerBackend(remove_in_background=False, timeout=600)  # image builds go through the engine contract
+    base = default_base_image(engine)
+    first = build_image(engine, tag=TAG, base_image=base, ca_bundle=_ca_bundle(), progress=lambda line: None)
+    second = build_image(engine, tag=TAG, base_image=base, ca_bundle=_ca_bundle())
+    engine.close()
     assert second.skipped and second.image_id == first.image_id and second.inputs_hash == first.inputs_hash
-    return TAG
+    yield TAG
 
 
 def _run(client: Any, image: str, command: list[str], **kwargs: Any) -> str:

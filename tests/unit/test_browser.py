@@ -255,35 +255,14 @@ def test_runner_script_never_evaluates_caller_input() -> None:
 
 def test_browser_build_depends_on_the_runner_image_id() -> None:
     """The browser build passes RUNNER_IMAGE, is labelled kind=browser, and a new runner id rebuilds it."""
-    docker_errors = pytest.importorskip("docker.errors")
+    from scoperun.engine.base import ImageInfo
 
-    class Image:
-        def __init__(self, id: str, labels: dict[str, str] | None = None) -> None:
-            self.id, self.labels = id, labels or {}
-
-    class Client:
-        def __init__(self) -> None:
-            self.store = {"scoperun-runner:latest": Image("sha256:runner1")}
-            self.calls: list[dict[str, Any]] = []
-            self.images = self
-            self.api = self
-
-        def get(self, name: str) -> Image:
-            if name not in self.store:
-                raise docker_errors.ImageNotFound(name)
-            return self.store[name]
-
-        def build(self, **kwargs: Any):
-            self.calls.append(kwargs)
-            self.store[kwargs["tag"]] = Image(f"sha256:b{len(self.calls)}", kwargs["labels"])
-            yield {"stream": "ok\n"}
-
-    client = Client()
+    engine = FakeBackend(images={"scoperun-runner:latest": ImageInfo("sha256:runner1", "runner1", {})})
     kw = {"kind": "browser", "tag": "scoperun-browser:latest", "base_image": "scoperun-runner:latest"}
-    first = build_image(client, **kw)  # type: ignore[arg-type]
-    assert client.calls[0]["buildargs"] == {"RUNNER_IMAGE": "scoperun-runner:latest"}
-    assert client.calls[0]["labels"]["org.scoperun.kind"] == "browser"
-    assert build_image(client, **kw).skipped  # type: ignore[arg-type]
-    client.store["scoperun-runner:latest"] = Image("sha256:runner2")
-    second = build_image(client, **kw)  # type: ignore[arg-type]
+    first = build_image(engine, **kw)  # type: ignore[arg-type]
+    assert engine.builds[0]["build_args"] == {"RUNNER_IMAGE": "scoperun-runner:latest"}
+    assert engine.builds[0]["labels"]["org.scoperun.kind"] == "browser"
+    assert build_image(engine, **kw).skipped  # type: ignore[arg-type]
+    engine.images["scoperun-runner:latest"] = ImageInfo("sha256:runner2", "runner2", {})
+    second = build_image(engine, **kw)  # type: ignore[arg-type]
     assert not second.skipped and second.inputs_hash != first.inputs_hash

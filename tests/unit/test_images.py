@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from scoperun.engine.base import BuildEvent, ImageInfo
 from scoperun.engine.images import (
     LABEL_INPUTS_HASH,
     LABEL_KIND,
@@ -22,6 +23,7 @@ from scoperun.engine.images import (
     inputs_hash,
 )
 from scoperun.errors import EngineError, ImageError
+from scoperun.testing import FakeBackend
 
 REPO = Path(__file__).resolve().parents[2]
 ARGS = {"BASE_IMAGE": "scoperun-base:bookworm"}
@@ -122,125 +124,168 @@ def test_importing_images_does_not_import_docker() -> None:
     assert out.stdout.strip() == "False"
 
 
-# --- build_image against a fake client ------------------------------------------------------
-
-docker_errors = pytest.importorskip("docker.errors")
+# --- build_image through the engine contract (FakeBackend) --------------------------------------
 
 
-class FakeImage:
-    def __init__(self, id: str, labels: dict[str, str] | None = None) -> None:
-        self.id, self.labels = id, labels or {}
+def _image(id: str, labels: dict[str, str] | None = None) -> ImageInfo:
+    return ImageInfo(id, id.removeprefix("sha256:")[:10], labels or {}, ())
 
 
-class FakeImages:
-    def __init__(self, images: dict[str, FakeImage]) -> None:
-        self.images = images
-
-    def get(self, name: str) -> FakeImage:
-        if name not in self.images:
-            raise docker_errors.ImageNotFound(f"No such image: {name}")
-        return self.images[name]
-
-
-class FakeAPI:
-    def __init__(self, owner: FakeClient, stream: list[dict[str, Any]]) -> None:
-        self.owner, self.stream, self.calls = owner, stream, []
-
-    def build(self, **kwargs: Any):
-        self.calls.append(kwargs)
-        yield from self.stream
-        if not any("error" in c for c in self.stream):
-            self.owner.images.images[kwargs["tag"]] = FakeImage("sha256:new", kwargs["labels"])
-
-
-class FakeClient:
-    def __init__(self, images: dict[str, FakeImage], stream: list[dict[str, Any]] | None = None) -> None:
-        self.images = FakeImages(images)
-        self.api = FakeAPI(self, stream or [{"stream": "Step 1/9 : ARG BASE_IMAGE\n"}, {"aux": {"ID": "sha256:new"}}])
-
-
-BASE = {"scoperun-base:bookworm": FakeImage("sha256:base")}
+BASE = {"scoperun-base:bookworm": _image("sha256:base")}
 
 
 def test_missing_base_image_names_both_remedies() -> None:
     """Without the base image locally, build_image raises ImageError naming the script and the pull."""
     with pytest.raises(ImageError) as err:
-        build_image(FakeClient({}), tag="t:1", base_image="scoperun-base:bookworm")
+        build_image(FakeBackend(), tag="t:1", base_image="scoperun-base:bookworm")
     assert "scripts/make-base-image.sh" in str(err.value) and "docker pull python:3.11-slim-bookworm" in str(err.value)
 
 
 def test_build_streams_progress_and_labels_the_image() -> None:
-    """A build streams log lines to progress, passes BASE_IMAGE, never pulls, and labels the hash."""
-    client, lines = FakeClient(dict(BASE)), []
-    result = build_image(client, tag="t:1", base_image="scoperun-base:bookworm", progress=lines.append)
-    call = client.api.calls[0]
+    """A build streams log lines to progress, passes BASE_IMAGE, and labels the hash (never pulling: see below)."""
+    engine, lines = FakeBackend(images=dict(BASE)), []
+    result = build_image(engine, tag="t:1", base_image="scoperun-base:bookworm", progress=lines.append)
+    call = engine.builds[0]
     assert not result.skipped and result.image_id == "sha256:new" and lines == ["Step 1/9 : ARG BASE_IMAGE"]
-    assert call["buildargs"] == ARGS and call["pull"] is False and call["rm"] is True and call["decode"] is True
+    assert call["build_args"] == ARGS and call["tag"] == "t:1" and call["context"].startswith(b"Dockerfile")
     assert call["labels"][LABEL_INPUTS_HASH] == result.inputs_hash and call["labels"][LABEL_KIND] == "runner"
     assert result.inputs_hash == _hash(base="sha256:base")
 
 
 def test_same_inputs_skip_the_build_unless_forced(tmp_path: Path) -> None:
     """An image whose label matches the inputs hash is reused; force or a new CA rebuilds."""
-    client = FakeClient(dict(BASE))
-    first = build_image(client, tag="t:1", base_image="scoperun-base:bookworm")
-    second = build_image(client, tag="t:1", base_image="scoperun-base:bookworm")
-    assert second.skipped and second.inputs_hash == first.inputs_hash and len(client.api.calls) == 1
-    assert not build_image(client, tag="t:1", base_image="scoperun-base:bookworm", force=True).skipped
+    engine = FakeBackend(images=dict(BASE))
+    first = build_image(engine, tag="t:1", base_image="scoperun-base:bookworm")
+    second = build_image(engine, tag="t:1", base_image="scoperun-base:bookworm")
+    assert second.skipped and second.inputs_hash == first.inputs_hash and len(engine.builds) == 1
+    assert not build_image(engine, tag="t:1", base_image="scoperun-base:bookworm", force=True).skipped
     ca = tmp_path / "ca.crt"
     ca.write_text("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
-    third = build_image(client, tag="t:1", base_image="scoperun-base:bookworm", ca_bundle=ca)
-    assert not third.skipped and third.inputs_hash != first.inputs_hash and len(client.api.calls) == 3
+    third = build_image(engine, tag="t:1", base_image="scoperun-base:bookworm", ca_bundle=ca)
+    assert not third.skipped and third.inputs_hash != first.inputs_hash and len(engine.builds) == 3
 
 
 def test_build_error_carries_the_last_log_lines() -> None:
     """A failing build raises ImageError that includes the log tail and the engine's error."""
-    stream = [
-        {"stream": "Step 5/9 : RUN pip install\n"},
-        {"stream": "SSL: CERTIFICATE_VERIFY_FAILED\n"},
-        {"error": "returned a non-zero code: 1", "errorDetail": {"message": "returned a non-zero code: 1"}},
-    ]
+    events = [BuildEvent(text="Step 5/9 : RUN pip install\n"), BuildEvent(text="SSL: CERTIFICATE_VERIFY_FAILED\n"),
+              BuildEvent(error="returned a non-zero code: 1")]
     with pytest.raises(ImageError) as err:
-        build_image(FakeClient(dict(BASE), stream), tag="t:1", base_image="scoperun-base:bookworm")
+        build_image(FakeBackend(images=dict(BASE), build_events=events), tag="t:1", base_image="scoperun-base:bookworm")
     assert "CERTIFICATE_VERIFY_FAILED" in str(err.value) and "non-zero code" in str(err.value)
+
+
+def test_a_failed_build_removes_its_untagged_step_images_but_not_its_base() -> None:
+    """After a failed build, the step images it left go (newest first); its base and tagged images stay."""
+    step1, step2, tagged, base = "a1" * 6, "b2" * 6, "c3" * 6, "d4" * 6
+    engine = FakeBackend(images={"scoperun-base:bookworm": _image(base), base: _image(base), step1: _image(step1),
+                                 step2: _image(step2), tagged: ImageInfo(tagged, tagged[:10], {}, ("other:1",))},
+                         build_events=[*(BuildEvent(text=f" ---> {i}\n") for i in (step1, tagged, base, step2)),
+                                       BuildEvent(error="returned a non-zero code: 1")])
+    with pytest.raises(ImageError) as err:
+        build_image(engine, tag="t:1", base_image="scoperun-base:bookworm")
+    assert "Removed the 2 untagged intermediate image(s)" in str(err.value) and "non-zero code" in str(err.value)
+    assert engine.removed_images == [step2, step1] and tagged in engine.images and base in engine.images
 
 
 def test_bad_ca_bundle_is_refused(tmp_path: Path) -> None:
     """A missing or non-PEM CA bundle raises ImageError before any build starts."""
-    client = FakeClient(dict(BASE))
+    engine = FakeBackend(images=dict(BASE))
     with pytest.raises(ImageError):
-        build_image(client, tag="t:1", base_image="scoperun-base:bookworm", ca_bundle=tmp_path / "missing.crt")
+        build_image(engine, tag="t:1", base_image="scoperun-base:bookworm", ca_bundle=tmp_path / "missing.crt")
     (tmp_path / "x.crt").write_text("not a certificate")
     with pytest.raises(ImageError):
-        build_image(client, tag="t:1", base_image="scoperun-base:bookworm", ca_bundle=tmp_path / "x.crt")
-    assert client.api.calls == []
+        build_image(engine, tag="t:1", base_image="scoperun-base:bookworm", ca_bundle=tmp_path / "x.crt")
+    assert engine.builds == []
 
 
 def test_engine_errors_become_engine_error() -> None:
-    """An unreachable engine surfaces as EngineError, not a docker or requests exception."""
+    """An unreachable engine surfaces as EngineError, not ImageError (nor a docker or requests exception)."""
+    with pytest.raises(EngineError) as err:
+        build_image(FakeBackend(unreachable="connection refused"), tag="t:1", base_image="scoperun-base:bookworm")
+    assert not isinstance(err.value, ImageError)
+
+
+def test_default_base_image_prefers_upstream() -> None:
+    """python:3.11-slim-bookworm wins when present, else scoperun-base:bookworm, else ImageError."""
+    upstream = {"python:3.11-slim-bookworm": _image("sha256:up")}
+    assert default_base_image(FakeBackend(images={**BASE, **upstream})) == "python:3.11-slim-bookworm"
+    assert default_base_image(FakeBackend(images=dict(BASE))) == "scoperun-base:bookworm"
+    with pytest.raises(ImageError) as err:
+        default_base_image(FakeBackend())
+    assert "make-base-image.sh" in str(err.value)
+
+
+# --- the Docker implementation of the builder contract (engine.dockerops) ---------------------------
+# The code under test here IS the docker-py adapter, so a stand-in for docker-py's low-level API is the
+# only way to see the exact build call without a real build (the real one runs in scripts/build-images.sh
+# and tests/integration).
+
+docker_errors = pytest.importorskip("docker.errors")
+
+
+class _DockerImages:
+    def __init__(self, images: dict[str, Any]) -> None:
+        self.images = images
+
+    def get(self, name: str) -> Any:
+        if name not in self.images:
+            raise docker_errors.ImageNotFound(f"No such image: {name}")
+        return self.images[name]
+
+
+class _DockerAPI:
+    def __init__(self, stream: list[dict[str, Any]]) -> None:
+        self.stream, self.calls = stream, []
+
+    def build(self, **kwargs: Any):
+        self.calls.append(kwargs)
+        yield from self.stream
+
+
+class _DockerClient:
+    def __init__(self, images: dict[str, Any], stream: list[dict[str, Any]]) -> None:
+        self.images = _DockerImages(images)
+        self.api = _DockerAPI(stream)
+
+
+def test_docker_build_never_pulls_and_reads_the_engines_messages() -> None:
+    """The docker adapter builds with pull=False, rm and forcerm, decoded; log, image id and errorDetail become events."""
+    from scoperun.engine.dockerops import build_image as docker_build
+
+    stream = [{"stream": "Step 1/9 : ARG BASE_IMAGE\n"}, {"aux": {"ID": "sha256:new"}},
+              {"error": "x", "errorDetail": {"message": "returned a non-zero code: 1"}}, {"stream": "after\n"}]
+    client = _DockerClient({}, stream)
+    events = list(docker_build(client, io.BytesIO(b"ctx"), tag="t:1", build_args=ARGS, labels={"l": "1"}))  # type: ignore[arg-type]
+    call = client.api.calls[0]
+    assert call["buildargs"] == ARGS and call["pull"] is False and call["rm"] is True and call["decode"] is True
+    assert call["forcerm"] is True and call["custom_context"] is True and call["labels"] == {"l": "1"}
+    assert events == [BuildEvent(text="Step 1/9 : ARG BASE_IMAGE\n"), BuildEvent(image_id="sha256:new"),
+                      BuildEvent(error="returned a non-zero code: 1")]
+
+
+def test_docker_engine_errors_become_engine_error() -> None:
+    """A requests or docker error from docker-py becomes EngineError (the one mapping), never leaks as itself."""
     import requests
 
-    class Down(FakeClient):
+    from scoperun.engine.dockerops import build_image as docker_build
+    from scoperun.engine.dockerops import image_info
+
+    class Down(_DockerClient):
         def __init__(self) -> None:
-            super().__init__({})
+            super().__init__({}, [])
             self.images.get = self._fail  # type: ignore[method-assign]
 
         def _fail(self, name: str) -> None:
             raise requests.exceptions.ConnectionError("connection refused")
 
     with pytest.raises(EngineError) as err:
-        build_image(Down(), tag="t:1", base_image="scoperun-base:bookworm")
-    assert not isinstance(err.value, ImageError)
-
-
-def test_default_base_image_prefers_upstream() -> None:
-    """python:3.11-slim-bookworm wins when present, else scoperun-base:bookworm, else ImageError."""
-    upstream = {"python:3.11-slim-bookworm": FakeImage("sha256:up")}
-    assert default_base_image(FakeClient({**BASE, **upstream})) == "python:3.11-slim-bookworm"
-    assert default_base_image(FakeClient(dict(BASE))) == "scoperun-base:bookworm"
-    with pytest.raises(ImageError) as err:
-        default_base_image(FakeClient({}))
-    assert "make-base-image.sh" in str(err.value)
+        image_info(Down(), "scoperun-base:bookworm")  # type: ignore[arg-type]
+    assert not isinstance(err.value, ImageError) and "connection refused" in str(err.value)
+    assert image_info(_DockerClient({}, []), "missing:1") is None  # type: ignore[arg-type]
+    broken = _DockerClient({}, [])
+    broken.api.build = lambda **_: (_ for _ in ()).throw(docker_errors.APIError("boom"))  # type: ignore[method-assign]
+    with pytest.raises(EngineError, match="failed to build image t:1"):
+        list(docker_build(broken, io.BytesIO(b""), tag="t:1", build_args={}, labels={}))  # type: ignore[arg-type]
 
 
 def test_context_tar_is_reproducible() -> None:

@@ -184,7 +184,7 @@ def _volume(name: str, ws: str | None, execution_id: str, *, age: float | None, 
         labels[WORKSPACE_LABEL] = ws
     if upper is not None:
         labels[STAGING_UPPER_LABEL] = str(upper)
-    return VolumeInfo(name, labels, None if age is None else NOW - age)
+    return VolumeInfo(name, labels, None if age is None else time.time() - age)
 
 
 def test_gc_sweeps_staging_volumes_no_run_can_use(settings: Settings, ws: str) -> None:
@@ -201,19 +201,19 @@ def test_gc_sweeps_staging_volumes_no_run_can_use(settings: Settings, ws: str) -
               _volume("elsewhere", "/elsewhere", "exec_e", age=10_000),
               _volume("foreign", ws, "exec_f", age=10_000, managed=False)):
         fake.engine_volumes[v.name] = v
-    dry = collect_garbage(settings, engine=fake, dry_run=True, now=NOW)
+    dry = collect_garbage(settings, engine=fake, dry_run=True, now=time.time())
     assert sorted(dry.volumes_removed) == ["folder-gone", "old"] and len(fake.engine_volumes) == 7
-    report = collect_garbage(settings, engine=fake, now=NOW)
+    report = collect_garbage(settings, engine=fake, now=time.time())
     assert sorted(report.volumes_removed) == ["folder-gone", "old"] and not report.errors
     assert sorted(fake.engine_volumes) == ["busy", "elsewhere", "folder-kept", "foreign", "young"]
-    assert collect_garbage(settings, engine=fake, any_workspace=True, now=NOW).volumes_removed == ["elsewhere"]
+    assert collect_garbage(settings, engine=fake, any_workspace=True, now=time.time()).volumes_removed == ["elsewhere"]
 
 
 def test_gc_reports_a_volume_still_in_use(settings: Settings, ws: str) -> None:
     """A stale volume a container still uses stays, and gc says so (a later gc gets it)."""
     fake = FakeBackend(volumes_in_use={"old"})
     fake.engine_volumes["old"] = _volume("old", ws, "exec_old", age=10_000)
-    report = collect_garbage(settings, engine=fake, now=NOW)
+    report = collect_garbage(settings, engine=fake, now=time.time())
     assert report.volumes_removed == ["old"] and "old" in fake.engine_volumes
     assert report.errors == ["cannot remove volume old: a container still uses it (a later gc will get it)"]
 

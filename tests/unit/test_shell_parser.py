@@ -83,6 +83,13 @@ def test_scripts_bashlex_cannot_parse_are_scanned_by_the_tokenizer(source: str, 
     assert scan_shell_source(source) == scan_lines(source)
 
 
+def test_a_very_large_script_is_scanned_by_the_tokenizer() -> None:
+    """Past MAX_PARSED characters bashlex is skipped (its cost grows fast), and the rules still fire."""
+    source = "echo ok\n" * (shell.MAX_PARSED // 8) + "sudo rm -rf /\n"
+    assert len(source) > shell.MAX_PARSED and parse(source) is None
+    assert {f.rule for f in scan_shell_source(source)} == {"sh-sudo", "sh-rm-root"}
+
+
 def test_a_script_the_parser_cannot_read_is_never_clean(monkeypatch: pytest.MonkeyPatch) -> None:
     """Whatever makes bashlex fail, the fallback reports what the tokenizer sees."""
     import bashlex

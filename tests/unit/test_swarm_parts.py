@@ -9,7 +9,7 @@ import pytest
 
 from scoperun.engine.base import RunOutcome
 from scoperun.engine.capture import BoundedBuffer
-from scoperun.engine.swarm import _GUARD, SwarmBackend, service_name
+from scoperun.engine.swarm import _GUARD, service_name, take_logs
 
 
 def test_service_name_is_a_valid_swarm_name() -> None:
@@ -40,24 +40,9 @@ def test_guard_keeps_the_shells_killed_notice_out_of_stderr() -> None:
     assert done.stderr == b"before\n"
 
 
-class _FakeApi:
-    def __init__(self, frames: dict[str, list[bytes]]) -> None:
-        self.frames = frames
-
-    def service_logs(self, service_id: str, *, follow: bool, stdout: bool = False, stderr: bool = False):
-        return iter(self.frames["stdout" if stdout else "stderr"])
-
-
-class _FakeClient:
-    def __init__(self, api: _FakeApi) -> None:
-        self.api = api
-
-
 def _read(frames: dict[str, list[bytes]], cap: int = 1024) -> RunOutcome:
-    backend = SwarmBackend("unix:///nowhere")
-    backend._client = _FakeClient(_FakeApi(frames))  # type: ignore[assignment]
     outcome = RunOutcome(stdout=BoundedBuffer(cap), stderr=BoundedBuffer(cap))
-    backend._read_logs("svc", outcome, "tok")
+    take_logs(iter(frames["stdout"]), iter(frames["stderr"]), outcome, "tok")
     return outcome
 
 

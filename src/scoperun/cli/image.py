@@ -40,7 +40,7 @@ def image_build(
     Bare, it reuses the inputs the image was built with (e.g. by `make image` or `scoperun demo`),
     so it rebuilds only when the Dockerfile, the base image or the CA bundle changed.
     """
-    from scoperun.engine.docker import connect
+    from scoperun.engine.docker import DockerBackend
     from scoperun.engine.images import ImageKind, build_image, default_base_image, remembered_inputs
 
     settings = settings_of(ctx)
@@ -49,18 +49,20 @@ def image_build(
     kind: ImageKind = "browser" if browser else "runner"
     tag = tag or (settings.browser_image if browser else settings.image)
     quiet = as_json or is_quiet(ctx)
+    engine = DockerBackend(settings.docker_host, remove_in_background=False, timeout=600)
     try:
-        client = connect(settings.docker_host, timeout=600)
         if base is None or ca_bundle is None:
-            default_base = settings.image if browser else (base or default_base_image(client))
-            remembered = remembered_inputs(client, kind=kind, tag=tag, default_base=default_base)
+            default_base = settings.image if browser else (base or default_base_image(engine))
+            remembered = remembered_inputs(engine, kind=kind, tag=tag, default_base=default_base)
             base = base or remembered.base_image
             ca_bundle = ca_bundle or remembered.ca_bundle
         progress = None if quiet else (lambda line: err.print(f"[dim]{escape(line)}[/]", highlight=False))
-        result = build_image(client, kind=kind, base_image=base, tag=tag, ca_bundle=ca_bundle, force=force,
+        result = build_image(engine, kind=kind, base_image=base, tag=tag, ca_bundle=ca_bundle, force=force,
                              progress=progress, dry_run=dry_run)
     except EngineError as exc:
         raise fail(str(exc), EXIT_ENGINE) from None
+    finally:
+        engine.close()
     if as_json:
         sys.stdout.write(json.dumps(result.__dict__, indent=2) + "\n")
         return
@@ -95,23 +97,22 @@ def image_push_nodes(
 
 def ensure_image(settings: Settings, *, quiet: bool) -> None:
     """Build the runner image when it is missing (for `scoperun demo`)."""
-    from scoperun.engine.docker import connect
+    from scoperun.engine.docker import DockerBackend
     from scoperun.engine.images import build_image, default_base_image, remembered_inputs
 
+    engine = DockerBackend(settings.docker_host, remove_in_background=False, timeout=600)
     try:
-        client = connect(settings.docker_host, timeout=600)
-        try:
-            client.images.get(settings.image)
+        if engine.image_info(settings.image) is not None:
             return
-        except Exception:
-            pass
         if not quiet:
             err.print(f"image {settings.image} is missing; building it (a few minutes the first time)...")
-        inputs = remembered_inputs(client, kind="runner", tag=settings.image, default_base=default_base_image(client))
-        build_image(client, tag=settings.image, base_image=inputs.base_image, ca_bundle=inputs.ca_bundle,
+        inputs = remembered_inputs(engine, kind="runner", tag=settings.image, default_base=default_base_image(engine))
+        build_image(engine, tag=settings.image, base_image=inputs.base_image, ca_bundle=inputs.ca_bundle,
                     progress=None if quiet else (lambda line: err.print(f"[dim]{escape(line)}[/]", highlight=False)))
     except EngineError as exc:
         raise fail(str(exc), EXIT_ENGINE) from None
+    finally:
+        engine.close()
 
 
 def register(root: typer.Typer) -> None:

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol, runtime_checkable
+from typing import BinaryIO, Literal, Protocol, runtime_checkable
 
 from scoperun.engine.capture import BoundedBuffer
 
 __all__ = ["EXECUTION_ID_LABEL", "MANAGED_LABEL", "STAGING_UPPER_LABEL", "WORKSPACE_LABEL", "Backend", "BindMount",
-           "ContainerInfo", "EngineHousekeeping", "EngineVersion", "ImageInfo", "NetworkInfo", "OverlayMount",
+           "BuildEvent", "ContainerInfo", "EngineHousekeeping", "EngineVersion", "ImageBuilder", "ImageInfo", "NetworkInfo", "OverlayMount",
            "RunHandle", "RunOutcome", "RunSpec", "VolumeInfo", "VolumeRemoval"]
 
 # Every container scoperun makes carries this label; operations act on it and on nothing else.
@@ -189,6 +189,34 @@ class ImageInfo:
     id: str
     short_id: str
     labels: dict[str, str]
+    tags: tuple[str, ...] = ()  # repository tags; none for a build's intermediate step images
+
+
+@dataclass(frozen=True)
+class BuildEvent:
+    """One message of an image build: a log text, the id of the image built, or the error that ended it."""
+
+    text: str | None = None
+    image_id: str | None = None
+    error: str | None = None
+
+
+@runtime_checkable
+class ImageBuilder(Protocol):
+    """What image builds need from the engine (local images only: it never pulls); errors are EngineError."""
+
+    def image_info(self, tag: str) -> ImageInfo | None:
+        """The image `tag` (or id), or None if the engine does not have it."""
+        ...
+
+    def build_image(self, context: BinaryIO, *, tag: str, build_args: dict[str, str],
+                    labels: dict[str, str]) -> Iterator[BuildEvent]:
+        """Build `tag` from a tar build context (never pulling its base; no intermediate container left)."""
+        ...
+
+    def remove_image(self, image_id: str) -> bool:
+        """Remove an image (and its untagged parents); False if it is gone or others still need it."""
+        ...
 
 
 @runtime_checkable

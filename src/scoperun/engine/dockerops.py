@@ -7,15 +7,23 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-from scoperun.engine.base import ContainerInfo, EngineVersion, ImageInfo, NetworkInfo, VolumeInfo, VolumeRemoval
+from scoperun.engine.base import (
+    BuildEvent,
+    ContainerInfo,
+    EngineVersion,
+    ImageInfo,
+    NetworkInfo,
+    VolumeInfo,
+    VolumeRemoval,
+)
 from scoperun.errors import EngineError
 
 if TYPE_CHECKING:
     import docker
 
-__all__ = ["DockerHousekeeping", "container_memory", "engine_errors", "engine_version", "force_kill_container",
+__all__ = ["DockerHousekeeping", "build_image", "remove_image", "container_memory", "engine_errors", "engine_version", "force_kill_container",
            "force_remove_container", "image_info", "list_containers", "list_networks", "list_services", "list_volumes",
            "lost_engine", "remove_network", "remove_service", "remove_volume", "scale_to_zero", "short", "stop_service"]
 
@@ -194,11 +202,43 @@ def image_info(client: docker.DockerClient, tag: str) -> ImageInfo | None:
             image = client.images.get(tag)
         except ImageNotFound:
             return None
-        return ImageInfo(str(image.id), str(image.short_id), dict(image.labels or {}))
+        return ImageInfo(str(image.id), str(image.short_id), dict(image.labels or {}), tuple(image.tags or ()))
+
+
+def build_image(client: docker.DockerClient, context: BinaryIO, *, tag: str, build_args: dict[str, str],
+                labels: dict[str, str]) -> Iterator[BuildEvent]:
+    """Stream a build of `tag` from a tar context: never pulling, intermediate containers removed even on failure."""
+    with engine_errors(f"build image {tag}"):
+        chunks: Iterator[dict[str, Any]] = client.api.build(
+            fileobj=context, custom_context=True, tag=tag, buildargs=build_args, labels=labels,
+            rm=True, forcerm=True, pull=False, decode=True)
+        for chunk in chunks:
+            if "error" in chunk:
+                yield BuildEvent(error=str((chunk.get("errorDetail") or {}).get("message") or chunk["error"]).rstrip())
+                return
+            aux = chunk.get("aux")
+            if isinstance(aux, dict) and "ID" in aux:
+                yield BuildEvent(image_id=str(aux["ID"]))
+            text = chunk.get("stream") or chunk.get("status")
+            if text:
+                yield BuildEvent(text=str(text))
+
+
+def remove_image(client: docker.DockerClient, image_id: str) -> bool:
+    """Remove an image and its untagged parents; False if it is gone or still needed (409)."""
+    from docker.errors import APIError
+
+    with engine_errors(f"remove image {image_id[:19]}"):
+        try:
+            return _gone(client.api.remove_image, image_id, noprune=False)
+        except APIError as exc:
+            if exc.status_code == 409:
+                return False
+            raise
 
 
 class DockerHousekeeping:
-    """EngineHousekeeping on one Docker engine; DockerBackend inherits it and supplies `client`."""
+    """EngineHousekeeping and ImageBuilder on one Docker engine; DockerBackend inherits it and supplies `client`."""
 
     @property
     def client(self) -> docker.DockerClient:
@@ -256,3 +296,14 @@ class DockerHousekeeping:
     def image_info(self, tag: str) -> ImageInfo | None:
         """The image `tag`, or None."""
         return image_info(self.client, tag)
+
+    # -- image builds (ImageBuilder) --
+
+    def build_image(self, context: BinaryIO, *, tag: str, build_args: dict[str, str],
+                    labels: dict[str, str]) -> Iterator[BuildEvent]:
+        """Stream a local build of `tag`."""
+        return build_image(self.client, context, tag=tag, build_args=build_args, labels=labels)
+
+    def remove_image(self, image_id: str) -> bool:
+        """Remove an image; False if gone or still needed."""
+        return remove_image(self.client, image_id)

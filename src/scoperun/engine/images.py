@@ -12,16 +12,14 @@ import json
 import re
 import tarfile
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Literal
 
+from scoperun.engine.base import ImageBuilder, ImageInfo
 from scoperun.errors import EngineError, ImageError
-
-if TYPE_CHECKING:  # docker is imported lazily: importing scoperun must work without an engine
-    import docker
 
 __all__ = [
     "BASE_IMAGE_REMEDY",
@@ -143,41 +141,15 @@ def _build_context(dockerfile_dir: Path, ca_bundle: bytes | None) -> io.BytesIO:
     return buf
 
 
-def _engine_error(exc: Exception, doing: str) -> EngineError:
-    """Translate a docker/requests exception into scoperun's hierarchy, keeping the cause."""
-    import docker.errors
-    import requests.exceptions
-
-    if isinstance(exc, docker.errors.ImageNotFound):
-        return ImageError(f"{doing}: image not found ({exc.explanation or exc}).")
-    if isinstance(exc, docker.errors.BuildError):
-        return ImageError(f"{doing}: build failed: {exc.msg}")
-    if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout)):
-        return EngineError(
-            f"{doing}: the Docker engine is unreachable ({exc}). Start it (scripts/ensure-engine.sh) and retry."
-        )
-    if isinstance(exc, docker.errors.APIError):
-        return EngineError(f"{doing}: the Docker engine refused: {exc.explanation or exc}")
-    return EngineError(f"{doing}: {exc}")
+def _get_image(engine: ImageBuilder, name: str) -> ImageInfo | None:
+    """The local image `name`, or None when the engine does not have it (EngineError if it cannot say)."""
+    return engine.image_info(name)
 
 
-def _get_image(client: docker.DockerClient, name: str) -> Any | None:
-    """The local image `name`, or None when the engine does not have it."""
-    import docker.errors
-    import requests.exceptions
-
-    try:
-        return client.images.get(name)
-    except docker.errors.ImageNotFound:
-        return None
-    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-        raise _engine_error(exc, f"Looking up image {name}") from exc
-
-
-def default_base_image(client: docker.DockerClient) -> str:
+def default_base_image(engine: ImageBuilder) -> str:
     """The first locally present default base: python:3.11-slim-bookworm, else scoperun-base:bookworm."""
     for name in DEFAULT_BASE_IMAGES:
-        if _get_image(client, name) is not None:
+        if _get_image(engine, name) is not None:
             return name
     raise ImageError(f"No base image for the runner ({' or '.join(DEFAULT_BASE_IMAGES)}): {BASE_IMAGE_REMEDY}.")
 
@@ -186,26 +158,21 @@ _STEP_IMAGE = re.compile(r"^ ---> ([0-9a-f]{12,64})$")
 
 
 def _stream_build(
-    client: docker.DockerClient, progress: Callable[[str], None] | None, tail: deque[str],
-    steps: list[str], **kwargs: Any
+    engine: ImageBuilder, progress: Callable[[str], None] | None, tail: deque[str], steps: list[str],
+    context: io.BytesIO, *, tag: str, build_args: dict[str, str], labels: dict[str, str],
 ) -> str | None:
-    """Run a low-level build, feeding log lines to `progress` and step image ids to `steps`; return
-    the image id it reports. A failure's message repeats the log's tail only when nobody saw the log."""
+    """Run a build, feeding log lines to `progress` and step image ids to `steps`; return the image id
+    it reports. A failure's message repeats the log's tail only when nobody saw the log."""
     image_id: str | None = None
-    chunks: Iterator[dict[str, Any]] = client.api.build(decode=True, **kwargs)
-    for chunk in chunks:
-        if "error" in chunk:
-            detail = str(chunk.get("errorDetail", {}).get("message") or chunk["error"]).rstrip()
+    for event in engine.build_image(context, tag=tag, build_args=build_args, labels=labels):
+        if event.error is not None:
             if progress is not None:
-                raise ImageError(f"Image build failed: {detail} (the build log is above)")
-            tail.append(detail)
+                raise ImageError(f"Image build failed: {event.error} (the build log is above)")
+            tail.append(event.error)
             raise ImageError("Image build failed:\n" + "\n".join(tail))
-        if isinstance(chunk.get("aux"), dict) and "ID" in chunk["aux"]:
-            image_id = chunk["aux"]["ID"]
-        text = chunk.get("stream") or chunk.get("status")
-        if not text:
-            continue
-        for line in str(text).splitlines():
+        if event.image_id:
+            image_id = event.image_id
+        for line in (event.text or "").splitlines():
             step = _STEP_IMAGE.match(line)
             if step:
                 steps.append(step.group(1))
@@ -216,18 +183,17 @@ def _stream_build(
     return image_id
 
 
-def _remove_step_images(client: docker.DockerClient, steps: list[str], *, base_id: str) -> int:
+def _remove_step_images(engine: ImageBuilder, steps: list[str], *, base_id: str) -> int:
     """Remove the untagged images a failed build left (newest first), never its base; the engine keeps
     any image that another image still builds on. Returns how many went."""
     removed = 0
     for image_id in reversed(steps):
         try:
-            found = client.api.inspect_image(image_id)
-            if found.get("RepoTags") or found.get("Id") == base_id:
-                continue  # tagged (someone uses it), or the base the build started FROM
-            client.api.remove_image(image_id, noprune=False)
-            removed += 1
-        except Exception:  # gone already, or a parent of another image: leave it
+            found = engine.image_info(image_id)
+            if found is None or found.tags or found.id == base_id:
+                continue  # gone, tagged (someone uses it), or the base the build started FROM
+            removed += engine.remove_image(image_id)
+        except EngineError:  # the engine refused: leave it
             continue
     return removed
 
@@ -240,21 +206,21 @@ class BuildInputs:
     ca_bundle: Path | None
 
 
-def remembered_inputs(client: docker.DockerClient, *, kind: ImageKind, tag: str, default_base: str) -> BuildInputs:
+def remembered_inputs(engine: ImageBuilder, *, kind: ImageKind, tag: str, default_base: str) -> BuildInputs:
     """The inputs for a bare `scoperun image build`: those `tag` was built with when they still exist
     (so what `make image` or `scoperun demo` built is reused), else `default_base` and the system CA bundle.
 
     Images built before the CA label existed are matched by trying no CA and the system bundle.
     """
     system_ca = SYSTEM_CA_BUNDLE if SYSTEM_CA_BUNDLE.is_file() else None
-    existing = _get_image(client, tag)
+    existing = _get_image(engine, tag)
     if existing is None:
         return BuildInputs(default_base, system_ca)
     labels = existing.labels or {}
     base_name = labels.get(LABEL_BASE_IMAGE) or default_base
-    base = _get_image(client, base_name)
+    base = _get_image(engine, base_name)
     if base is None:
-        base_name, base = default_base, _get_image(client, default_base)
+        base_name, base = default_base, _get_image(engine, default_base)
     if LABEL_CA_BUNDLE in labels:
         path = Path(labels[LABEL_CA_BUNDLE]) if labels[LABEL_CA_BUNDLE] else None
         return BuildInputs(base_name, path if path is not None and path.is_file() else None)
@@ -269,7 +235,7 @@ def remembered_inputs(client: docker.DockerClient, *, kind: ImageKind, tag: str,
 
 
 def build_image(
-    client: docker.DockerClient,
+    engine: ImageBuilder,
     *,
     kind: ImageKind = "runner",
     tag: str,
@@ -284,10 +250,7 @@ def build_image(
     For the browser kind, `base_image` is the runner image (its id is part of the inputs hash).
     `ca_bundle` is a PEM file added to the image's trust (TLS-intercepting proxies).
     """
-    import docker.errors
-    import requests.exceptions
-
-    base = _get_image(client, base_image)
+    base = _get_image(engine, base_image)
     if base is None:
         raise ImageError(f"Base image {base_image} is not present locally (scoperun never pulls): {BASE_IMAGE_REMEDY}.")
     ca_bytes: bytes | None = None
@@ -305,7 +268,7 @@ def build_image(
     build_args = {_BASE_ARG[kind]: base_image}
     digest = inputs_hash(src_dir, base_image_id=base.id, ca_bundle=ca_bytes, build_args=build_args)
 
-    existing = _get_image(client, tag)
+    existing = _get_image(engine, tag)
     known = dict(base_image=base_image, ca_bundle=str(ca_bundle) if ca_bundle else "")
     if existing is not None and not force and (existing.labels or {}).get(LABEL_INPUTS_HASH) == digest:
         return ImageBuildResult(tag=tag, image_id=existing.id, inputs_hash=digest, skipped=True, dry_run=dry_run,
@@ -319,37 +282,28 @@ def build_image(
     tail: deque[str] = deque(maxlen=_LOG_TAIL_LINES)
     steps: list[str] = []
     try:
-        reported = _stream_build(
-            client,
-            progress,
-            tail,
-            steps,
-            fileobj=_build_context(src_dir, ca_bytes),
-            custom_context=True,
-            tag=tag,
-            buildargs=build_args,
-            labels=labels,
-            rm=True,
-            forcerm=True,  # no intermediate containers left behind, even on failure
-            pull=False,
-        )
-        built = client.images.get(tag)
+        reported = _stream_build(engine, progress, tail, steps, _build_context(src_dir, ca_bytes), tag=tag,
+                                 build_args=build_args, labels=labels)
+        built = engine.image_info(tag)
     except ImageError as exc:
-        raise _cleaned(client, steps, exc, base_id=base.id) from None
-    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-        err = _engine_error(exc, f"Building {tag}")
+        raise _cleaned(engine, steps, exc, base_id=base.id) from None
+    except EngineError as exc:
+        err = EngineError(f"Building {tag}: {exc}")
         if tail and progress is None:
-            err = type(err)(f"{err}\nLast build output:\n" + "\n".join(tail))
-        raise _cleaned(client, steps, err, base_id=base.id) from exc
+            err = EngineError(f"{err}\nLast build output:\n" + "\n".join(tail))
+        raise _cleaned(engine, steps, err, base_id=base.id) from exc
+    if built is None:
+        raise ImageError(f"The build of {tag} ended but the engine has no image {tag}; another build or a prune "
+                         f"raced this one. Retry.")
     if reported and reported != built.id:
         raise ImageError(f"Built {reported} but {tag} points at {built.id}; another build raced this one. Retry.")
     return ImageBuildResult(tag=tag, image_id=built.id, inputs_hash=digest, skipped=False,
                             base_image=known["base_image"], ca_bundle=known["ca_bundle"])
 
 
-def _cleaned(client: docker.DockerClient, steps: list[str], exc: EngineError, *, base_id: str) -> EngineError:
+def _cleaned(engine: ImageBuilder, steps: list[str], exc: EngineError, *, base_id: str) -> EngineError:
     """`exc`, after removing what the failed build left; its message says how much went."""
-    removed = _remove_step_images(client, steps, base_id=base_id)
+    removed = _remove_step_images(engine, steps, base_id=base_id)
     if not removed:
         return exc
     return type(exc)(f"{exc}\nRemoved the {removed} untagged intermediate image(s) the failed build left.")

@@ -21,6 +21,7 @@ import secrets
 import subprocess
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -291,18 +292,11 @@ class SwarmBackend:
 
     def _read_logs(self, service_id: str, outcome: RunOutcome, token: str) -> None:
         api = self.client.api
-        for stream, buf in (("stdout", outcome.stdout), ("stderr", outcome.stderr)):
-            marker = f"scoperun-oom-{token}\n".encode() if stream == "stderr" else None
-            held = b""  # the tail is held back until the end, where the OOM marker would be
-            for frame in api.service_logs(service_id, **{stream: True}, follow=False):
-                held += frame
-                if len(held) > 65536:
-                    buf.write(held[:-256])
-                    held = held[-256:]
-            if marker is not None and held.endswith(marker):
-                held = held[: -len(marker)]
-                outcome.oom_killed = not outcome.timed_out
-            buf.write(held)
+
+        def frames(stream: str) -> Iterator[bytes]:  # lazy: stderr is asked for once stdout is read
+            yield from api.service_logs(service_id, **{stream: True}, follow=False)
+
+        take_logs(frames("stdout"), frames("stderr"), outcome, token)
 
     def _remove_service(self, service_id: str) -> bool:
         from docker.errors import DockerException, NotFound
@@ -369,6 +363,23 @@ class _SwarmRun:
         """Kill the task now (service scaled to zero, SIGKILL); `wait` then returns (exit code 137)."""
         self.cancelled.set()
         _scale_to_zero(self.backend.client.api, self.service_id)
+
+
+def take_logs(stdout: Iterable[bytes], stderr: Iterable[bytes], outcome: RunOutcome, token: str) -> None:
+    """Put a finished task's log frames into the outcome; the guard's OOM line (with this run's token) at
+    the end of stderr is cut and sets `oom_killed` (unless the run timed out)."""
+    for frames, buf, marker in ((stdout, outcome.stdout, None), (stderr, outcome.stderr,
+                                                                  f"scoperun-oom-{token}\n".encode())):
+        held = b""  # the tail is held back until the end, where the OOM marker would be
+        for frame in frames:
+            held += frame
+            if len(held) > 65536:
+                buf.write(held[:-256])
+                held = held[-256:]
+        if marker is not None and held.endswith(marker):
+            held = held[: -len(marker)]
+            outcome.oom_killed = not outcome.timed_out
+        buf.write(held)
 
 
 def _task(api: Any, service_id: str) -> dict[str, Any] | None:

@@ -33,10 +33,17 @@ def _plain_delimiters(source: str) -> str:
     return _QUOTED_DELIMITER.sub(plain, source)
 
 
+# bashlex takes ~1 s per 40 KB on a loaded host, the line tokenizer a tenth of that; a script this
+# large is not what agents write, and the scan runs before the container starts.
+MAX_PARSED = 64 * 1024
+
+
 def parse(source: str) -> list[Any] | None:
-    """bashlex's trees of a script, or None when bashlex cannot read it."""
+    """bashlex's trees of a script, or None when bashlex cannot read it (or it exceeds MAX_PARSED)."""
     import bashlex
 
+    if len(source) > MAX_PARSED:
+        return None
     try:
         return list(bashlex.parse(_plain_delimiters(source)))
     except Exception:  # noqa: BLE001

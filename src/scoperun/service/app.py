@@ -171,18 +171,19 @@ def _readiness(service: Service) -> list[dict[str, Any]]:
     except Exception as exc:
         checks.append({"name": "workspace", "ok": False, "detail": str(exc)})
     try:
-        from scoperun.engine.docker import connect
+        from scoperun.engine.docker import DockerBackend
 
-        client = connect(service.settings.docker_host, timeout=5)
+        engine = DockerBackend(service.settings.docker_host, remove_in_background=False, timeout=5)
         try:
-            client.images.get(service.settings.image)
+            present = engine.image_info(service.settings.image) is not None
+        finally:
+            engine.close()
+        if present:
             checks.append({"name": "engine", "ok": True, "detail": f"image {service.settings.image} present"})
-        except Exception:
+        else:
             checks.append({"name": "engine", "ok": False, "detail": f"image {service.settings.image} is missing; "
                            "build it with `scoperun image build`"})
-        finally:
-            client.close()
-    except Exception as exc:
+    except Exception as exc:  # the engine cannot be reached (or answers with an error): the check fails, saying why
         checks.append({"name": "engine", "ok": False, "detail": str(exc)})
     return checks
 

@@ -344,8 +344,8 @@ async def list_runs(
 ) -> RunList:
     from scoperun.audit.stats import parse_since
 
-    try:
-        since_epoch = parse_since(since)
+    try:  # epoch seconds as the parameter's description says, else a span or an ISO time
+        since_epoch = float(since) if since and since.replace(".", "", 1).isdigit() else parse_since(since)
     except (ValueError, ConfigError) as exc:
         raise Problem(422, "invalid-request", str(exc)) from None
     pending = [Pending(r.execution_id, r.status, r.body.case, r.body.script or "(code)", r.body.requested_by,
