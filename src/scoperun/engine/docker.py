@@ -17,7 +17,7 @@ from scoperun.engine.attached import AttachedRun, drain
 from scoperun.engine.base import MANAGED_LABEL, OverlayMount, RunOutcome, RunSpec
 from scoperun.engine.capture import BoundedBuffer
 from scoperun.engine.dockerops import DockerHousekeeping, lost_engine, short
-from scoperun.engine.launched import LAUNCHER_LABEL, LaunchedRun, launcher_command
+from scoperun.engine.launched import LAUNCHER_LABEL, LaunchedRun, close_attach_socket, launcher_command
 from scoperun.errors import EngineError, ImageError
 
 if TYPE_CHECKING:
@@ -248,18 +248,18 @@ class DockerBackend(DockerHousekeeping):
                 run.send()
             else:
                 run.done = True
-                _close_quietly(sock)
+                close_attach_socket(sock)
                 self.remove_container(container_id, volumes, inline=True)
             return run
         except (APIError, RequestsConnectionError, DockerException, OSError) as exc:
             outcome.error = lost_engine(exc)
-            _close_quietly(sock)
+            close_attach_socket(sock)
             self.remove_container(container_id, volumes, inline=True)
             run = LaunchedRun(self, spec, container_id, None, outcome, volumes=volumes, started=time.monotonic())
             run.done = True
             return run
         except BaseException:
-            _close_quietly(sock)
+            close_attach_socket(sock)
             self._remove(container_id)
             self._remove_volumes(volumes)
             raise
@@ -430,14 +430,6 @@ class DockerBackend(DockerHousekeeping):
                 if time.monotonic() >= deadline:
                     return False
                 time.sleep(0.5)
-
-
-def _close_quietly(sock: Any) -> None:
-    if sock is not None:
-        try:
-            sock.close()
-        except Exception:
-            pass
 
 
 def _has_launcher(image: dict[str, Any]) -> bool:
