@@ -92,7 +92,7 @@ def test_runs_on_a_bucket_mounted_workspace(bucket_mount, docker_client) -> None
         "import os\nnames = sorted(os.path.join(d, f) for d, _, fs in os.walk('.') for f in fs)\n"
         "open('summary.txt', 'w').write('\\n'.join(names) + '\\n')\nprint(len(names), 'files')\n")
     (mount / "Database" / "script_executions").mkdir(parents=True)
-    assert f"projects/{CASE}/Medical Records/ER_visit.txt" in _objects(bucket)
+    _wait_for_objects(bucket, {f"projects/{CASE}/Medical Records/ER_visit.txt"})  # uploaded after close
 
     settings = Settings(workspace=mount, image=IMAGE, network="none", timeout=60, write_mode="direct")
     ex = Executor(settings)

@@ -57,10 +57,13 @@ def _warm_run(ex: Executor, code: str, case: str = CASE, **fields) -> object:
     return result
 
 
-def test_pooled_run_succeeds_with_exit_code_from_the_launcher(pooled: Executor, workspace: Path) -> None:
-    """A pooled run prints, exits with its own code (reported by the launcher) and is audited as pooled."""
+def test_pooled_run_succeeds_with_exit_code_from_the_launcher(pooled: Executor, workspace: Path,
+                                                             docker_client) -> None:
+    """A pooled run prints, exits with its own code (reported by the launcher) and is audited as pooled,
+    naming the image its warm container was made from."""
     result = _warm_run(pooled, "import sys\nprint('hi from', __import__('os').getcwd())\nsys.exit(3)")
     assert result.status is Status.FAILED and result.exit_code == 3
+    assert result.image_id == docker_client.images.get(pooled.settings.image).id
     assert result.stdout.text == f"hi from /workspace/projects/{CASE}\n"
     record = json.loads((workspace / result.audit_record).read_text())
     assert record["exit_code_source"] == "launcher" and record["pooled"] is True

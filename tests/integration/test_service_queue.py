@@ -230,6 +230,9 @@ def test_run_listing_shows_queued_runs_filters_and_pages_without_repeats(one_slo
     assert ids_of(list_runs(url, tokens["reader"], case=OTHER_CASE)) == [q2]
     assert ids_of(list_runs(url, tokens["reader"], case=CASE, status="queued", requested_by="a")) == [q3, q1]
     assert ids_of(list_runs(url, tokens["reader"], since=between)) == [q3, q2, q1, long]
+    epoch = str(datetime.fromisoformat(between).timestamp())
+    assert ids_of(list_runs(url, tokens["reader"], since=epoch)) == [q3, q2, q1, long]
+    assert ids_of(list_runs(url, tokens["reader"], since="1h")) == [q3, q2, q1, long, f2, f1]
     bad = httpx.get(f"{url}/v1/runs", headers=auth(tokens["reader"]), params={"since": "yesterday-ish"})
     assert bad.status_code == 422 and bad.json()["code"] == "invalid-request"
     queued_pages = [list_runs(url, tokens["reader"], status="queued", limit=2)]
@@ -251,10 +254,10 @@ def test_run_listing_shows_queued_runs_filters_and_pages_without_repeats(one_slo
     shown = [run for page in pages for run in ids_of(page)]
     assert len(shown) == len(set(shown)), shown  # nothing twice
     # The older runs follow in order; q1 began after the first page, so it went above the cursor (a fresh
-    # listing shows it first, as it shows any run that started since).
+    # listing shows it at the top, as it shows any run that started since; q2 too once it started).
     assert shown == [q3, q2, long, f2, f1], shown
-    top = ids_of(list_runs(url, tokens["reader"], limit=3))
-    assert top[0] in (q1, q3) and set(top[:2]) == {q1, q3}, top
+    top = ids_of(list_runs(url, tokens["reader"], limit=4))
+    assert set(top[:3]) == {q1, q2, q3} and top[3] == long, top
     assert httpx.post(f"{url}/v1/runs/{q2}/cancel", headers=auth(tokens["b"]), timeout=30).status_code in (202, 409)
     assert wait_until(lambda: list_runs(url, tokens["reader"], status="queued")["runs"] == [], timeout=120)
 

@@ -91,3 +91,18 @@ def test_old_records_load_as_models() -> None:
     assert [f.model_dump() for f in findings] == EXPECTED["findings"]
     failed = Hazard.model_validate({"kind": "scan-failed", "path": "", "detail": "hazard scan failed: gone"})
     assert failed.is_note and failed.model_dump() == {"kind": "scan-failed", "path": "", "detail": "hazard scan failed: gone"}
+
+
+def test_audit_show_lines_for_findings_and_hazards_of_any_record() -> None:
+    """`audit show` reads a record's findings and hazards as models; an edited entry is still shown, never a crash."""
+    from pathlib import Path
+
+    from scoperun.cli.audit import _record_summary
+
+    record = {"execution_id": "exec-1", "status": "succeeded", **EXPECTED}
+    record["hazards"] = [*EXPECTED["hazards"], {"kind": "made-up", "path": "x", "detail": "edited"}, "junk"]
+    text = "\n".join(_record_summary(record, Path("/w")))
+    assert "line 2: sh-sudo asks for root privileges" in text
+    assert "symlink-outside shadow: symlink leading out of the case" in text
+    assert "scan-summary : 60 hazard(s) found, 50 listed" in text
+    assert "made-up x: edited" in text and "None None: None" in text

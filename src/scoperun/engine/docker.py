@@ -17,7 +17,7 @@ from scoperun.engine.attached import AttachedRun, drain
 from scoperun.engine.base import MANAGED_LABEL, OverlayMount, RunOutcome, RunSpec
 from scoperun.engine.capture import BoundedBuffer
 from scoperun.engine.dockerops import DockerHousekeeping, lost_engine, short
-from scoperun.engine.launched import LAUNCHER_LABEL, LaunchedRun, launcher_command
+from scoperun.engine.launched import LAUNCHER_LABEL, LaunchedRun, close_attach_socket, launcher_command
 from scoperun.errors import EngineError, ImageError
 
 if TYPE_CHECKING:
@@ -113,6 +113,13 @@ class DockerBackend(DockerHousekeeping):
         api = self.client.api
         outcome = RunOutcome(stdout=BoundedBuffer(spec.output_cap, spill_limit=spec.spill_limit),
                              stderr=BoundedBuffer(spec.output_cap, spill_limit=spec.spill_limit))
+        known = self._images.get(spec.image)
+        if self.pool is not None and known is not None and _has_launcher(known[1]):
+            # A warm container holds the image it was made from (its id goes in the record): the pooled
+            # path needs no image lookup on the engine. A miss looks the image up as below.
+            pooled = self.pool.claim(spec, outcome)
+            if pooled is not None:
+                return pooled
         try:
             image = self._image(spec.image)
             outcome.image_id = image["Id"]
@@ -124,8 +131,8 @@ class DockerBackend(DockerHousekeeping):
         except (DockerException, RequestsConnectionError) as exc:
             raise EngineError(f"the Docker engine failed to inspect image {spec.image}: {exc}") from None
 
-        launcher = bool(((image.get("Config") or {}).get("Labels") or {}).get(LAUNCHER_LABEL))
-        if launcher and self.pool is not None:
+        launcher = _has_launcher(image)
+        if launcher and self.pool is not None and known is None:
             pooled = self.pool.claim(spec, outcome)
             if pooled is not None:
                 return pooled
@@ -241,18 +248,18 @@ class DockerBackend(DockerHousekeeping):
                 run.send()
             else:
                 run.done = True
-                _close_quietly(sock)
+                close_attach_socket(sock)
                 self.remove_container(container_id, volumes, inline=True)
             return run
         except (APIError, RequestsConnectionError, DockerException, OSError) as exc:
             outcome.error = lost_engine(exc)
-            _close_quietly(sock)
+            close_attach_socket(sock)
             self.remove_container(container_id, volumes, inline=True)
             run = LaunchedRun(self, spec, container_id, None, outcome, volumes=volumes, started=time.monotonic())
             run.done = True
             return run
         except BaseException:
-            _close_quietly(sock)
+            close_attach_socket(sock)
             self._remove(container_id)
             self._remove_volumes(volumes)
             raise
@@ -425,12 +432,9 @@ class DockerBackend(DockerHousekeeping):
                 time.sleep(0.5)
 
 
-def _close_quietly(sock: Any) -> None:
-    if sock is not None:
-        try:
-            sock.close()
-        except Exception:
-            pass
+def _has_launcher(image: dict[str, Any]) -> bool:
+    """True when the image's PID 1 is scoperun's launcher (its label says so)."""
+    return bool(((image.get("Config") or {}).get("Labels") or {}).get(LAUNCHER_LABEL))
 
 
 def _explain_not_found(spec: RunSpec, exc: BaseException) -> str:

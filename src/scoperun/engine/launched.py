@@ -20,7 +20,7 @@ from typing import Any
 
 from scoperun.engine.base import RunOutcome, RunSpec
 
-__all__ = ["LAUNCHER_LABEL", "TaggedStream", "launcher_command", "read_frames", "request_line"]
+__all__ = ["LAUNCHER_LABEL", "TaggedStream", "close_attach_socket", "launcher_command", "read_frames", "request_line"]
 
 # An image whose launcher speaks this protocol carries this label (its value: the protocol version).
 LAUNCHER_LABEL = "org.scoperun.launcher"
@@ -242,13 +242,25 @@ class LaunchedRun:
         outcome.oom_killed = oom and not outcome.timed_out
 
     def _close_socket(self) -> None:
-        try:
-            self.sock.close()
-        except Exception:
-            pass
+        close_attach_socket(self.sock)
 
 
 def _raw(sock: Any) -> socket.socket:
     """The socket under docker-py's attach wrapper (SocketIO), which is what can send and recv."""
     raw: socket.socket = getattr(sock, "_sock", sock)
     return raw
+
+
+def close_attach_socket(sock: Any) -> None:
+    """Close an attach socket from docker-py and the connection under it (None: nothing to close).
+
+    Closing docker-py's wrapper (SocketIO) alone leaves the socket it wraps open until garbage
+    collection; close both, wrapper first, so the descriptor is released now.
+    """
+    if sock is None:
+        return
+    for part in (sock, _raw(sock)):
+        try:
+            part.close()
+        except Exception:
+            pass

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from scoperun.engine import slots
 from scoperun.engine.base import MANAGED_LABEL, BindMount, OverlayMount, RunOutcome, RunSpec
-from scoperun.engine.launched import LaunchedRun, launcher_command
+from scoperun.engine.launched import LaunchedRun, close_attach_socket, launcher_command
 
 __all__ = ["POOL_LABEL", "PoolEngine", "PoolOptions", "WarmPool", "clean_leftover_slots", "owner_alive"]
 
@@ -70,6 +70,7 @@ class _Warm:
     memory: int
     cpus: float
     pids: int
+    image_id: str | None = None  # the image it was made from (a tag may point elsewhere by now)
 
 
 def _shape(spec: RunSpec) -> tuple[Any, ...] | None:
@@ -128,6 +129,7 @@ class WarmPool:
             self._fit_limits(warm, spec)
             mounted = self._mount(warm.slot, spec)
             outcome.container_start = time.monotonic() - t0
+            outcome.image_id = warm.image_id
             overlays = [p for p, m in zip(mounted, self._run_mounts(spec), strict=True) if isinstance(m, OverlayMount)]
 
             def after() -> None:
@@ -274,15 +276,19 @@ class WarmPool:
                     "org.scoperun.deadline": str(int(time.time() + self.options.idle + 86400 + 60))},
         )
         container_id = api.create_container(**kwargs)["Id"]
+        sock = None
         try:
             sock = self.backend.stream_client.api.attach_socket(
                 container_id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
             api.start(container_id)
+            image_id = api.inspect_container(container_id)["Image"]
         except BaseException:
+            close_attach_socket(sock)
             self.backend.remove_container(container_id, {}, inline=True)
             raise
         self.made += 1
-        return _Warm(container_id, sock, slot, time.monotonic(), spec.memory_bytes, spec.cpus, spec.pids_limit)
+        return _Warm(container_id, sock, slot, time.monotonic(), spec.memory_bytes, spec.cpus, spec.pids_limit,
+                     image_id)
 
     def _rename(self, container_id: str, name: str) -> None:
         try:
@@ -291,10 +297,7 @@ class WarmPool:
             pass
 
     def _discard(self, warm: _Warm) -> None:
-        try:
-            warm.sock.close()
-        except Exception:
-            pass
+        close_attach_socket(warm.sock)
         self.backend.remove_container(warm.container_id, {}, inline=False)
 
     # -- ending ---------------------------------------------------------------------------------
@@ -324,10 +327,7 @@ class WarmPool:
             self._idle.clear()
         self._worker.shutdown(wait=True)
         for warm in idle:
-            try:
-                warm.sock.close()
-            except Exception:
-                pass
+            close_attach_socket(warm.sock)
             self.backend.remove_container(warm.container_id, {}, inline=True)
         if self._root_ready:
             clean_leftover_slots(self.options.root.parent, only=self.options.root)
