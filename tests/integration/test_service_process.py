@@ -30,9 +30,9 @@ def env_for(workspace: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def start_server(workspace: Path, port: int) -> subprocess.Popen:
-    """`scoperun serve` on a loopback port; returns once /healthz answers."""
-    proc = subprocess.Popen([SCOPERUN, "serve", "--port", str(port)], env=env_for(workspace),
+def start_server(workspace: Path, port: int, **extra: str) -> subprocess.Popen:
+    """`scoperun serve` on a loopback port (`extra`: more SCOPERUN_* settings); returns once /healthz answers."""
+    proc = subprocess.Popen([SCOPERUN, "serve", "--port", str(port)], env=env_for(workspace, **extra),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 60
     while True:

@@ -4,6 +4,8 @@ package (e.g. for the entry point) costs nothing.
 Modules: `common` (consoles, exit codes, options), `main` (the app, run and image commands),
 and one module per command group.
 
+`scoperun run-code` / `run` through a server (SCOPERUN_URL) take the lean path of `remote` when it
+understands the whole command line (standard library only: no typer, rich, pydantic, httpx).
 `scoperun version` and `scoperun --help` answer without building the app: the version is a
 constant, and the top-level help is the app's own output, kept in a user cache keyed by
 everything that can change it (the CLI's source files, scoperun's version, terminal width,
@@ -29,6 +31,13 @@ def main() -> None:
 
         sys.stdout.write(__version__ + "\n")
         return
+    if argv[:1] in (["run-code"], ["run"]) and os.environ.get("SCOPERUN_URL"):
+        from scoperun.cli.remote import run as run_remote
+
+        code = run_remote(argv)
+        if code is not None:
+            sys.stdout.flush()
+            sys.exit(code)
     cache = _help_cache_path() if argv in _HELP_ARGS else None
     if cache is not None:
         try:

@@ -6,7 +6,6 @@ assembles the app), so the CLI has no import cycle.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -15,6 +14,36 @@ from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
 
+from scoperun.cli.summary import (  # the exit codes live with the one summary
+    EXIT_ENGINE as EXIT_ENGINE,
+)
+from scoperun.cli.summary import (
+    EXIT_INTERRUPTED as EXIT_INTERRUPTED,
+)
+from scoperun.cli.summary import (
+    EXIT_OK as EXIT_OK,
+)
+from scoperun.cli.summary import (
+    EXIT_OOM as EXIT_OOM,
+)
+from scoperun.cli.summary import (
+    EXIT_PROBLEM as EXIT_PROBLEM,
+)
+from scoperun.cli.summary import (
+    EXIT_REJECTED as EXIT_REJECTED,
+)
+from scoperun.cli.summary import (
+    EXIT_STOPPED as EXIT_STOPPED,
+)
+from scoperun.cli.summary import (
+    EXIT_TIMED_OUT as EXIT_TIMED_OUT,
+)
+from scoperun.cli.summary import (
+    plain as plain,
+)
+from scoperun.cli.summary import (
+    status_parts as status_parts,
+)
 from scoperun.errors import AuditError, ConfigError, EngineError, ScopeRunError
 
 if TYPE_CHECKING:  # pydantic and the settings load only when a command needs them, never for --help
@@ -37,15 +66,6 @@ def _console(stderr: bool) -> Console:
 err = _console(stderr=True)
 out = _console(stderr=False)
 
-EXIT_OK = 0
-EXIT_PROBLEM = 1
-EXIT_REJECTED = 2
-EXIT_TIMED_OUT = 124
-EXIT_ENGINE = 125
-EXIT_INTERRUPTED = 130
-EXIT_OOM = 137
-EXIT_STOPPED = 143
-
 # The one table of exit codes; README.md's "Exit codes" table is checked against it by a test.
 EXIT_CODES: tuple[tuple[str, str], ...] = (
     ("0", "the run succeeded, or the command did what was asked"),
@@ -66,13 +86,9 @@ EXIT_CODES: tuple[tuple[str, str], ...] = (
 
 def exit_code_for(result: ExecutionResult) -> int:
     """Map a result to the CLI's exit status (see EXIT_CODES)."""
-    status = result.status.value
-    if status == "succeeded":
-        return EXIT_OK
-    if status == "failed":
-        return result.exit_code if result.exit_code and 0 < result.exit_code < 256 else EXIT_PROBLEM
-    return {"timed_out": EXIT_TIMED_OUT, "oom_killed": EXIT_OOM, "rejected": EXIT_REJECTED,
-            "cancelled": EXIT_STOPPED}.get(status, EXIT_ENGINE)
+    from scoperun.cli.summary import exit_code
+
+    return exit_code(result.status.value, result.exit_code)
 
 
 def code_for_error(exc: BaseException) -> int:
@@ -111,20 +127,9 @@ def is_quiet(ctx: typer.Context | None) -> bool:
     return bool(ctx is not None and ctx.find_root().meta.get("scoperun.quiet"))
 
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-_CONTROL_OR_BREAK = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-
-
-def plain(text: object, *, lines: bool = False) -> str:
-    """`text` with control characters shown as escapes (ESC as \\x1b, a newline as \\n).
-
-    A run controls file names, its output and `requested_by`: an ESC sequence, a bidi override
-    or a newline in them could forge or erase lines of a review view. `lines=True` keeps
-    newlines and tabs (captured output shown as lines), escaping everything else.
-    """
-    s = str(text)
-    pattern = _CONTROL if lines else _CONTROL_OR_BREAK
-    return pattern.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), s) if pattern.search(s) else s
+def markup(line: list[tuple[str, str]]) -> str:
+    """A summary line (`summary.summary_lines`: styled segments of plain text) as rich markup."""
+    return "".join(f"[{style}]{escape(text)}[/]" if style else escape(text) for style, text in line)
 
 
 def safe(text: object) -> str:
@@ -133,21 +138,6 @@ def safe(text: object) -> str:
 
 
 shown = safe  # the name the change-set views use
-
-
-def status_parts(status: str, message: str) -> tuple[str, str]:
-    """The status as shown and the rest of the message, without saying the status twice.
-
-    Messages often start with their status ("rejected (network): ...", "timed out after 2 s"):
-    then the message is shown as it is, its first words styled as the status.
-    """
-    words = status.replace("_", " ")
-    text = message.strip()
-    for prefix in (status, words):
-        if text.lower().startswith(prefix):
-            rest = text[len(prefix):]
-            return text[:len(prefix)], "" if not rest.strip(" :;,.") else rest
-    return status, f": {text}" if text else ""
 
 
 def status_line(status: str, message: str) -> str:

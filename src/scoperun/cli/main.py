@@ -36,10 +36,10 @@ from scoperun.cli.common import (
     exit_code_for,
     fail,
     is_quiet,
+    markup,
     out,
     safe,
     settings_of,
-    status_parts,
 )
 from scoperun.errors import EngineError, ScopeRunError
 
@@ -209,40 +209,10 @@ def _print_result(result: ExecutionResult, as_json: bool, root: Path, *, quiet: 
             elif cap.truncated:
                 notes.append(f"{name}: all {len(data)} bytes written (the result keeps only the head and "
                              f"tail){where}")
-    if quiet and result.status.value == "succeeded":
-        for note in notes:
-            err.print(f"[yellow]{safe(note)}[/]")
-        return
-    colour = {"succeeded": "green", "failed": "red", "rejected": "yellow", "cancelled": "yellow"}.get(
-        result.status.value, "red")
-    status, rest = status_parts(result.status.value, result.message)
-    parts = [f"[bold {colour}]{safe(status)}[/]{safe(rest)}"]
-    d = result.durations
-    if result.status.value == "rejected":
-        parts.append("nothing ran")
-    else:
-        if result.exit_code is not None:
-            parts.append(f"exit {result.exit_code}")
-        timing = f"{d.total:.2f} s"
-        if d.container_start or d.run:
-            timing += f" (start {d.container_start:.2f} s, run {d.run:.2f} s)"
-        parts.append(timing)
-    err.print(" · ".join(parts))
-    if quiet:  # a run that did not succeed still says why (and what was cut), nothing more
-        for note in notes:
-            err.print(f"[yellow]{safe(note)}[/]")
-        return
-    for f in result.findings:
-        err.print(f"[yellow]safety[/] line {f.line}: {safe(f.rule)} {safe(f.message)}")
-    for note in notes:
-        err.print(f"[yellow]{safe(note)}[/]")
-    if result.changes is not None:
-        state = result.changes.status.value
-        detail = "" if state == "empty" else f" · {state}"
-        if state in ("staged", "conflict"):
-            detail += f" · {safe(result.changes.note)}"
-        err.print(f"changes ({result.write_mode} run): {safe(result.changes.summary)}{detail}")
-    err.print(f"audit record: {safe(root / result.audit_record)}")
+    from scoperun.cli.summary import summary_lines
+
+    for line in summary_lines(result.model_dump(mode="json"), root, notes, quiet=quiet):
+        err.print(markup(line))
 
 
 def _request_fields(case: str, timeout: float | None, memory: str | None, cpus: float | None,
