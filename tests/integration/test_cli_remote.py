@@ -119,13 +119,12 @@ def test_ctrl_c_cancels_on_the_server_and_says_the_same(server) -> None:
 
     url, token, workspace = server
     env = env_for(workspace, SCOPERUN_URL=url, SCOPERUN_TOKEN=token)
-    code = "import time\nprint('working', flush=True)\ntime.sleep(300)\n"
+    script = workspace.parent / "long.py"
+    script.write_text("import time\nprint('working', flush=True)\ntime.sleep(300)\n")
     said = []
     for extra in ({}, {"SCOPERUN_FULL_CLI": "1"}):
-        proc = subprocess.Popen([SCOPERUN, "run-code", "-", "--case", CASE], env={**env, **extra}, stdin=subprocess.PIPE,
+        proc = subprocess.Popen([SCOPERUN, "run-code", str(script), "--case", CASE], env={**env, **extra},
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        proc.stdin.write(code)
-        proc.stdin.close()
         assert proc.stdout.readline() == "working\n"  # printed live, while the run goes on
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
