@@ -15,7 +15,13 @@ import pytest
 
 from tests.conftest import CASE
 from tests.integration.conftest import assert_no_containers_left
-from tests.integration.test_service_process import SCOPERUN, env_for, start_server, stop_server
+from tests.integration.test_service_process import (
+    SCOPERUN,
+    env_for,
+    interrupt_and_check_cancelled,
+    start_server,
+    stop_server,
+)
 from tests.service_helpers import free_port
 
 pytest.importorskip("fastapi")
@@ -112,27 +118,12 @@ def test_the_lean_path_imports_no_typer_pydantic_httpx_or_rich(server) -> None:
 
 def test_ctrl_c_cancels_on_the_server_and_says_the_same(server) -> None:
     """SIGINT mid-run, lean and full path: exit 130, the same message, the run recorded cancelled on the server."""
-    import signal
-    import time
-
-    from tests.integration.conftest import read_record
-
     url, token, workspace = server
     env = env_for(workspace, SCOPERUN_URL=url, SCOPERUN_TOKEN=token)
     script = workspace.parent / "long.py"
     script.write_text("import time\nprint('working', flush=True)\ntime.sleep(300)\n")
     said = []
     for extra in ({}, {"SCOPERUN_FULL_CLI": "1"}):
-        proc = subprocess.Popen([SCOPERUN, "run-code", str(script), "--case", CASE], env={**env, **extra},
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        assert proc.stdout.readline() == "working\n"  # printed live, while the run goes on
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-        assert proc.returncode == 130, err
-        execution_id = err.split("run ", 1)[1].split()[0]
-        deadline = time.monotonic() + 30
-        while read_record(workspace, execution_id)["status"] == "running" and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert read_record(workspace, execution_id)["status"] == "cancelled"
-        said.append(normalised(err))
+        command = [SCOPERUN, "run-code", str(script), "--case", CASE]
+        said.append(normalised(interrupt_and_check_cancelled(command, {**env, **extra}, workspace)[1]))
     assert said[0] == said[1]

@@ -138,8 +138,15 @@ def test_a_run_through_the_server_loads_no_local_engine(served: str, workspace: 
 def test_ctrl_c_on_the_cli_cancels_the_run_on_the_server(served: str, workspace: Path, docker_client) -> None:
     """SIGINT to `scoperun run` (SCOPERUN_URL set) cancels the run: record cancelled, container gone."""
     (workspace / "Tools" / "long.py").write_text("import time\nprint('working', flush=True)\ntime.sleep(300)\n")
-    proc = subprocess.Popen([SCOPERUN, "run", "Tools/long.py", "--case", CASE], env=env_for(workspace, SCOPERUN_URL=served),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    command = [SCOPERUN, "run", "Tools/long.py", "--case", CASE]
+    execution_id, _ = interrupt_and_check_cancelled(command, env_for(workspace, SCOPERUN_URL=served), workspace)
+    assert not containers_of(docker_client, execution_id)
+
+
+def interrupt_and_check_cancelled(command: list[str], env: dict[str, str], workspace: Path) -> tuple[str, str]:
+    """Start a run that prints `working` then sleeps, SIGINT it once that is printed (live), check exit 130 and
+    the record `cancelled`; returns the execution id and what it wrote on stderr."""
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout.readline() == "working\n"  # printed live, while the run goes on
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
@@ -149,7 +156,7 @@ def test_ctrl_c_on_the_cli_cancels_the_run_on_the_server(served: str, workspace:
     while read_record(workspace, execution_id)["status"] == "running" and time.monotonic() < deadline:
         time.sleep(0.1)
     assert read_record(workspace, execution_id)["status"] == "cancelled"
-    assert not containers_of(docker_client, execution_id)
+    return execution_id, err
 
 
 def test_mcp_is_served_on_the_same_port(served: str, workspace: Path) -> None:
