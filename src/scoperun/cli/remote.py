@@ -9,9 +9,9 @@ What it prints and its exit codes are the full path's (`scoperun.client.Client` 
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
+import socket
 import sys
 import time
 import uuid
@@ -126,32 +126,115 @@ def _body(command: str, opts: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
+class _HTTPError(Exception):
+    """A reply that is not HTTP/1.1 as expected (treated as a lost connection)."""
+
+
+class _Reply:
+    """One HTTP/1.1 reply on its own connection (`Connection: close`): status, headers, body read as it comes.
+
+    A socket and a few lines instead of http.client: that would load ssl and the email parser (~30-90 ms).
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.file = sock.makefile("rb")
+        status_line = self.file.readline(65537).decode("latin-1")
+        version, _, rest = status_line.partition(" ")
+        code, _, reason = rest.partition(" ")
+        if not version.startswith("HTTP/1.") or not code.isdigit():
+            raise _HTTPError(f"not an HTTP reply: {status_line.strip()[:80]!r}")
+        self.status, self.reason = int(code), reason.strip()
+        self.headers: dict[str, str] = {}
+        while True:
+            line = self.file.readline(65537).decode("latin-1").rstrip("\r\n")
+            if not line:
+                break
+            name, _, value = line.partition(":")
+            self.headers[name.strip().lower()] = value.strip()
+
+    def pieces(self) -> Any:
+        """The body in pieces as they arrive (chunked, by Content-Length, or to the end)."""
+        if "chunked" in self.headers.get("transfer-encoding", "").lower():
+            while True:
+                size_line = self.file.readline(65537)
+                if not size_line:
+                    raise _HTTPError("the reply ended inside a chunk")
+                try:
+                    size = int(size_line.split(b";")[0].strip() or b"0", 16)
+                except ValueError:
+                    raise _HTTPError(f"a bad chunk size: {size_line[:40]!r}") from None
+                if size == 0:
+                    return
+                data = self.file.read(size + 2)
+                if len(data) < size + 2:
+                    raise _HTTPError("the reply ended inside a chunk")
+                yield data[:size]
+        elif "content-length" in self.headers:
+            data = self.file.read(int(self.headers["content-length"]))
+            if data:
+                yield data
+        else:
+            while data := self.file.read1(65536):
+                yield data
+
+    def read(self) -> bytes:
+        return b"".join(self.pieces())
+
+    def lines(self) -> Any:
+        """The body's lines (without their ends) as each is complete: a stream of server-sent events."""
+        buffer = b""
+        for piece in self.pieces():
+            buffer += piece
+            *complete, buffer = buffer.split(b"\n")
+            for line in complete:
+                yield line.rstrip(b"\r").decode("utf-8")
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+
 class _Server:
-    """The few calls of `Client` the CLI makes, over http.client, with its retries and messages."""
+    """The few calls of `Client` the CLI makes, over plain HTTP/1.1, with its retries and messages."""
 
     def __init__(self, url: str, token: str) -> None:
         self.url = url.rstrip("/")
-        rest = self.url[len("http://"):]
-        self.host, _, self.prefix = rest.partition("/")
-        self.prefix = "/" + self.prefix if self.prefix else ""
+        self.netloc, _, prefix = self.url[len("http://"):].partition("/")
+        self.prefix = "/" + prefix if prefix else ""
+        host, port = self.netloc, 80
+        if not host.endswith("]") and ":" in host:
+            host, _, number = host.rpartition(":")
+            port = int(number) if number.isdigit() else 80
+        self.address = (host.strip("[]"), port)
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
 
-    def _connect(self, timeout: float) -> http.client.HTTPConnection:
-        return http.client.HTTPConnection(self.host, timeout=timeout)
+    def open(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None,
+             timeout: float = _TIMEOUT) -> _Reply:
+        """Send one request on a new connection and read the reply's head."""
+        data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode() if body is not None else b""
+        hdrs = {"Host": self.netloc, "Accept-Encoding": "identity", "Connection": "close", **self.headers,
+                **(headers or {})}
+        if body is not None or method == "POST":
+            hdrs["Content-Length"] = str(len(data))
+        if body is not None:
+            hdrs["Content-Type"] = "application/json"
+        head = f"{method} {self.prefix}{path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in hdrs.items())
+        sock = socket.create_connection(self.address, timeout=timeout)
+        try:
+            sock.sendall(head.encode("latin-1") + b"\r\n" + data)
+            return _Reply(sock)
+        except BaseException:
+            sock.close()
+            raise
 
     def _send(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None,
               ) -> tuple[int, dict[str, str], bytes, str]:
-        conn = self._connect(_TIMEOUT)
+        reply = self.open(method, path, body, headers)
         try:
-            data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode() if body is not None else None
-            hdrs = {**self.headers, **(headers or {})}
-            if data is not None:
-                hdrs["Content-Type"] = "application/json"
-            conn.request(method, self.prefix + path, body=data, headers=hdrs)
-            resp = conn.getresponse()
-            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read(), resp.reason
+            return reply.status, reply.headers, reply.read(), reply.reason
         finally:
-            conn.close()
+            reply.close()
 
     def request(self, method: str, path: str, body: Any = None, key: str | None = None) -> Any:
         """`Client._request`: transport errors and 429/502-504 retried (Retry-After honoured), same key."""
@@ -159,7 +242,7 @@ class _Server:
         for attempt in range(_RETRIES + 1):
             try:
                 status, hdrs, data, reason = self._send(method, path, body, headers)
-            except (OSError, http.client.HTTPException) as exc:
+            except (OSError, _HTTPError) as exc:
                 if attempt >= _RETRIES:
                     raise _Fail(f"cannot reach scoperun serve at {self.url} ({_why(exc)}); is it running?",
                                 EXIT_ENGINE) from None
@@ -185,21 +268,19 @@ class _Server:
         """`Client.events`: (event, id, data) from the SSE stream, reconnecting from the last id."""
         last, failures = 0, 0
         while True:
-            conn = self._connect(_TIMEOUT)
+            reply = None
             try:
-                conn.request("GET", f"{self.prefix}/v1/runs/{execution_id}/events",
-                             headers={**self.headers, "Last-Event-ID": str(last), "Accept": "text/event-stream",
-                                      "Cache-Control": "no-store"})
-                resp = conn.getresponse()
-                if resp.status != 200:
-                    raise _Fail(_problem(resp.status, resp.read(), resp.reason), EXIT_ENGINE)
-                ctype = resp.getheader("content-type") or ""
+                reply = self.open("GET", f"/v1/runs/{execution_id}/events",
+                                  headers={"Last-Event-ID": str(last), "Accept": "text/event-stream",
+                                           "Cache-Control": "no-store"})
+                if reply.status != 200:
+                    raise _Fail(_problem(reply.status, reply.read(), reply.reason), EXIT_ENGINE)
+                ctype = reply.headers.get("content-type", "")
                 if "text/event-stream" not in ctype.partition(";")[0]:
                     raise _StreamError(f"Expected response header Content-Type to contain 'text/event-stream', "
                                        f"got {ctype!r}")
-                if conn.sock is not None:
-                    conn.sock.settimeout(_STREAM_READ_TIMEOUT)
-                for event, ident, data in _sse(resp):
+                reply.sock.settimeout(_STREAM_READ_TIMEOUT)
+                for event, ident, data in _sse(reply.lines()):
                     if ident is not None:
                         last = ident
                     failures = 0
@@ -210,14 +291,15 @@ class _Server:
                 ended = self.request("GET", f"/v1/runs/{execution_id}").get("status") not in ("queued", "running")
                 if ended and last == int(self.request("GET", f"/v1/runs/{execution_id}").get("last_event_id") or 0):
                     return
-            except (OSError, http.client.HTTPException, _StreamError) as exc:
+            except (OSError, _HTTPError, _StreamError) as exc:
                 failures += 1
                 if failures > _RETRIES:
                     raise _Fail(f"lost the event stream of {execution_id} ({_why(exc)}); the run goes on: "
                                 f"`scoperun logs -f {execution_id}`", EXIT_ENGINE) from None
                 time.sleep(min(2 ** failures * 0.25, 5.0))
             finally:
-                conn.close()
+                if reply is not None:
+                    reply.close()
 
 
 class _StreamError(Exception):
@@ -241,15 +323,11 @@ def _problem(status: int, data: bytes, reason: str) -> str:
     return f"scoperun serve answered {status}: {detail}"
 
 
-def _sse(resp: http.client.HTTPResponse) -> Any:
+def _sse(lines: Any) -> Any:
     """(event, id, data) of each named event (httpx_sse's reading: pings and `message` skipped)."""
     event, last_id = "", ""
     data: list[str] = []
-    while True:
-        raw = resp.readline()
-        if not raw:
-            return
-        line = raw.decode("utf-8").rstrip("\r\n")
+    for line in lines:
         if not line:
             if event and event != "message":
                 payload = json.loads("\n".join(data)) if data else {}
@@ -368,7 +446,7 @@ def run(argv: list[str]) -> int | None:
                                      f"cancelled)\n")
                 except _Fail as exc:
                     sys.stderr.write(f"could not cancel run {execution_id}: {exc}\n")
-                except (OSError, http.client.HTTPException) as exc:
+                except (OSError, _HTTPError) as exc:
                     sys.stderr.write(f"could not cancel run {execution_id}: {exc}\n")
             return EXIT_INTERRUPTED
     except _Fail as exc:
