@@ -123,14 +123,17 @@ def test_cli_uses_the_server_when_scoperun_url_is_set(served: str, workspace: Pa
     assert failing.returncode == 4, failing.stderr
 
 
-def test_a_run_through_the_server_loads_no_local_engine(served: str, workspace: Path) -> None:
-    """`scoperun run-code` with SCOPERUN_URL imports neither the local pipeline nor the docker SDK."""
+@pytest.mark.parametrize(("extra", "client_module"), [({}, "scoperun.cli.remote"),
+                                                      ({"SCOPERUN_FULL_CLI": "1"}, "scoperun.client")])
+def test_a_run_through_the_server_loads_no_local_engine(served: str, workspace: Path, extra: dict[str, str],
+                                                        client_module: str) -> None:
+    """`scoperun run-code` with SCOPERUN_URL (lean path or full) imports neither the local pipeline nor the docker SDK."""
     proc = subprocess.run([sys.executable, "-X", "importtime", SCOPERUN, "run-code", "-", "--case", CASE],
-                          input="print(2)\n", env=env_for(workspace, SCOPERUN_URL=served), capture_output=True,
+                          input="print(2)\n", env=env_for(workspace, SCOPERUN_URL=served, **extra), capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout == "2\n", proc.stderr
     loaded = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
-    assert "scoperun.client" in loaded  # the imports are seen
+    assert client_module in loaded  # the imports are seen
     assert not loaded & {"scoperun.pipeline", "scoperun.executor", "scoperun.engine", "docker"}, sorted(
         m for m in loaded if m.startswith(("scoperun.", "docker")))
 
