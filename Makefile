@@ -28,6 +28,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/python -m compileall -q -j 0 -x '/_images/|/_sample/' src/scoperun  # bytecode now, not on the first `scoperun` (image inputs untouched)
 	touch $@
 
 engine: ## install (Debian docker.io) and start the Docker engine when none answers (root only)
@@ -58,6 +59,7 @@ gvisor: engine ## register gVisor (Debian's runsc) with the engine as runtime "r
 
 bench: image
 	$(BIN)/python benchmarks/overhead.py
+	$(BIN)/python benchmarks/cli.py
 
 bench-peers: image ## print(1) against epicbox, llm-sandbox, docker-py, the CLI and the exec floor (bench extra)
 	$(BIN)/pip install -q -e '.[bench]'

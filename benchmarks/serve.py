@@ -18,12 +18,12 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 import httpx
+from benchcase import bench_workspace
 
 from scoperun import Client, Status
 from scoperun.config import Settings
@@ -45,15 +45,7 @@ def main() -> None:
     parser.add_argument("--image", default=os.environ.get("SCOPERUN_IMAGE", "scoperun-runner:latest"))
     opts = parser.parse_args()
 
-    root = Path(tempfile.mkdtemp(prefix="scoperun-bench-serve-"))
-    (root / "projects" / "Bench-Case").mkdir(parents=True)
-    (root / "Tools").mkdir()
-    (root / "Database" / "temp_scripts").mkdir(parents=True)
-    if os.geteuid() == 0:
-        for path in (root / "projects" / "Bench-Case", root / "Database" / "temp_scripts"):
-            os.chown(path, 1000, 1000)
-    env = {**os.environ, "SCOPERUN_WORKSPACE": str(root), "SCOPERUN_IMAGE": opts.image, "SCOPERUN_NETWORK": "none",
-           "SCOPERUN_STATE_DIR": str(root / ".state"), "SCOPERUN_WRITE_MODE": "read-only"}
+    root, env = bench_workspace(opts.image, "scoperun-bench-serve-")
     token = TokenStore.from_settings(Settings(workspace=root, state_dir=root / ".state")).create("bench", "run")
     url = f"http://127.0.0.1:{opts.port}"
     server = subprocess.Popen([SCOPERUN, "serve", "--port", str(opts.port)], env=env,

@@ -74,3 +74,30 @@ def test_help_and_version_load_no_integration_engine_or_models(tmp_path: Path) -
         assert not loaded & set(NOT_FOR_HELP), (args, sorted(loaded & set(NOT_FOR_HELP)))
     proc, loaded = _loaded(["--help"], tmp_path / "--help")  # the cached help: no app at all
     assert "typer" not in loaded and "scoperun.cli.main" not in loaded
+
+
+def test_each_group_adds_exactly_the_names_its_table_says() -> None:
+    """`GROUPS` names every top-level command or group each module's `register` adds, and nothing else."""
+    import importlib
+
+    import typer
+
+    cli_main = importlib.import_module("scoperun.cli.main")
+    for module, names in cli_main.GROUPS:
+        fresh = typer.Typer()
+        importlib.import_module(f"scoperun.cli.{module}").register(fresh)
+        added = {c.name or c.callback.__name__.replace("_", "-") for c in fresh.registered_commands}
+        assert added | {g.name for g in fresh.registered_groups} == set(names), module
+
+
+def test_a_command_line_builds_only_the_group_of_its_command(tmp_path: Path) -> None:
+    """`scoperun -q audit --help` loads the audit commands only; `run --help` none of the groups; an unknown
+    command all of them (click's error suggests among every command)."""
+    groups = {f"scoperun.cli.{m}" for m in ("audit", "ops", "service", "files", "changes", "browser", "mcp")}
+    proc, loaded = _loaded(["-q", "audit", "--help"], tmp_path)
+    assert proc.returncode == 0 and "verify" in proc.stdout
+    assert loaded & groups == {"scoperun.cli.audit"}
+    proc, loaded = _loaded(["run", "--help"], tmp_path)
+    assert proc.returncode == 0 and "--case" in proc.stdout and not loaded & groups
+    proc, loaded = _loaded(["ru"], tmp_path)
+    assert proc.returncode == 2 and "run" in proc.stderr and loaded >= groups

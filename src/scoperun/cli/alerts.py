@@ -68,3 +68,8 @@ def list_alerts(ctx: typer.Context, as_json: JsonOpt = False,
     for alert in state.history[:limit]:
         end = f"{alert.ends_at:%Y-%m-%d %H:%M:%S}" if alert.ends_at else "?"
         out.print(f"[dim]resolved {end}[/] {alert.name}: {escape(alert.description)}")
+
+
+def register(root: typer.Typer) -> None:
+    """Add the `alerts` group to the main app."""
+    root.add_typer(app, name="alerts")

@@ -98,3 +98,8 @@ def remove(
         sys.stdout.write(json.dumps({"removed": removed}) + "\n")
     else:
         _out.print(f"removed {len(removed)} rule(s): {escape(', '.join(removed)) or '-'}")
+
+
+def register(root: typer.Typer) -> None:
+    """Add the `firewall` group to the main app."""
+    root.add_typer(app, name="firewall")

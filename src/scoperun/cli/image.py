@@ -113,3 +113,8 @@ def ensure_image(settings: Settings, *, quiet: bool) -> None:
         raise fail(str(exc), EXIT_ENGINE) from None
     finally:
         engine.close()
+
+
+def register(root: typer.Typer) -> None:
+    """Add the `image` group to the main app."""
+    root.add_typer(app, name="image")

@@ -60,13 +60,10 @@ class ScriptCommand(TyperCommand):
                                 f"scoperun {ctx.info_name} SCRIPT --case CASE -- {exc.option_name} ...")  # type: ignore[attr-defined]
             raise
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Run scripts on case files in scoped, hardened containers.")
-from scoperun.cli.image import app as _image_app
+# `app` (module attribute) is the whole app; `main` adds only the command groups its command line needs.
+_app = typer.Typer(add_completion=False, no_args_is_help=True,
+                   help="Run scripts on case files in scoped, hardened containers.")
 
-app.add_typer(_image_app, name="image")
-from scoperun.cli.firewall import app as _firewall_app
-
-app.add_typer(_firewall_app, name="firewall")
 
 def _version(value: bool) -> None:
     if value:
@@ -76,7 +73,7 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
+@_app.callback()
 def _main(
     ctx: typer.Context,
     workspace: Annotated[Path | None, typer.Option("--workspace", "-w", help="Workspace root (default: $SCOPERUN_WORKSPACE or ./workspace).")] = None,
@@ -313,7 +310,7 @@ def _make_request(script: str, fields: dict[str, Any], args: list[str] | None) -
         raise fail(f"bad request: {exc.errors()[0]['msg']}", EXIT_REJECTED) from None
 
 
-@app.command(cls=ScriptCommand)
+@_app.command(cls=ScriptCommand)
 def run(
     ctx: typer.Context,
     script: Annotated[str, typer.Argument(help="Script relative to the workspace, e.g. Tools/create_file_inventory.py.")],
@@ -333,7 +330,7 @@ def run(
     _execute(settings, as_json, lambda ex: ex.run(request), quiet=is_quiet(ctx))
 
 
-@app.command("run-code", cls=ScriptCommand)
+@_app.command("run-code", cls=ScriptCommand)
 def run_code(
     ctx: typer.Context,
     file: Annotated[str, typer.Argument(help="File holding the code, or - for stdin.")] = "-",
@@ -364,7 +361,7 @@ def run_code(
     _execute(settings, as_json, lambda ex: ex.run_code(code, script_name=name, **fields), quiet=is_quiet(ctx))
 
 
-@app.command()
+@_app.command()
 def doctor(
     ctx: typer.Context,
     as_json: JsonOpt = False,
@@ -391,7 +388,7 @@ def doctor(
     raise typer.Exit(1 if failed else 0)
 
 
-@app.command()
+@_app.command()
 def demo(
     ctx: typer.Context,
     case: Annotated[str, typer.Option(help="Name of the sample case.")] = "Sample-Client-MVA-1-15-2025",
@@ -416,7 +413,7 @@ def demo(
     _execute(settings, as_json, lambda ex: ex.run(request))
 
 
-@app.command()
+@_app.command()
 def version() -> None:
     """Print scoperun's version."""
     from scoperun import __version__
@@ -424,55 +421,76 @@ def version() -> None:
     out.print(__version__)
 
 
-from scoperun.cli.browser import register as _register_browse
-
-_register_browse(app)
-
-from scoperun.cli.audit import register as _register_audit
-
-_register_audit(app)  # audit list|show|reindex|verify, stats
-
-from scoperun.cli.ops import register as _register_ops
-
-_register_ops(app)  # ps, stop, gc, metrics
-
-from scoperun.cli.changes import register as _register_changes
-
-_register_changes(app)
-
-from scoperun.cli.alerts import app as _alerts_app
-
-app.add_typer(_alerts_app, name="alerts")  # alerts check|list
-
-from scoperun.cli.files import register as _register_files
-
-_register_files(app)  # cases, files ls|cat|read|find|put|get
-
-from scoperun.cli.mcp import register as _register_mcp
-
-_register_mcp(app)  # mcp (stdio, or streamable HTTP with a bearer token)
-
-from scoperun.cli.service import register as _register_service
-
-_register_service(app)  # serve, token create|list|revoke
+# The command groups, each added by its module's `register(app)` in the order `--help` lists them,
+# with the top-level names each adds: a command line naming one of them builds only that module.
+GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("image", ("image",)),  # image build|push-nodes
+    ("firewall", ("firewall",)),
+    ("browser", ("browse",)),
+    ("audit", ("audit", "stats")),  # audit list|show|reindex|verify, stats
+    ("ops", ("ps", "stop", "gc", "metrics")),
+    ("changes", ("changes", "apply", "discard", "rollback")),
+    ("alerts", ("alerts",)),  # alerts check|list
+    ("files", ("cases", "files")),  # cases, files ls|cat|read|find|put|get
+    ("mcp", ("mcp",)),  # mcp (stdio, or streamable HTTP with a bearer token)
+    ("service", ("serve", "logs", "token")),  # serve, logs, token create|list|revoke
+    ("completion", ("completion",)),  # completion show|install
+)
+_GLOBAL_VALUED = ("--workspace", "-w", "--image", "--backend")  # the callback's options that take a value
+_registered: set[str] = set()
 
 
-from scoperun.cli.completion import COMPLETE_VAR as _COMPLETE_VAR
-from scoperun.cli.completion import register as _register_completion
+def _register(modules: set[str]) -> None:
+    import importlib
 
-_register_completion(app)  # completion show|install
+    for module, _ in GROUPS:
+        if module in modules and module not in _registered:
+            _registered.add(module)
+            importlib.import_module(f"scoperun.cli.{module}").register(_app)
+
+
+def groups_for(argv: list[str]) -> set[str]:
+    """The command groups a command line needs: none for a command of this module, the one that adds its
+    command, or all (help, completion, or a command click must judge: its error suggests among all)."""
+    everything = {module for module, _ in GROUPS}
+    words = iter(argv)
+    for word in words:
+        if word in _GLOBAL_VALUED:
+            next(words, None)
+        elif word in ("--quiet", "-q") or word.startswith(tuple(f"{o}=" for o in _GLOBAL_VALUED if o[1] == "-")):
+            continue
+        elif word.startswith("-"):
+            return everything
+        elif word in {info.name or getattr(info.callback, "__name__", "").lower().replace("_", "-")
+                      for info in _app.registered_commands}:
+            return set()
+        else:
+            return next(({module} for module, names in GROUPS if word in names), everything)
+    return everything
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":
+        _register({module for module, _ in GROUPS})
+        return _app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main() -> None:
     """Entry point of the `scoperun` command."""
     import os
 
-    if os.environ.get(_COMPLETE_VAR):
+    from scoperun.cli.completion import COMPLETE_VAR
+
+    if os.environ.get(COMPLETE_VAR):
         from scoperun.cli.completion import enable
 
         enable()
+        _register({module for module, _ in GROUPS})
+    else:
+        _register(groups_for(sys.argv[1:]))
     try:
-        app(prog_name="scoperun")
+        _app(prog_name="scoperun")
     except ScopeRunError as exc:  # anything not mapped above: a message, never a traceback
         err.print(f"[bold red]error:[/] {safe(exc)}")
         sys.exit(code_for_error(exc))

@@ -114,6 +114,9 @@ class RunManager:
         # Slots are bounded by the queue; extra threads serve runs cancelled while queued.
         self.pool = ThreadPoolExecutor(max_workers=service.settings.max_concurrent + 16,
                                        thread_name_prefix="scoperun-serve")
+        # Kills get threads of their own, not the default pool that listings and file reads share:
+        # a busy server still kills at once.
+        self.killer = ThreadPoolExecutor(max_workers=4, thread_name_prefix="scoperun-cancel")
 
     def events_path(self, execution_id: str) -> Path:
         return self.events_dir / f"{_check_id(execution_id)}.jsonl"
@@ -200,7 +203,7 @@ class RunManager:
             self._announce()
             return None
         kill = functools.partial(executor.cancel, run.execution_id, by=by)
-        return asyncio.get_running_loop().run_in_executor(None, kill)
+        return asyncio.get_running_loop().run_in_executor(self.killer, kill)
 
     async def close(self) -> None:
         """Shutting down: cancel what runs (recorded `cancelled` by the server), wait for the records."""
@@ -210,6 +213,7 @@ class RunManager:
         if tasks:
             await asyncio.wait(tasks, timeout=30)
         self.pool.shutdown(wait=False)
+        self.killer.shutdown(wait=False)
 
 
 def _call(executor: Any, run: ActiveRun, on_output: Any) -> Any:
