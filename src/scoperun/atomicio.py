@@ -9,31 +9,42 @@ from __future__ import annotations
 import json
 import os
 import secrets
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
-
-from pydantic import BaseModel
 
 __all__ = ["write_bytes_atomic", "write_json_atomic"]
 
 
-def write_bytes_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Write `data` to `path` through an exclusive temporary file (never a symlink), fsync and rename."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+def write_bytes_atomic(path: Path, data: bytes | Iterable[bytes], mode: int = 0o600, *,
+                       in_place: bool = False) -> None:
+    """Write `data` (bytes or chunks) to `path` through an exclusive temporary file (never a symlink), fsync, rename.
+
+    `in_place`: write `path` itself (still never through a symlink), for a bucket behind FUSE, which
+    replaces an object whole when the file is closed; a rename there is a copy and a delete.
+    """
+    path = Path(path)
+    tmp = path if in_place else path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    flags = os.O_TRUNC if in_place else os.O_EXCL
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            for chunk in [data] if isinstance(data, bytes) else data:
+                fh.write(chunk)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        if not in_place:
+            os.replace(tmp, path)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        if not in_place:
+            tmp.unlink(missing_ok=True)
         raise
 
 
 def write_json_atomic(path: Path, data: Any, mode: int = 0o600) -> None:
     """Write JSON (data, or a pydantic model) to `path` atomically (see `write_bytes_atomic`)."""
+    from pydantic import BaseModel  # here, not at import: the command line's fast paths write without it
+
     # A model serialises in pydantic's core: tens of thousands of change entries in well under a second.
     body = data.model_dump_json().encode() if isinstance(data, BaseModel) else \
         json.dumps(data, indent=1, ensure_ascii=True, default=str).encode("ascii")

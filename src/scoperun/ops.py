@@ -27,6 +27,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from scoperun.atomicio import write_json_atomic
 from scoperun.audit.state import HOST, epoch_of, stale_run
 from scoperun.changes.volumes import sweep_staging_volumes, workspace_label
 from scoperun.config import Settings
@@ -69,10 +70,7 @@ def register_gc_hook(name: str, hook: GcHook) -> None:
 def write_stop_marker(audit_dir: Path, execution_id: str, reason: str, *, by: str) -> None:
     """Tell the run's executor why its container is about to end (written before the kill)."""
     marker = {"reason": reason, "by": by, "host": HOST, "at": datetime.now(UTC).isoformat()}
-    path = Path(audit_dir) / f"{execution_id}.stop"
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(marker))
-    os.replace(tmp, path)
+    write_json_atomic(Path(audit_dir) / f"{execution_id}.stop", marker)
 
 
 def read_stop_marker(audit_dir: Path, execution_id: str) -> str | None:

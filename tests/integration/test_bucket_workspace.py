@@ -65,6 +65,10 @@ def bucket_mount(tmp_path: Path, docker_client) -> Iterator[tuple[Path, object]]
             proc.wait(timeout=10)
             if proc.stderr is not None:
                 proc.stderr.close()
+        # The wrapper never closes its emulator's stderr pipe (left to garbage collection): close it first.
+        emulator = getattr(server, "_process", None)
+        if emulator is not None and emulator.stderr is not None:
+            emulator.stderr.close()
         server.stop()
         os.environ.pop("STORAGE_EMULATOR_HOST", None)
 

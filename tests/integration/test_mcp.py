@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -9,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import anyio
@@ -147,10 +148,12 @@ def leaves(exc: BaseException) -> list[BaseException]:
     return [exc]
 
 
-def authed(url: str, token: str = TOKEN) -> Client:
-    """The official client with the bearer token on every request."""
-    return Client(streamable_http_client(url, http_client=create_mcp_http_client(
-        headers={"Authorization": f"Bearer {token}"})))
+@contextlib.asynccontextmanager
+async def authed(url: str, token: str = TOKEN) -> AsyncIterator[Client]:
+    """The official client with the bearer token on every request (the HTTP client given to it is ours to close)."""
+    async with create_mcp_http_client(headers={"Authorization": f"Bearer {token}"}) as http, \
+            Client(streamable_http_client(url, http_client=http)) as client:
+        yield client
 
 
 def test_http_server_with_token_runs_every_tool(http_server: str, workspace: Path) -> None:

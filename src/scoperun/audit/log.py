@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from scoperun.atomicio import write_bytes_atomic
 from scoperun.errors import AuditError
 from scoperun.models import ExecutionResult, Status
 from scoperun.mounts import is_fuse
@@ -207,32 +208,16 @@ class AuditLog:
             return fh.read() if limit is None else fh.read(limit)
 
     def _atomic(self, target: Path, data: bytes | Iterable[bytes]) -> None:
-        tmp = self.directory / f".{target.name}.{secrets.token_hex(4)}.tmp"
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             if self.directory.is_symlink():
                 raise AuditError(f"audit folder {self.directory} is a symlink; refusing to write through it")
             if self._in_place is None:
                 self._in_place = is_fuse(self.directory.resolve())
-            if self._in_place:
-                # A bucket behind FUSE replaces an object whole when the file is closed, so writing in
-                # place is already atomic for readers; a rename there is copy + delete, and a rename
-                # right after close can race the upload (rclone then drops the record).
-                tmp = target
-            flags = os.O_TRUNC if self._in_place else os.O_EXCL
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | flags | os.O_NOFOLLOW, 0o644)
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    for chunk in [data] if isinstance(data, bytes) else data:
-                        fh.write(chunk)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-            except BaseException:
-                if tmp != target:
-                    tmp.unlink(missing_ok=True)
-                raise
-            if tmp != target:
-                os.replace(tmp, target)
+            # A bucket behind FUSE replaces an object whole when the file is closed, so writing in
+            # place is already atomic for readers; a rename there is copy + delete, and a rename
+            # right after close can race the upload (rclone then drops the record).
+            write_bytes_atomic(target, data, 0o644, in_place=self._in_place)
         except AuditError:
             raise
         except OSError as exc:

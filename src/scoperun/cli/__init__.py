@@ -112,10 +112,11 @@ def _run_and_keep_help(run_cli: object, cache: str) -> None:
         sys.stdout = real
         if code in (0, None) and tee.kept:
             try:
+                from pathlib import Path
+
+                from scoperun.atomicio import write_bytes_atomic
+
                 os.makedirs(os.path.dirname(cache), exist_ok=True)
-                tmp = f"{cache}.{os.getpid()}.tmp"
-                with open(tmp, "wb") as fh:
-                    fh.write(b"".join(tee.kept))
-                os.replace(tmp, cache)
+                write_bytes_atomic(Path(cache), tee.kept)
             except OSError:
                 pass  # no cache: the next --help builds the app again

@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import secrets
 import stat
 import time
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
+from scoperun.atomicio import write_json_atomic
 from scoperun.audit.access import record_access
 from scoperun.changes.safefs import CHUNK, CaseRoot
 from scoperun.changes.snapshot import type_of
@@ -249,9 +249,7 @@ class CaseFiles:
         if changed:
             try:
                 path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-                tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-                tmp.write_text(json.dumps(cache))
-                os.replace(tmp, path)
+                write_json_atomic(path, cache)
             except OSError:
                 pass  # a cache: the next call counts again
         result = {}
@@ -269,9 +267,7 @@ class CaseFiles:
         try:
             cache = json.loads(path.read_text())
             if cache.pop(case, None) is not None:
-                tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-                tmp.write_text(json.dumps(cache))
-                os.replace(tmp, path)
+                write_json_atomic(path, cache)
         except (OSError, ValueError):
             pass
 

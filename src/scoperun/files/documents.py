@@ -21,6 +21,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from scoperun.atomicio import write_json_atomic
 from scoperun.changes.safefs import CaseRoot, hash_fd
 from scoperun.errors import FileAccessError
 from scoperun.files.models import DocumentText, SearchHit, SearchResult
@@ -69,11 +70,8 @@ def _store(files: CaseAccess, record: dict[str, Any]) -> None:
     target = _cache_file(files, record["sha256"])
     try:
         target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump({k: record[k] for k in ("kind", "text", "units", "truncated", "error", "size", "sha256")}, fh)
-        os.replace(tmp, target)
+        write_json_atomic(target, {k: record[k] for k in ("kind", "text", "units", "truncated", "error", "size",
+                                                          "sha256")})
     except OSError:
         pass  # a cache: the document is parsed again next time
 
