@@ -404,7 +404,10 @@ def run(argv: list[str]) -> int | None:
     if command == "run-code":
         name = opts.get("name") or "script.py"
         if opts["file"] == "-":
-            code = sys.stdin.read()
+            try:
+                code = sys.stdin.read()
+            except KeyboardInterrupt:  # typer's answer to Ctrl-C before the run: exit 130, nothing said
+                return EXIT_INTERRUPTED
         else:
             try:
                 code = Path(opts["file"]).read_text(encoding="utf-8")
