@@ -88,6 +88,10 @@ def test_success_failure_json_and_rejection_print_the_same_as_the_full_path(serv
     assert as_json.returncode == 0 and json.loads(as_json.stdout)["stdout"]["text"] == "2\n"
     rejected = same(["run-code", "-", "--case", "No-Such-Case"], env)
     assert rejected.returncode == 2 and "nothing ran" in rejected.stderr
+    script = workspace.parent / "args.py"
+    script.write_text("import sys\nprint(sys.argv[1:])\n")
+    from_file = same(["run-code", str(script), "--case", CASE, "--working-dir", "notes", "x", "--", "-y"], env)
+    assert from_file.returncode == 0 and from_file.stdout == "['x', '-y']\n"
     named = same(["run", "Tools/hello.py", "--case", CASE, "--read-only", "--", "a b"], env)
     assert named.returncode == 0 and named.stdout == f"hello from {CASE}\n"
 

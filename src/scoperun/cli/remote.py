@@ -41,10 +41,6 @@ class _Fail(Exception):
         self.code = code
 
 
-class _Unsure(Exception):
-    """Something the lean path cannot decide as the full path would: let the full path run."""
-
-
 def _settings() -> dict[str, str] | None:
     """url, token and workspace as `load_settings` would give them; None if anything else could matter."""
     if os.environ.get("SCOPERUN_CONFIG") or os.path.isfile("scoperun.toml"):
@@ -63,7 +59,7 @@ def _settings() -> dict[str, str] | None:
     url = env.get("scoperun_url") or ""
     if not url.startswith("http://") or not url.isascii() or not url.isprintable() or " " in url:
         return None  # https (certificates) and odd URLs: the full path
-    return {"url": url, "token": env.get("scoperun_token") or "", "workspace": env.get("scoperun_workspace") or "./workspace"}
+    return {"url": url, "token": env.get("scoperun_token") or "", "workspace": env.get("scoperun_workspace", "./workspace")}
 
 
 def _parse(argv: list[str]) -> dict[str, Any] | None:
@@ -330,7 +326,8 @@ def _sse(lines: Any) -> Any:
     for line in lines:
         if not line:
             if event and event != "message":
-                payload = json.loads("\n".join(data)) if data else {}
+                text = "\n".join(data)
+                payload = json.loads(text) if text else {}
                 yield event, (int(last_id) if last_id.isdigit() else None), payload
             event, data = "", []
             continue
@@ -402,7 +399,7 @@ def run(argv: list[str]) -> int | None:
     command, as_json = argv[0], bool(opts.get("json"))
     body = _body(command, opts)
     if command == "run-code":
-        name = opts.get("name") or "script.py"
+        name = opts.get("name", "script.py")
         if opts["file"] == "-":
             try:
                 code = sys.stdin.read()
@@ -419,7 +416,7 @@ def run(argv: list[str]) -> int | None:
         if not code.strip():
             _error("no code given (empty file or stdin)")
             return EXIT_REJECTED
-        body.update(code=code, script_name=name)
+        body.update(code=code, script_name=name or "script.py")
     server = _Server(settings["url"], settings["token"])
     execution_id = None
     try:
