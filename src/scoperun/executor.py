@@ -199,6 +199,7 @@ class Executor:
                 self._handles.pop(run_id, None)
 
     def _start_and_wait(self, ctx: RunContext, prepared: Prepared, queue_wait: float) -> RunOutcome | ExecutionResult:
+        handle: RunHandle | None = None
         try:
             pipeline.begin(ctx, prepared)  # AuditError: nothing runs
             handle = pipeline.start(prepared, self.backend)
@@ -213,6 +214,8 @@ class Executor:
         except EngineError as exc:
             return pipeline.finish_error(ctx, prepared, str(exc), queue_wait)
         except BaseException as exc:
+            if handle is not None:
+                _end_quietly(handle)  # e.g. interrupted before `wait` took charge of the container
             pipeline.finish_error(ctx, prepared, f"scoperun was interrupted ({type(exc).__name__}); the "
                                   f"container was removed", queue_wait)
             try:  # so the CLI can say which run Ctrl-C stopped
@@ -299,3 +302,12 @@ class _Slot:
     def hold_until(self, removal: Future[object] | None) -> None:
         """Keep the slot until `removal` (the run's container going away in the background) ends."""
         self.removal = removal
+
+
+def _end_quietly(handle: RunHandle) -> None:
+    """Kill a started run and let its handle remove the container (once `wait` has, only a kill of nothing)."""
+    try:
+        handle.kill()
+        handle.wait()
+    except Exception:  # the engine may be gone too; gc removes what is left (its deadline label)
+        pass

@@ -140,15 +140,8 @@ class DockerBackend(DockerHousekeeping):
         volumes = self._create_volumes(spec)  # staged runs: one overlay volume each, removed after the run
         if launcher:
             return self._start_launched(spec, outcome, volumes, t0)
-        try:
-            container_id = api.create_container(**self._create_kwargs(spec, volumes))["Id"]
-        except NotFound as exc:
-            self._remove_volumes(volumes)
-            raise EngineError(_explain_not_found(spec, exc)) from None
-        except (DockerException, RequestsConnectionError) as exc:
-            self._remove_volumes(volumes)
-            raise EngineError(f"the Docker engine refused to create the container: {short(exc)}") from None
-
+        kwargs = self._create_kwargs(spec, volumes)
+        container_id = self._create(kwargs, spec, volumes)
         run = AttachedRun(self, spec, container_id, volumes, outcome)
         try:
             stream = self.stream_client.api.attach(container_id, stdout=True, stderr=True, stream=True, demux=True)
@@ -220,15 +213,8 @@ class DockerBackend(DockerHousekeeping):
         api = self.client.api
         kwargs = self._create_kwargs(spec, volumes)
         kwargs.update(command=launcher_command(spec.timeout + 60), environment={}, stdin_open=True)
-        try:
-            container_id = api.create_container(**kwargs)["Id"]
-        except NotFound as exc:
-            self._remove_volumes(volumes)
-            raise EngineError(_explain_not_found(spec, exc)) from None
-        except (DockerException, RequestsConnectionError) as exc:
-            self._remove_volumes(volumes)
-            raise EngineError(f"the Docker engine refused to create the container: {short(exc)}") from None
         sock = None
+        container_id = self._create(kwargs, spec, volumes)
         try:
             sock = self.stream_client.api.attach_socket(
                 container_id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
@@ -329,6 +315,27 @@ class DockerBackend(DockerHousekeeping):
 
     # -- helpers ------------------------------------------------------------------------------
 
+    def _create(self, kwargs: dict[str, Any], spec: RunSpec, volumes: dict[str, str]) -> str:
+        """Create the run's container; EngineError (its volumes removed) when the engine refuses."""
+        from docker.errors import DockerException, NotFound
+        from requests.exceptions import ConnectionError as RequestsConnectionError
+
+        try:
+            return str(self.client.api.create_container(**kwargs)["Id"])
+        except NotFound as exc:
+            self._remove_volumes(volumes)
+            raise EngineError(_explain_not_found(spec, exc)) from None
+        except (DockerException, RequestsConnectionError) as exc:
+            self._remove_volumes(volumes)
+            raise EngineError(f"the Docker engine refused to create the container: {short(exc)}") from None
+        except BaseException:
+            # Ctrl-C while the engine was creating it: the container may exist although its id never
+            # came back. Its name is known, so it is removed by name (else it stays `Created`, and the
+            # record would wrongly say it was removed).
+            self._remove(kwargs["name"])
+            self._remove_volumes(volumes)
+            raise
+
     def _track(self, work: Future[object]) -> None:
         """Keep background work in `_pending` until it ends (so `settle` can wait for it)."""
         self._pending.add(work)
@@ -349,6 +356,10 @@ class DockerBackend(DockerHousekeeping):
             except (DockerException, RequestsConnectionError) as exc:
                 self._remove_volumes(volumes)
                 raise EngineError(f"the Docker engine refused to create the staging volume: {short(exc)}") from None
+            except BaseException:
+                # Ctrl-C while the engine was creating it: it may exist although no answer came back.
+                self._remove_volumes({**volumes, m.target: name})
+                raise
             volumes[m.target] = name
         return volumes
 
