@@ -86,8 +86,8 @@ def test_success_failure_json_and_rejection_print_the_same_as_the_full_path(serv
     assert failing.returncode == 3 and "exit 3" in failing.stderr
     as_json = same(["run-code", "-", "--json", "--case", CASE], env, "print(2)\n")
     assert as_json.returncode == 0 and json.loads(as_json.stdout)["stdout"]["text"] == "2\n"
-    rejected = same(["run-code", "-", "--case", "No-Such-Case"], env)
-    assert rejected.returncode == 2 and "nothing ran" in rejected.stderr
+    rejected = same(["run-code", "-", "--case", "No-Such-Case-:smile:"], env)  # shown as is, never an emoji
+    assert rejected.returncode == 2 and "nothing ran" in rejected.stderr and ":smile:" in rejected.stderr
     script = workspace.parent / "args.py"
     script.write_text("import sys\nprint(sys.argv[1:])\n")
     from_file = same(["run-code", str(script), "--case", CASE, "--working-dir", "notes", "x", "--", "-y"], env)

@@ -55,12 +55,13 @@ if TYPE_CHECKING:  # pydantic and the settings load only when a command needs th
 
 def _console(stderr: bool) -> Console:
     """soft_wrap: never wrap paths or ids mid-word; rich honours NO_COLOR (and FORCE_COLOR) itself.
+    No emoji codes: a file named `:smile:.txt` or a message quoting one is shown as it is.
 
     Without colour (piped, not forced) highlighting changes no byte but costs rich's regexes
     (~25-50 ms of a command that prints a summary): it is only on where colour is.
     """
-    console = Console(stderr=stderr, soft_wrap=True)
-    return console if console.color_system else Console(stderr=stderr, soft_wrap=True, highlight=False)
+    console = Console(stderr=stderr, soft_wrap=True, emoji=False)
+    return console if console.color_system else Console(stderr=stderr, soft_wrap=True, highlight=False, emoji=False)
 
 
 err = _console(stderr=True)
