@@ -30,6 +30,32 @@ __all__ = ["DockerBackend", "connect"]
 _ENGINE_PATIENCE = 120.0  # seconds to wait for a lost engine to come back and remove a run's container
 
 
+def _close_refused_unix_sockets() -> None:
+    """Make docker-py close the socket of a unix connection the engine refused (once per process).
+
+    docker-py's `UnixHTTPConnection.connect` opens a socket and only keeps it once connected: while
+    the engine is down (restarting, stopped) every request leaves one open socket behind for the
+    garbage collector. Same steps as docker-py's, plus the close.
+    """
+    from docker.transport import unixconn
+
+    if getattr(unixconn.UnixHTTPConnection.connect, "_scoperun_closes", False):
+        return
+
+    def connect(self: Any) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.unix_socket)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+    connect._scoperun_closes = True  # type: ignore[attr-defined]
+    unixconn.UnixHTTPConnection.connect = connect
+
+
 def connect(base_url: str | None = None, timeout: float | None = 60) -> docker.DockerClient:
     """Make a docker-py client (API version negotiated) or raise EngineError saying what to do."""
     import os
@@ -37,6 +63,7 @@ def connect(base_url: str | None = None, timeout: float | None = 60) -> docker.D
     import docker
     from docker.errors import DockerException
 
+    _close_refused_unix_sockets()
     client: docker.DockerClient | None = None
     address = base_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
     source = ("SCOPERUN_DOCKER_HOST" if base_url else "DOCKER_HOST" if os.environ.get("DOCKER_HOST")
