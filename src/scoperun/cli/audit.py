@@ -106,31 +106,15 @@ def audit_list(
 
 
 def _finding_text(item: Any) -> str:
-    """One finding of a record; one that is not a valid Finding (an edited record) is shown field by field."""
-    from pydantic import ValidationError
-
-    from scoperun.models import Finding
-
-    try:
-        f = Finding.model_validate(item)
-    except ValidationError:
-        get = item.get if isinstance(item, dict) else {}.get
-        return f"line {get('line')}: {safe(get('rule'))} {safe(get('message'))}"
-    return f"line {f.line}: {safe(f.rule)} {safe(f.message)}"
+    """One finding of a record as stored (an edited record may lack fields or hold odd ones: shown escaped)."""
+    get = item.get if isinstance(item, dict) else {}.get
+    return f"line {safe(get('line'))}: {safe(get('rule'))} {safe(get('message'))}"
 
 
 def _hazard_text(item: Any) -> str:
-    """One hazard of a record; one that is not a valid Hazard (an edited record) is shown field by field."""
-    from pydantic import ValidationError
-
-    from scoperun.models import Hazard
-
-    try:
-        h = Hazard.model_validate(item)
-    except ValidationError:
-        get = item.get if isinstance(item, dict) else {}.get
-        return f"{safe(get('kind'))} {safe(get('path'))}: {safe(get('detail'))}"
-    return f"{safe(h.kind)} {safe(h.path)}: {safe(h.detail)}"
+    """One hazard of a record as stored (an edited record may lack fields or hold odd ones: shown escaped)."""
+    get = item.get if isinstance(item, dict) else {}.get
+    return f"{safe(get('kind'))} {safe(get('path'))}: {safe(get('detail'))}"
 
 
 def _shell_words(args: list[Any]) -> str:
