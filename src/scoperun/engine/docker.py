@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     import docker
 
     from scoperun.engine.pool import PoolOptions, WarmPool
+    from scoperun.engine.prestart import Prestarter
 
 __all__ = ["DockerBackend", "connect"]
 
@@ -108,11 +109,11 @@ class DockerBackend(DockerHousekeeping):
         self._reaper = ThreadPoolExecutor(max_workers=2, thread_name_prefix="scoperun-reaper")
         self._pending: set[Any] = set()
         self._images: dict[str, tuple[float, dict[str, Any]]] = {}
-        self.pool: WarmPool | None = None
+        self.pool: WarmPool | Prestarter | None = None
         if pool is not None and pool.size > 0:
-            from scoperun.engine.pool import WarmPool
+            from scoperun.engine.prestart import warm_pool
 
-            self.pool = WarmPool(self, pool)
+            self.pool = warm_pool(self, pool)  # slots with a root controller, else pre-started containers
 
     @property
     def client(self) -> docker.DockerClient:
