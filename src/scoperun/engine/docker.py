@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     import docker
 
     from scoperun.engine.pool import PoolOptions, WarmPool
+    from scoperun.engine.prestart import Prestarter
 
 __all__ = ["DockerBackend", "connect"]
 
@@ -50,11 +51,11 @@ class DockerBackend(DockerHousekeeping):
         self._images: dict[str, tuple[float, dict[str, Any]]] = {}
         self.lull = Lull()  # runs in flight: the pool's replacements and used containers' ends wait for a lull
         self.used = UsedContainers(self.lull, close_attach_socket, self._confirm_removed)
-        self.pool: WarmPool | None = None
+        self.pool: WarmPool | Prestarter | None = None
         if pool is not None and pool.size > 0:
-            from scoperun.engine.pool import WarmPool
+            from scoperun.engine.prestart import warm_pool
 
-            self.pool = WarmPool(self, pool)
+            self.pool = warm_pool(self, pool)  # slots with a root controller, else pre-started containers
 
     @property
     def client(self) -> docker.DockerClient:

@@ -41,6 +41,7 @@ class PoolOptions:
     idle: float
     root: Path  # host-local folder of this process's slots (made rshared)
     owner: str = field(default_factory=lambda: f"{os.uname().nodename}:{os.getpid()}")
+    slots: bool = True  # False: no slot mounts even as root; the next container of a case is pre-started (engine.prestart)
 
 
 class PoolEngine(Protocol):
