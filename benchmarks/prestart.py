@@ -1,10 +1,10 @@
-"""The second run on a case without slots (no root): pre-started container vs fresh, side by side.
+"""The second run on a case without slots (no root): pre-started container vs fresh (and slots as root), side by side.
 
 An agent's runs on one case through `run_code` (its script copied into the pre-started container,
 or bound into a fresh one), print(1), network none, on a case of 300 files. Round-robin in one
 process: each round times one run through an executor whose pool takes the non-root path
 (`pool_slots = false`, so it also works as root) and one through an executor with the pool off, in
-direct and read-only modes; background work (the next container, removals) is settled between.
+direct and read-only modes (as root, also one through the slot pool); background work (the next container, removals) is settled between.
 
     .venv/bin/python benchmarks/prestart.py [--rounds 20] [--image scoperun-runner:latest]
 """
@@ -28,12 +28,15 @@ def main() -> None:
     opts = parser.parse_args()
     root = workspace()
     paths: dict[str, tuple[Executor, str]] = {}
+    kinds = {"pre-started": (True, False), "fresh (pool off)": (False, False)}
+    if os.geteuid() == 0:  # the root controller's slot pool, for comparison
+        kinds["slots (root)"] = (True, True)
     for mode in ("direct", "read-only"):
-        for pool in (True, False):
-            name = f"{mode}, {'pre-started' if pool else 'fresh (pool off)'}"
+        for kind, (pool, slots) in kinds.items():
+            name = f"{mode}, {kind}"
             paths[name] = (Executor(Settings(
                 workspace=root, image=opts.image, network="none", write_mode=mode, pool=pool, pool_size=2,
-                pool_slots=False, state_dir=root.parent / (root.name + "-state"),
+                pool_slots=slots, state_dir=root.parent / (root.name + "-state"),
                 staging_dir=root.parent / (root.name + "-staging"))), mode)
     times: dict[str, list[float]] = {name: [] for name in paths}
     starts: dict[str, list[float]] = {name: [] for name in paths}
@@ -49,7 +52,7 @@ def main() -> None:
                 times[name].append(time.perf_counter() - t)
                 if result.status is not Status.SUCCEEDED or result.stdout.text != "1\n":
                     raise RuntimeError(f"{name}: {result.message}")
-                starts[name].append(result.container_start or 0.0)
+                starts[name].append(result.durations.container_start)
                 pooled[name] += bool(result.pooled)
                 ex.settle(120)
     finally:

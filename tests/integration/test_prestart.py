@@ -10,6 +10,7 @@ import json
 import os
 from pathlib import Path
 
+import docker
 import pytest
 
 from scoperun import Limits, Settings, Status
@@ -209,3 +210,43 @@ def test_a_replaced_case_folder_is_never_served_by_the_old_container(prestarted:
     result = prestarted.run_code("import os\nprint(sorted(os.listdir('.')))", case=CASE)
     assert not result.pooled and result.stdout.text == "['new.txt']\n", result.message
 
+
+
+def test_secrets_reach_a_pre_started_run_only_on_stdin(settings: Settings, workspace: Path, docker_client,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A secret reaches the pre-started run's script, but no `docker inspect` of any container shows it,
+    before or during the run; a timeout ends a pre-started run like a fresh one."""
+    _launcher_image(settings, docker_client)
+    secret = "sk-" + os.urandom(12).hex()
+    monkeypatch.setenv("SCOPERUN_TEST_SECRET", secret)
+    ex = Executor(settings.model_copy(update={"secret_env": ["SCOPERUN_TEST_SECRET"], "pool": True, "pool_size": 1,
+                                              "pool_slots": False, "write_mode": "direct"}))
+    go = workspace / "Tools" / "go"
+    code = (f"import os, time\nprint(os.environ['SCOPERUN_TEST_SECRET'] == {secret!r}, flush=True)\n"
+            "while not os.path.exists('/workspace/Tools/go'):\n    time.sleep(0.05)\n")
+    seen: list[str] = []
+
+    def inspect_all() -> None:
+        for c in docker_client.api.containers(filters={"label": "org.scoperun.managed=1"}):
+            try:
+                seen.append(json.dumps(docker_client.api.inspect_container(c["Id"])))
+            except docker.errors.NotFound:
+                pass  # another run's container, just removed
+
+    def during(stream: str, text: str) -> None:
+        inspect_all()
+        go.touch()
+
+    try:
+        ex.run_code("pass", case=CASE)
+        _ready(ex)
+        inspect_all()
+        result = ex.run_code(code, case=CASE, on_output=during)
+        assert result.pooled and result.status is Status.SUCCEEDED and result.stdout.text == "True\n"
+        assert len(seen) >= 2 and not any(secret in s for s in seen)
+        _ready(ex)
+        slow = ex.run_code("import time\ntime.sleep(60)", case=CASE, limits=Limits(timeout=2))
+        assert slow.pooled and slow.status is Status.TIMED_OUT and slow.exit_code == 137, slow.message
+    finally:
+        ex.close()
+    assert_no_containers_left(docker_client, workspace)
