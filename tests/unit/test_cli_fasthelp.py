@@ -52,7 +52,7 @@ def _typer_help(width: int, colour: bool, no_color: bool) -> bytes:
 
 def test_stored_parts_are_what_helpgen_makes_now() -> None:
     """helpdata.py is current: regenerate it with `python -m scoperun.cli.helpgen` after changing the CLI."""
-    assert Path(helpdata.__file__).read_text() == helpgen.render_module()
+    assert Path(helpdata.__file__).read_text() == helpgen.render_module(), "run: python -m scoperun.cli.helpgen"
     assert fasthelp.source_key() == helpdata.KEY
 
 

@@ -19,6 +19,8 @@ from typing import Any
 # Environment rich or typer read that changes the terminal detection, colours or width: leave them to typer.
 _DEFER = ("FORCE_COLOR", "PY_COLORS", "GITHUB_ACTIONS", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "TERMINAL_WIDTH",
           "_TYPER_FORCE_DISABLE_TERMINAL", "JUPYTER_COLUMNS", "JUPYTER_LINES", "SCOPERUN_HELP_SLOW")
+# CLI files that shape no help (the dispatch and the lean run path): changing them keeps the stored parts.
+_NOT_HELP = ("__init__.py", "remote.py", "helpdata.py")
 _WORD = re.compile(r"\s*\S+\s*")
 _TRAILING_SPACE = re.compile(r"\s+$")
 
@@ -32,7 +34,7 @@ def source_key() -> str:
     here = os.path.dirname(os.path.abspath(__file__))
     key = hashlib.sha256()
     for name in sorted(os.listdir(here)):
-        if name.endswith(".py") and name != "helpdata.py":
+        if name.endswith(".py") and name not in _NOT_HELP:
             with open(os.path.join(here, name), "rb") as fh:
                 key.update(name.encode() + b"\0" + fh.read() + b"\0")
     for dist in ("typer", "rich"):
