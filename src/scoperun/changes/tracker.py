@@ -18,10 +18,10 @@ from scoperun.changeset import ChangeSet, ChangeSetStatus, compute_totals, summa
 from scoperun.config import Settings, parse_memory
 from scoperun.engine.base import BindMount, OverlayMount
 from scoperun.errors import ChangesError, ScopeRunError
-from scoperun.fswalk import WalkReport, display_path, remove_tree
+from scoperun.fswalk import WalkEntry, WalkReport, display_path, remove_tree
 from scoperun.models import Hazard, HazardKind, Status
 
-__all__ = ["CaseTracker", "begin_tracking", "setid_hazards"]
+__all__ = ["CaseTracker", "WalkObserver", "begin_tracking", "setid_hazards"]
 
 
 def setid_hazards(cs: ChangeSet | None) -> list[Hazard]:
@@ -44,6 +44,19 @@ def setid_hazards(cs: ChangeSet | None) -> list[Hazard]:
 Decide = Callable[[ChangeSet], None]
 
 
+class WalkObserver(Protocol):
+    """Another reader of a tracker's walk of the whole case after the run (the hazard scan), so the
+    case is walked once for both; a tracker that walks no such thing never calls it."""
+
+    def visit(self, entry: WalkEntry, walked: WalkReport) -> None:
+        """One entry of the walk (`walked`: the walk's report so far)."""
+        ...
+
+    def walk_ended(self, walked: WalkReport) -> None:
+        """The walk is over, whole or cut short as `walked` says (not called when it failed)."""
+        ...
+
+
 class CaseTracker(Protocol):
     """Mounts the case for one run and reports what the run changed."""
 
@@ -57,12 +70,14 @@ class CaseTracker(Protocol):
         """Just before the container starts: note what the case holds."""
         ...
 
-    def finish(self, status: Status, decide: Decide | None = None) -> ChangeSet | None:
+    def finish(self, status: Status, decide: Decide | None = None,
+               observer: WalkObserver | None = None) -> ChangeSet | None:
         """After the run: the change set (applied or kept by policy).
 
         `decide(change_set)` is called just before anything reaches the case and must make the
         decision durable (the audit trail); if it raises, nothing is applied. OSError and
-        ScopeRunError end in a change set whose note says what happened.
+        ScopeRunError end in a change set whose note says what happened. `observer` sees the
+        tracker's walk of the case after the run, if it makes one (direct mode).
         """
         ...
 
@@ -86,7 +101,7 @@ class _ReadOnly:
     def start(self) -> None:
         pass
 
-    def finish(self, status: Status, decide: Decide | None = None) -> None:
+    def finish(self, status: Status, decide: Decide | None = None, observer: WalkObserver | None = None) -> None:
         return None
 
 
@@ -115,13 +130,16 @@ class _Direct:
     def mount(self, target: str) -> BindMount:
         return BindMount(self.case_dir, target, read_only=False)
 
-    def finish(self, status: Status, decide: Decide | None = None) -> ChangeSet:
+    def finish(self, status: Status, decide: Decide | None = None, observer: WalkObserver | None = None) -> ChangeSet:
         cs = ChangeSet(execution_id=self.execution_id, case=self.case, mode="direct", status=ChangeSetStatus.RECORDED,
                        note="written in place (direct mode): recorded, no undo")
         after_report = WalkReport()
         try:
             with CaseRoot(self.case_dir) as root:
-                after = scan(self.case_dir, after_report, deadline=time.monotonic() + self.budget)
+                after = scan(self.case_dir, after_report, deadline=time.monotonic() + self.budget,
+                             visit=observer.visit if observer is not None else None)
+                if observer is not None:
+                    observer.walk_ended(after_report)
                 cs.entries = diff_listings(self.before, after, root)
         except (OSError, ScopeRunError) as exc:
             cs.note = f"the change set could not be computed ({exc})"
@@ -165,7 +183,7 @@ class _Staged:
         return OverlayMount(lower=self.case_dir, upper=self.area.upper, work=self.area.work, target=target,
                             options=self.area.volume_options())
 
-    def finish(self, status: Status, decide: Decide | None = None) -> ChangeSet:
+    def finish(self, status: Status, decide: Decide | None = None, observer: WalkObserver | None = None) -> ChangeSet:
         cs = ChangeSet(execution_id=self.execution_id, case=self.case, mode="staged", status=ChangeSetStatus.STAGED)
         deadline = time.monotonic() + self.settings.post_run_budget
         upper_report = WalkReport()
