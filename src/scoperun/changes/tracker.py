@@ -173,7 +173,9 @@ class _Staged:
         self.state = StagingState(execution_id=self.execution_id, case=self.case, case_dir=str(self.case_dir),
                                   workspace=str(self.workspace_root), uid=int(uid), gid=int(gid or uid),
                                   phase="running", created_at=now(), updated_at=now())
-        save_state(self.area, self.state)
+        # Not fsynced: a crash loses the run, and `gc_staging` treats a folder whose state is missing
+        # or unreadable as a run that died 'running'. Each state a person may act on is fsynced.
+        save_state(self.area, self.state, durable=False)
 
     def start(self) -> None:
         self.listing_report = WalkReport()
