@@ -12,7 +12,7 @@ each in its own process, taking turns run by run (order alternating), with epicb
 rounds too (`--epicbox`) for the ratio the goal is stated in.
 
     .venv/bin/python benchmarks/hostwork.py [-n 20] [--profile direct] [--detail] [--image scoperun-runner:latest]
-    .venv/bin/python benchmarks/hostwork.py --compare /tmp/base/src [-n 20] [--epicbox]
+    .venv/bin/python benchmarks/hostwork.py --compare /tmp/base/src [-n 20] [--epicbox | --fake]
 """
 
 from __future__ import annotations
@@ -90,9 +90,15 @@ def serve(opts: argparse.Namespace) -> None:
 
     root = workspace()
     modes = opts.modes.split(",")
+    backend = None
+    if opts.fake:  # no container at all: what is left is scoperun's own work
+        from scoperun.testing import FakeBackend, FakeRun
+
+        backend = FakeBackend(script=lambda spec: FakeRun(stdout=b"1\n"))
     executors = {mode: Executor(Settings(workspace=root, image=opts.image, network="none", write_mode=mode, pool=True,
                                          pool_size=2, state_dir=root.parent / (root.name + "-state"),
-                                         staging_dir=root.parent / (root.name + "-staging"))) for mode in modes}
+                                         staging_dir=root.parent / (root.name + "-staging")), backend=backend)
+                 for mode in modes}
     request = ExecutionRequest(script="Tools/noop.py", case=CASE)
     for ex in executors.values():
         for _ in range(2):
@@ -110,7 +116,7 @@ def serve(opts: argparse.Namespace) -> None:
         ex.settle(120)  # its background work must not overlap the other side's run
         ok = result.status is Status.SUCCEEDED and result.stdout.text == "1\n"
         own = elapsed - spans.get("start", 0) - spans.get("wait", 0)
-        print(json.dumps({"ms": elapsed * 1000, "own": own * 1000, "ok": ok, "pooled": bool(result.pooled),
+        print(json.dumps({"ms": elapsed * 1000, "own": own * 1000, "ok": ok, "pooled": bool(result.pooled or opts.fake),
                           "message": result.message}), flush=True)
     for ex in executors.values():
         ex.close()
@@ -126,7 +132,8 @@ def compare(opts: argparse.Namespace) -> None:
     procs = {}
     for name, src in sides.items():
         env = {**os.environ, "PYTHONPATH": src}
-        procs[name] = subprocess.Popen([sys.executable, __file__, "--serve", "--modes", opts.modes, "--image", opts.image],
+        argv = [sys.executable, __file__, "--serve", "--modes", opts.modes, "--image", opts.image]
+        procs[name] = subprocess.Popen(argv + (["--fake"] if opts.fake else []),
                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
     for name, proc in procs.items():
         assert proc.stdout is not None
@@ -165,7 +172,8 @@ def compare(opts: argparse.Namespace) -> None:
         proc.stdin.close()
         proc.wait()
     med = statistics.median
-    print(f"N={opts.n} per side and mode, pool on, alternating run by run; 1-min load average over the rounds: "
+    print(f"N={opts.n} per side and mode, {'no engine (fake backend)' if opts.fake else 'pool on'}, alternating run "
+          f"by run; 1-min load average over the rounds: "
           f"median {med(loads):.2f} (min {min(loads):.2f}, max {max(loads):.2f})")
     base = med(times["epicbox", ""]) if times.get(("epicbox", "")) else None
     print(f"{'mode':<10}{'before ms':>10}{'after ms':>10}{'own before':>11}{'own after':>10}"
@@ -189,6 +197,8 @@ def main() -> None:
     parser.add_argument("--detail", action="store_true", help="also time the steps inside the stages")
     parser.add_argument("--compare", metavar="SRC", help="time against the scoperun package in folder SRC")
     parser.add_argument("--epicbox", action="store_true", help="with --compare: epicbox in every round")
+    parser.add_argument("--fake", action="store_true",
+                        help="with --compare: no engine (scoperun.testing.FakeBackend), only scoperun's own work")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     opts = parser.parse_args()
     if opts.compare:
@@ -208,10 +218,15 @@ def main() -> None:
     root = workspace()
     modes = opts.modes.split(",")
     executors = {}
+    backend = None
+    if opts.fake:
+        from scoperun.testing import FakeBackend, FakeRun
+
+        backend = FakeBackend(script=lambda spec: FakeRun(stdout=b"1\n"))
     for mode in modes:
         executors[mode] = Executor(Settings(workspace=root, image=opts.image, network="none", write_mode=mode,
                                             pool=True, pool_size=2, state_dir=root.parent / (root.name + "-state"),
-                                            staging_dir=root.parent / (root.name + "-staging")))
+                                            staging_dir=root.parent / (root.name + "-staging")), backend=backend)
     request = ExecutionRequest(script="Tools/noop.py", case=CASE)
     for ex in executors.values():
         for _ in range(2):
@@ -237,7 +252,7 @@ def main() -> None:
                 profiler.disable()
             if result.status is not Status.SUCCEEDED or result.stdout.text != "1\n":
                 raise RuntimeError(f"{mode}: {result.message}")
-            fresh += not result.pooled
+            fresh += not (result.pooled or opts.fake)
             totals[mode].append(elapsed)
             for name, value in spans.items():
                 stages[mode][name].append(value)

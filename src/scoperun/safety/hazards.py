@@ -33,6 +33,7 @@ from scoperun.models import Hazard, HazardKind
 __all__ = ["Hazard", "HazardKind", "HazardReport", "HazardScanner", "display_path", "scan_case", "walk_no_follow"]
 
 MAX_REPORTED = 50  # hazards kept in a result; the total is still counted
+_SETID = stat.S_ISUID | stat.S_ISGID
 
 
 @dataclass
@@ -162,7 +163,11 @@ class HazardScanner:
         report.entries += 1
         if report.entries == self.limit and walked is not None:
             self._at_limit = (list(walked.problems), walked.count)
-        mode, rel, shown = e.st.st_mode, e.rel, display_path(e.rel)
+        st = e.st
+        mode, rel = st.st_mode, e.rel
+        if stat.S_ISDIR(mode) or (stat.S_ISREG(mode) and not mode & _SETID and st.st_nlink == 1):
+            return  # the common case, decided without a name to show
+        shown = display_path(rel)
         try:
             if stat.S_ISLNK(mode):
                 target = e.readlink()
@@ -173,17 +178,17 @@ class HazardScanner:
                 setid: tuple[tuple[int, HazardKind], ...] = ((stat.S_ISUID, "setuid"), (stat.S_ISGID, "setgid"))
                 for bit, kind in setid:
                     if mode & bit:
-                        done = self.neutralise and _neutralise_setid(e.dir_fd, e.name, e.st)
+                        done = self.neutralise and _neutralise_setid(e.dir_fd, e.name, st)
                         report.add(_hazard(kind, shown, f"{kind} file (mode {stat.S_IMODE(mode):o})"
                                           + ("; bit removed" if done else "; bit NOT removed"), neutralised=done),
                                    rel)
-                if e.st.st_nlink > 1:
-                    key = (e.st.st_dev, e.st.st_ino)
+                if st.st_nlink > 1:
+                    key = (st.st_dev, st.st_ino)
                     self._links_in_case[key] = self._links_in_case.get(key, 0) + 1
-                    self._multi_linked.append((rel, e.st))
+                    self._multi_linked.append((rel, st))
             elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-                report.add(_hazard("device", shown, f"device file ({os.major(e.st.st_rdev)}:"
-                                  f"{os.minor(e.st.st_rdev)})"), rel)
+                report.add(_hazard("device", shown, f"device file ({os.major(st.st_rdev)}:"
+                                  f"{os.minor(st.st_rdev)})"), rel)
             elif stat.S_ISFIFO(mode):
                 report.add(_hazard("fifo", shown, "named pipe: a host reader would block on it"), rel)
             elif stat.S_ISSOCK(mode):
