@@ -73,3 +73,37 @@ def test_gc_removes_a_staging_folder_whose_unsynced_state_a_crash_lost(settings:
     os.utime(area.root, (old, old))
     assert gc_staging(settings, timedelta(hours=1), engine=FakeBackend()) == [execution_id]
     assert not area.root.exists()
+
+
+def test_an_empty_staging_folder_goes_off_the_callers_path_but_before_the_result(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run that changed nothing: its staging folder is removed on a helper thread, and is gone when run returns."""
+    import threading
+
+    import scoperun.changes.tracker as tracker
+
+    removed_by: list[str] = []
+    real = tracker.remove_tree
+
+    def remove(path, **kwargs):
+        removed_by.append(threading.current_thread().name)
+        real(path, **kwargs)
+
+    monkeypatch.setattr(tracker, "remove_tree", remove)
+    result = Executor(settings, backend=FakeBackend()).run(ExecutionRequest(script="Tools/hello.py", case=CASE))
+    assert result.changes is not None and result.changes.status.value == "empty"
+    assert len(removed_by) == 1 and removed_by[0] != threading.current_thread().name
+    assert not (Path(settings.staging_dir) / result.execution_id).exists()
+
+
+def test_an_engine_failure_leaves_no_empty_staging_folder(settings: Settings) -> None:
+    """When the container never started, the run's empty staging folder is removed all the same."""
+    from scoperun.errors import EngineError
+
+    def refuse(spec):
+        raise EngineError("the engine said no (test)")
+
+    result = Executor(settings, backend=FakeBackend(script=refuse)).run(
+        ExecutionRequest(script="Tools/hello.py", case=CASE))
+    assert result.status.value == "error" and "the engine said no" in result.message
+    assert not (Path(settings.staging_dir) / result.execution_id).exists()

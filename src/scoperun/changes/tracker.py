@@ -81,6 +81,14 @@ class CaseTracker(Protocol):
         """
         ...
 
+    def tidy(self) -> None:
+        """After `finish`: remove what the run no longer needs (a staging folder that holds nothing).
+
+        Never raises; may run on a helper thread while the record is written, and ends before the
+        run's result is returned.
+        """
+        ...
+
 
 def _finalise(cs: ChangeSet, extra: dict[str, int] | None = None) -> ChangeSet:
     cs.totals = compute_totals(cs.entries)
@@ -103,6 +111,9 @@ class _ReadOnly:
 
     def finish(self, status: Status, decide: Decide | None = None, observer: WalkObserver | None = None) -> None:
         return None
+
+    def tidy(self) -> None:
+        pass
 
 
 def _walk_problem(report: WalkReport, what: str) -> str:
@@ -151,6 +162,9 @@ class _Direct:
             cs.status = ChangeSetStatus.EMPTY
         return _finalise(cs)
 
+    def tidy(self) -> None:
+        pass
+
 
 @dataclass
 class _Staged:
@@ -170,6 +184,7 @@ class _Staged:
         self.area = StagingArea.create(staging_root(self.settings), self.execution_id, self.case_dir,
                                        uid=int(uid), gid=int(gid or uid))
         self.listing: Listing = {}
+        self._empty = False  # the run changed nothing: `tidy` removes the staging folder
         self.state = StagingState(execution_id=self.execution_id, case=self.case, case_dir=str(self.case_dir),
                                   workspace=str(self.workspace_root), uid=int(uid), gid=int(gid or uid),
                                   phase="running", created_at=now(), updated_at=now())
@@ -204,7 +219,7 @@ class _Staged:
             return cs
         if not cs.entries and upper_report.complete:
             cs.status, cs.note = ChangeSetStatus.EMPTY, "the run changed nothing"
-            remove_tree(self.area.root, ignore_errors=True)
+            self._empty = True  # its staging folder goes in `tidy`, off the run's path
             return cs
         cs.complete = upper_report.complete and self.listing_report.complete
         self.state.phase, self.state.change_set = cs.status.value, cs
@@ -234,6 +249,11 @@ class _Staged:
             self.state.change_set = cs
             save_state(self.area, self.state)
         return cs
+
+    def tidy(self) -> None:
+        # A crash before this leaves a folder whose state says 'running': gc_staging removes it.
+        if self._empty:
+            remove_tree(self.area.root, ignore_errors=True)
 
     def _held(self, cs: ChangeSet, upper_report: WalkReport, deadline: float) -> str | None:
         """Why this change set must wait for a person rather than be applied by policy, or None."""

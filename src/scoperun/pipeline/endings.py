@@ -43,6 +43,7 @@ def finish_error(ctx: RunContext, prepared: Prepared, message: str, queue_wait: 
     message = _explain_start_failure(ctx, prepared, message)
     try:
         changes, _ = _settle_changes(ctx, prepared, Status.ERROR)
+        prepared.tracker.tidy()
     except Exception as exc:
         changes, message = None, f"{message}; the changes could not be settled ({type(exc).__name__}: {exc})"
     result = _result(ctx, prepared.facts, Status.ERROR, message=message, finished=True, queue_wait=queue_wait,
@@ -124,6 +125,22 @@ def _settle_and_record(ctx: RunContext, prepared: Prepared, outcome: RunOutcome,
     # run's listing after it is a walk of the whole case: the hazard scan reads the same walk.
     scanner = _direct_scanner(ctx, prepared)
     changes, full = _settle_changes(ctx, prepared, status, observer=scanner)
+    # A staged run's empty staging folder is removed while the hazards are scanned and the record written.
+    tidying = alongside(prepared.tracker.tidy) if ctx.write_mode == "staged" else None
+    try:
+        return _scan_and_record(ctx, prepared, outcome, queue_wait, t_finish, status, message, stop, stdout, stderr,
+                                keeping, changes, full, scanner)
+    finally:
+        if tidying is not None:
+            tidying.result()
+        else:
+            prepared.tracker.tidy()
+
+
+def _scan_and_record(ctx: RunContext, prepared: Prepared, outcome: RunOutcome, queue_wait: float, t_finish: float,
+                     status: Status, message: str, stop: str | None, stdout: OutputCapture, stderr: OutputCapture,
+                     keeping: Future[tuple[str | None, str | None]], changes: ChangeSet | None,
+                     full: ChangeSet | None, scanner: HazardScanner | None) -> ExecutionResult:
     if status is Status.FAILED and stop is None and ctx.program and ctx.program.explain_failure:
         message = ctx.program.explain_failure(outcome) or message  # reads what the run left
     # Hazards on paths this run changed are its own; the rest were there before (unknown: neither).
