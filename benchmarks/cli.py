@@ -1,8 +1,10 @@
 """The `scoperun` command's own start-up and overhead, whole processes timed from outside.
 
 Interleaved N times, medians and p95 side by side (nothing asserted):
-  - `scoperun version`, `scoperun --help` from its cache and with an empty cache (the app is built),
-    next to `python -c pass` (the interpreter's own start-up);
+  - `scoperun version`, `scoperun --help` with an empty cache (a fresh HOME and XDG_CACHE_HOME: fasthelp
+    answers, through a pipe and on a pseudo-terminal in colour), and where fasthelp defers
+    (SCOPERUN_HELP_SLOW=1): from the help cache, and with an empty cache (the app is built), next to
+    `python -c pass` (the interpreter's own start-up);
   - a local `scoperun run-code` (no server) next to the same run through `Executor.run_code`, in a
     process of its own (`python -c`: imports, one run, exit) and in this already warm process: the
     differences are what the CLI adds on top of `Executor.run` (goal: under 0.15 s).
@@ -14,11 +16,15 @@ Interleaved N times, medians and p95 side by side (nothing asserted):
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
+import pty
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
+import termios
 import time
 from pathlib import Path
 
@@ -43,6 +49,30 @@ def p95(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
 
 
+def timed_on_terminal(argv: list[str], env: dict[str, str], columns: int = 100) -> float:
+    """A whole process with stdout on a pseudo-terminal `columns` wide (colour), read to its end."""
+    main, child = pty.openpty()
+    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+    t = time.perf_counter()
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=child, stderr=subprocess.DEVNULL, env=env)
+    os.close(child)
+    size = 0
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # the terminal closed with the child
+            break
+        if not chunk:
+            break
+        size += len(chunk)
+    code = proc.wait()
+    elapsed = time.perf_counter() - t
+    os.close(main)
+    if code != 0 or not size:
+        raise SystemExit(f"{argv} failed ({code}) on a terminal")
+    return elapsed
+
+
 def timed(argv: list[str], env: dict[str, str], stdin: str = "") -> float:
     t = time.perf_counter()
     proc = subprocess.run(argv, input=stdin, env=env, capture_output=True, text=True)
@@ -58,7 +88,7 @@ def table(title: str, times: dict[str, list[float]], base: str) -> None:
     print(f"{'':46} {'median':>9} {'p95':>9} {'vs ' + base[:20]:>24}")
     for name, values in times.items():
         med = statistics.median(values)
-        print(f"{name:46} {med * 1000:7.0f}ms {p95(values) * 1000:7.0f}ms {med / ref:23.2f}x")
+        print(f"{name:50} {med * 1000:7.0f}ms {p95(values) * 1000:7.0f}ms {med / ref:23.2f}x")
 
 
 def main() -> None:
@@ -69,17 +99,21 @@ def main() -> None:
 
     root, env = bench_workspace(opts.image, "scoperun-bench-cli-")
     cache = root / ".cache"
-    cached_env = {**env, "XDG_CACHE_HOME": str(cache)}
+    slow = {**env, "SCOPERUN_HELP_SLOW": "1"}  # fasthelp defers: the help cache, or the app builds the help
+    cached_env = {**slow, "XDG_CACHE_HOME": str(cache)}
 
-    def cold_help() -> float:
-        empty = tempfile.mkdtemp(dir=root)
-        return timed([SCOPERUN, "--help"], {**env, "XDG_CACHE_HOME": empty})
+    def empty(base: dict[str, str]) -> dict[str, str]:
+        """A fresh HOME and XDG_CACHE_HOME: nothing cached (first call after install, a new user)."""
+        home = tempfile.mkdtemp(dir=root)
+        return {**base, "HOME": home, "XDG_CACHE_HOME": str(Path(home) / ".cache")}
 
     start_up = {
         "python -c pass": lambda: timed([sys.executable, "-c", "pass"], env),
         "scoperun version": lambda: timed([SCOPERUN, "version"], env),
-        "scoperun --help (cached)": lambda: timed([SCOPERUN, "--help"], cached_env),
-        "scoperun --help (empty cache: builds the app)": cold_help,
+        "scoperun --help (empty cache: fasthelp)": lambda: timed([SCOPERUN, "--help"], empty(env)),
+        "scoperun --help on a terminal (empty cache)": lambda: timed_on_terminal([SCOPERUN, "--help"], empty(env)),
+        "scoperun --help, fasthelp off (cached)": lambda: timed([SCOPERUN, "--help"], cached_env),
+        "scoperun --help, fasthelp off (empty: builds app)": lambda: timed([SCOPERUN, "--help"], empty(slow)),
     }
     from scoperun import Executor, load_settings
 

@@ -3,11 +3,12 @@
 Every path runs the same image and `python3 -c print(1)` equivalent, round-robin in one process
 (each round runs every path once, in a rotating order), so load drifts hit all paths alike.
 Reports median, p95 and the ratio to scoperun's pooled staged run; then throughput at
-concurrency 4. Peers come from the optional `bench` extra (`pip install -e '.[bench]'`):
+concurrency 4: a burst (pools of 4 and as large as the burst; the used containers are ended in the
+lull after it) and a sustained stream longer than the pool, timed until all its engine work ended. Peers come from the optional `bench` extra (`pip install -e '.[bench]'`):
 epicbox 1.1 (with urllib3's `method_whitelist` renamed `allowed_methods`, a one-line shim) and
 llm-sandbox; a missing peer is reported and skipped.
 
-    .venv/bin/python benchmarks/peers.py [-n 20] [--image scoperun-runner:latest] [--burst 24]
+    .venv/bin/python benchmarks/peers.py [-n 20] [--image scoperun-runner:latest] [--burst 24] [--sustained 96]
 """
 
 from __future__ import annotations
@@ -109,11 +110,35 @@ def llm_sandbox_path(image: str) -> Callable[[], None] | str:
     return run
 
 
+def throughput(candidates: dict[str, Callable[[], None]], executors: list[Executor], runs: int, *,
+               wait_for_end: bool = False) -> dict[str, float]:
+    """Runs/s of each path, `runs` runs at concurrency 4, background work settled before each path.
+
+    `wait_for_end`: the clock stops only once scoperun's background work (ending used containers,
+    replacements) is done too, so none of the stream's engine work is left outside the window.
+    """
+    rates = {}
+    for name, fn in candidates.items():
+        for ex in executors:
+            ex.settle(300)
+        t = time.perf_counter()
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(lambda _, fn=fn: fn(), range(runs)))
+        if wait_for_end:
+            for ex in executors:
+                ex.settle(300)
+        rates[name] = runs / (time.perf_counter() - t)
+        print(f"| {name} | {rates[name]:.2f} |")
+    return rates
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-n", type=int, default=20, help="rounds (each path once per round)")
     parser.add_argument("--image", default=os.environ.get("SCOPERUN_IMAGE", "scoperun-runner:latest"))
     parser.add_argument("--burst", type=int, default=24, help="runs in the concurrency-4 throughput test")
+    parser.add_argument("--sustained", type=int, default=96,
+                        help="runs in the sustained throughput test (pool of 4; 0 = skip)")
     parser.add_argument("--no-settle", action="store_true",
                         help="time each path right after the previous one's background work (removals, the "
                              "pool's replacements) instead of letting it end first")
@@ -185,13 +210,12 @@ def main() -> None:
         fresh = {n: getattr(paths[n], "fresh", 0) for n in paths if "pool on" in n}
         print(f"\npooled runs that found no warm container (started fresh): {fresh}")
 
-        print(f"\nthroughput, {opts.burst} runs at concurrency 4:\n")
+        print(f"\nthroughput, {opts.burst} runs at concurrency 4 (a burst):\n")
         print("| path | runs/s |")
         print("| --- | ---: |")
-        burst = {"scoperun staged, pool on (pool of 4)": scoperun_path(root, opts.image, "staged", True, 4),
-                 "scoperun read-only, pool on (pool of 4)": scoperun_path(root, opts.image, "read-only", True, 4),
-                 f"scoperun read-only, pool of {opts.burst} (the whole burst warm)": scoperun_path(
-                     root, opts.image, "read-only", True, opts.burst),
+        burst = {"scoperun staged, pool of 4": scoperun_path(root, opts.image, "staged", True, 4),
+                 **{f"scoperun {mode}, pool of {opts.burst} (the whole burst warm)": scoperun_path(
+                     root, opts.image, mode, True, opts.burst) for mode in ("staged", "direct", "read-only")},
                  "scoperun staged, pool off": scoperun_path(root, opts.image, "staged", False)}
         for run, ex in burst.values():
             executors.append(ex)
@@ -200,15 +224,21 @@ def main() -> None:
             run.fresh = 0  # type: ignore[attr-defined]  # count the burst's own runs only
         candidates = {**{n: r for n, (r, _) in burst.items()},
                       **{n: paths[n] for n in ("epicbox", "docker-py containers.run") if n in paths}}
-        for name, fn in candidates.items():
-            for ex in executors:
-                ex.settle(300)
-            t = time.perf_counter()
-            with ThreadPoolExecutor(4) as pool:
-                list(pool.map(lambda _, fn=fn: fn(), range(opts.burst)))
-            print(f"| {name} | {opts.burst / (time.perf_counter() - t):.2f} |")
+        rates = throughput(candidates, executors, opts.burst)
         print(f"\nruns of the burst that found no warm container: "
               f"{ {n: getattr(r, 'fresh', 0) for n, (r, _) in burst.items() if 'pool off' not in n} }")
+        ratio_to = rates.get("docker-py containers.run")
+        if ratio_to:
+            print("ratios to docker-py: " + ", ".join(f"{n}: {v / ratio_to:.2f}x" for n, v in rates.items()))
+        if opts.sustained:
+            # A stream longer than any pool: every run's container must be made and ended within the
+            # stream, so this is the engine's steady-state rate, not the pool's head start.
+            print(f"\nthroughput, {opts.sustained} runs at concurrency 4 (sustained):\n")
+            print("| path | runs/s |")
+            print("| --- | ---: |")
+            stream = {"scoperun staged, pool of 4": burst["scoperun staged, pool of 4"][0],
+                      **{n: paths[n] for n in ("epicbox", "docker-py containers.run") if n in paths}}
+            throughput(stream, executors, opts.sustained, wait_for_end=True)
     finally:
         floor.remove(force=True)
         for ex in executors:

@@ -177,6 +177,9 @@ class Settings(BaseModel):
                        "into a pre-started container's slot); each serves exactly one run. Off: every run starts fresh.")
     pool_size: int = Field(2, ge=0, le=64, description="Warm containers kept ready per kind of run (image, user, "
                            "network, ...); 0 = no pool.")
+    pool_slots: bool = Field(True, description="With a root controller, mount each run's case into a warm "
+                             "container's empty slot. False (and always without root): keep the next container of "
+                             "a case pre-started with its mounts (direct and read-only runs); others start fresh.")
     pool_idle: float = Field(600.0, ge=30, le=24 * 3600, description="Seconds a warm container waits for a run "
                              "before it removes itself (a new one is made on demand).")
     safety_policy: SafetyPolicy = Field(

@@ -221,9 +221,14 @@ def _check_pool(settings: Settings, engine: EngineHousekeeping | None) -> Check:
                          f"travel in the container's configuration", fix=fix_image, severity="warning")
     from scoperun.engine import slots
 
-    problem = slots.usable()
+    problem = slots.usable() if settings.pool_slots else "pool_slots is false"
     if problem is not None:
-        return Check("pool", False, problem, fix="run scoperun as root (or set pool = false)", severity="warning")
+        # Not a failure: the next container of a case is kept pre-started with its mounts (engine.prestart).
+        why = problem.split(";")[0]
+        return Check("pool", True, f"warm pool without slots ({why}): after a direct or read-only run the next "
+                     f"container of its case is kept pre-started with its mounts (up to {settings.pool_size}, idle "
+                     f"{settings.pool_idle:g} s); first runs and staged runs start fresh",
+                     fix="run scoperun as root with pool_slots = true to pool every run", severity="warning")
     from scoperun.audit.state import state_dir
 
     probe = state_dir(settings) / "pool" / f"doctor-{os.getpid()}"

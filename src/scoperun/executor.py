@@ -159,7 +159,7 @@ class Executor:
         from scoperun.engine.pool import PoolOptions
 
         root = state_dir(st) / "pool" / f"{os.getpid()}-{secrets.token_hex(4)}"
-        return PoolOptions(size=st.pool_size, idle=st.pool_idle, root=root)
+        return PoolOptions(size=st.pool_size, idle=st.pool_idle, root=root, slots=st.pool_slots)
 
     # -- the pipeline ---------------------------------------------------------------------------
 

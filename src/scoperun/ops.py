@@ -393,11 +393,16 @@ def _owner_alive(owner: str) -> bool:
 
 
 def _pool_slots_hook(settings: Settings, *, now: float, dry_run: bool) -> list[str]:
-    """Unmount and remove warm-pool slots whose process died (a crash leaves the case mounted there)."""
+    """Unmount and remove warm-pool slots whose process died (a crash leaves the case mounted there), and
+    the script copies of pre-started containers of such a process."""
     from scoperun.audit.state import state_dir
     from scoperun.engine.pool import clean_leftover_slots
+    from scoperun.engine.prestart import clean_leftover_prestart
 
-    return [] if dry_run or os.geteuid() != 0 else clean_leftover_slots(state_dir(settings) / "pool")
+    if dry_run:
+        return []
+    pool_dir = state_dir(settings) / "pool"
+    return [*(clean_leftover_slots(pool_dir) if os.geteuid() == 0 else []), *clean_leftover_prestart(pool_dir)]
 
 
 def _run_hooks(settings: Settings, engine: EngineHousekeeping, report: GcReport, now: float, dry_run: bool) -> None:

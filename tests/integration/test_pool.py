@@ -13,6 +13,7 @@ import docker
 import pytest
 
 from scoperun import Limits, Settings, Status
+from scoperun.audit.state import state_dir
 from scoperun.engine import slots
 from scoperun.engine.pool import POOL_LABEL, clean_leftover_slots
 from scoperun.executor import Executor
@@ -246,3 +247,82 @@ def test_the_replacement_is_prepared_after_the_result_not_during_the_run(pooled:
     assert seen == [(made_before, 0)], "a replacement was made while the pooled run was running"
     assert pooled.settle(60), "the replacement was not made within 60 s"
     assert pool.made == made_before + 1 and pool.idle_count() == 1
+
+
+def _container_of(docker_client, execution_id: str) -> dict | None:
+    found = docker_client.api.containers(all=True, filters={"name": f"scoperun-{execution_id}"})
+    return found[0] if found else None
+
+
+def test_a_used_container_waits_for_a_lull_holding_nothing_of_its_run(pooled: Executor, docker_client) -> None:
+    """While another run is in flight, a used pooled container is kept (ended later, with others): only
+    its launcher is left in it, nothing of the case is mounted; once no run is in flight it is removed."""
+    _warm_run(pooled, "pass")
+    assert pooled.settle(60)
+    backend = pooled.backend
+    backend.lull.begin()  # another run in flight (as in a burst)
+    try:
+        result = pooled.run_code("import subprocess\nsubprocess.Popen(['sleep', '300'], start_new_session=True)\n"
+                                 "open('/tmp/left', 'w').write('x')\nprint('ok')", case=CASE)
+        assert result.pooled and result.status is Status.SUCCEEDED, result.message
+        assert wait_until(lambda: _container_of(docker_client, result.execution_id) is not None, timeout=10)
+        container = _container_of(docker_client, result.execution_id)
+        assert container["State"] == "running" and backend.used.held() == 1
+        processes = docker_client.api.top(container["Id"])["Processes"]
+        assert len(processes) == 1 and "launcher.py" in " ".join(processes[0]), processes
+
+        def case_mounted() -> bool:
+            out = docker_client.api.exec_start(docker_client.api.exec_create(
+                container["Id"], ["cat", "/proc/self/mountinfo"], user="root")["Id"])
+            return b"/workspace/projects" in out
+
+        assert wait_until(lambda: not case_mounted(), timeout=10), "the case is still mounted in the used container"
+    finally:
+        backend.lull.end()
+    assert wait_until(lambda: _container_of(docker_client, result.execution_id) is None, timeout=20), \
+        "the used container was not removed once no run was in flight"
+    assert backend.used.held() == 0
+
+
+def test_close_ends_used_containers_at_once(pooled: Executor, docker_client) -> None:
+    """Executor.close() ends used pooled containers still waiting for a lull, and nothing is left."""
+    _warm_run(pooled, "pass")
+    assert pooled.settle(60)
+    pooled.backend.lull.begin()  # never ended: only close() can end the used container now
+    result = pooled.run_code("print(1)", case=CASE)
+    assert result.pooled and pooled.backend.used.held() == 1
+    pooled.close()
+    assert _container_of(docker_client, result.execution_id) is None
+
+
+def test_pool_containers_end_when_their_process_dies(settings: Settings, workspace: Path, docker_client,
+                                                     tmp_path: Path) -> None:
+    """A process killed with warm containers idle: their launchers read EOF on stdin and they go at once
+    (not after the pool's idle lifetime)."""
+    if os.geteuid() != 0:
+        unavailable("pooled slots need root (host mounts)")
+    import signal
+    import subprocess
+    import sys
+
+    script = tmp_path / "pool_owner.py"
+    script.write_text(
+        "import sys, time\nfrom scoperun import Settings\nfrom scoperun.executor import Executor\n"
+        f"ex = Executor(Settings(workspace={str(workspace)!r}, image={settings.image!r}, network='none', pool=True, "
+        "pool_size=2))\n"
+        f"ex.run_code('pass', case={CASE!r})\n"
+        "assert ex.settle(120)\nprint(ex.backend.pool.options.owner, flush=True)\ntime.sleep(300)\n")
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        owner = proc.stdout.readline().strip()
+        assert owner, "the pool owner did not start"
+        mine = lambda: docker_client.api.containers(all=True, filters={"label": f"{POOL_LABEL}={owner}"})  # noqa: E731
+        assert len(mine()) == 2
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        assert wait_until(lambda: not mine(), timeout=20), mine()
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+        clean_leftover_slots(state_dir(settings) / "pool")

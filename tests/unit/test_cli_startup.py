@@ -20,8 +20,8 @@ MODULES = ("import json, sys; sys.argv = ['scoperun', *sys.argv[1:]]; from scope
            "try:\n    main()\nfinally:\n    print(json.dumps(sorted(sys.modules)), file=sys.stderr)")
 
 
-def _cli(args: list[str], cache: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "XDG_CACHE_HOME": str(cache)}
+def _cli(args: list[str], cache: Path, **extra: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache), **extra}
     return subprocess.run([sys.executable, "-c", CALL, *args], capture_output=True, text=True, env=env, timeout=120)
 
 
@@ -35,10 +35,11 @@ def test_version_imports_nothing_heavy(tmp_path: Path) -> None:
 
 
 def test_repeated_help_is_the_apps_own_help_without_building_it(tmp_path: Path) -> None:
-    """The first --help builds the app and keeps its output; the next prints the same bytes from the cache."""
-    first = _cli(["--help"], tmp_path)
+    """Where fasthelp defers, the first --help builds the app and keeps its output; the next prints the same
+    bytes from the cache."""
+    first = _cli(["--help"], tmp_path, SCOPERUN_HELP_SLOW="1")
     assert first.returncode == 0 and "Usage" in first.stdout and "run" in first.stdout
-    second = _cli(["--help"], tmp_path)
+    second = _cli(["--help"], tmp_path, SCOPERUN_HELP_SLOW="1")
     assert second.returncode == 0 and second.stdout == first.stdout
     assert second.stderr.strip() == "[]"
     assert len(list((tmp_path / "scoperun").glob("help-*.txt"))) == 1
@@ -58,8 +59,8 @@ def test_a_changed_cli_source_misses_the_cache(tmp_path: Path) -> None:
         os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
-def _loaded(args: list[str], cache: Path) -> tuple[subprocess.CompletedProcess, set[str]]:
-    env = {**os.environ, "XDG_CACHE_HOME": str(cache)}
+def _loaded(args: list[str], cache: Path, **extra: str) -> tuple[subprocess.CompletedProcess, set[str]]:
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache), **extra}
     proc = subprocess.run([sys.executable, "-c", MODULES, *args], capture_output=True, text=True, env=env, timeout=120)
     return proc, {name.split(".")[0] if not name.startswith("scoperun.") else name
                   for name in json.loads(proc.stderr.strip().splitlines()[-1])}
@@ -69,10 +70,10 @@ def test_help_and_version_load_no_integration_engine_or_models(tmp_path: Path) -
     """A first `--help` (the app is built) and `version` import no docker, langchain, mcp, prometheus, fastapi,
     uvicorn, playwright, httpx, pydantic or the settings."""
     for args in (["--help"], ["version"], ["--version"]):
-        proc, loaded = _loaded(args, tmp_path / args[0])
+        proc, loaded = _loaded(args, tmp_path / args[0], SCOPERUN_HELP_SLOW="1")
         assert proc.returncode == 0 and proc.stdout.strip(), proc.stderr
         assert not loaded & set(NOT_FOR_HELP), (args, sorted(loaded & set(NOT_FOR_HELP)))
-    proc, loaded = _loaded(["--help"], tmp_path / "--help")  # the cached help: no app at all
+    proc, loaded = _loaded(["--help"], tmp_path / "--help", SCOPERUN_HELP_SLOW="1")  # the cached help: no app
     assert "typer" not in loaded and "scoperun.cli.main" not in loaded
 
 

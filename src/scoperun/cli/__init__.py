@@ -7,9 +7,11 @@ and one module per command group.
 `scoperun run-code` / `run` through a server (SCOPERUN_URL) take the lean path of `remote` when it
 understands the whole command line (standard library only: no typer, rich, pydantic, httpx).
 `scoperun version` and `scoperun --help` answer without building the app: the version is a
-constant, and the top-level help is the app's own output, kept in a user cache keyed by
-everything that can change it (the CLI's source files, scoperun's version, terminal width,
-colour settings); a miss builds the app as usual and refills the cache.
+constant; the top-level help (also printed for a bare `scoperun`) comes from `fasthelp`, the same
+bytes typer prints, drawn from parts stored at development time (no typer or rich), or, where
+fasthelp defers (a narrow or unusual terminal, stale parts), from a user cache of the app's own
+output keyed by everything that can change it (the CLI's source files, scoperun's version,
+terminal width, colour settings); a miss builds the app as usual and refills the cache.
 """
 
 from __future__ import annotations
@@ -38,6 +40,18 @@ def main() -> None:
         if code is not None:
             sys.stdout.flush()
             sys.exit(code)
+    if argv in _HELP_ARGS or not argv:
+        from scoperun.cli import fasthelp
+
+        where = fasthelp.terminal()
+        text = fasthelp.render(*where) if where else None
+        if text is not None:
+            # A bare `scoperun` is click's no_args_is_help: the same help less the last newline, status 2.
+            sys.stdout.buffer.write(text if argv else text[:-1])
+            sys.stdout.flush()
+            if not argv:
+                sys.exit(2)
+            return
     cache = _help_cache_path() if argv in _HELP_ARGS else None
     if cache is not None:
         try:
@@ -73,7 +87,13 @@ def _help_cache_path() -> str | None:
     except OSError:
         return None
     tty = sys.stdout.isatty()
-    width = os.get_terminal_size(sys.stdout.fileno()).columns if tty else 0
+    width = 0
+    for fd in (0, 1, 2):  # rich's width: the first of stdin, stdout, stderr that is a terminal
+        try:
+            width = os.get_terminal_size(fd).columns
+            break
+        except (AttributeError, ValueError, OSError):
+            pass
     env = sorted((k, v) for k, v in os.environ.items()
                  if k.startswith("SCOPERUN_") or k in ("COLUMNS", "LINES", "NO_COLOR", "FORCE_COLOR", "TERM",
                                                        "TTY_COMPATIBLE", "TTY_INTERACTIVE"))

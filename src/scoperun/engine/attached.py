@@ -44,6 +44,7 @@ class AttachedRun:
         self.reader: threading.Thread | None = None
         self.started: float | None = None  # monotonic time the engine started it; None if it did not
         self.done = False
+        self.on_done: Callable[[], None] | None = None  # told once when the container's part of the run is over
 
     def wait(self) -> RunOutcome:
         """Wait for the end (bounded by the timeout), inspect and remove the container."""
@@ -51,6 +52,7 @@ class AttachedRun:
         from requests.exceptions import ConnectionError as RequestsConnectionError
 
         if self.done:
+            self._tell_done()
             return self.outcome
         self.done = True
         removed_inline = False
@@ -65,7 +67,13 @@ class AttachedRun:
             raise
         finally:
             self._clean_up(removed_inline)
+            self._tell_done()
         return self.outcome
+
+    def _tell_done(self) -> None:
+        done, self.on_done = self.on_done, None
+        if done is not None:
+            done()
 
     def kill(self) -> None:
         """SIGKILL the container now; `wait` then returns (exit code 137)."""

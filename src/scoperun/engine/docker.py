@@ -7,15 +7,16 @@ an output flood fills neither scoperun's memory nor the host's disk.
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from scoperun.engine.afterwork import Lull, UsedContainers
 from scoperun.engine.attached import AttachedRun, drain
 from scoperun.engine.base import MANAGED_LABEL, OverlayMount, RunOutcome, RunSpec
 from scoperun.engine.capture import BoundedBuffer
+from scoperun.engine.connection import connect
 from scoperun.engine.dockerops import DockerHousekeeping, lost_engine, short
 from scoperun.engine.launched import LAUNCHER_LABEL, LaunchedRun, close_attach_socket, launcher_command
 from scoperun.errors import EngineError, ImageError
@@ -24,71 +25,11 @@ if TYPE_CHECKING:
     import docker
 
     from scoperun.engine.pool import PoolOptions, WarmPool
+    from scoperun.engine.prestart import Prestarter
 
 __all__ = ["DockerBackend", "connect"]
 
 _ENGINE_PATIENCE = 120.0  # seconds to wait for a lost engine to come back and remove a run's container
-
-
-def _close_refused_unix_sockets() -> None:
-    """Make docker-py close the socket of a unix connection the engine refused (once per process).
-
-    docker-py's `UnixHTTPConnection.connect` opens a socket and only keeps it once connected: while
-    the engine is down (restarting, stopped) every request leaves one open socket behind for the
-    garbage collector. Same steps as docker-py's, plus the close.
-    """
-    from docker.transport import unixconn
-
-    if getattr(unixconn.UnixHTTPConnection.connect, "_scoperun_closes", False):
-        return
-
-    def connect(self: Any) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self.unix_socket)
-        except BaseException:
-            sock.close()
-            raise
-        self.sock = sock
-
-    connect._scoperun_closes = True  # type: ignore[attr-defined]
-    unixconn.UnixHTTPConnection.connect = connect
-
-
-def connect(base_url: str | None = None, timeout: float | None = 60) -> docker.DockerClient:
-    """Make a docker-py client (API version negotiated) or raise EngineError saying what to do."""
-    import os
-
-    import docker
-    from docker.errors import DockerException
-
-    _close_refused_unix_sockets()
-    client: docker.DockerClient | None = None
-    address = base_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-    source = ("SCOPERUN_DOCKER_HOST" if base_url else "DOCKER_HOST" if os.environ.get("DOCKER_HOST")
-              else "the default socket")
-    try:
-        if address.startswith("unix://"):
-            # Knock first: docker-py leaves the socket of a refused unix connection open.
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-                probe.settimeout(timeout)
-                try:
-                    probe.connect(address[len("unix://"):])
-                except OSError as exc:
-                    raise DockerException(f"cannot connect to {address}: {exc.strerror or exc}") from None
-        client = docker.DockerClient(base_url=base_url, timeout=timeout) if base_url else docker.from_env(timeout=timeout)
-        client.ping()
-    except DockerException as exc:
-        if client is not None:
-            client.close()  # its connection pool holds a socket
-        fix = (f"check {source} (or unset it to use the local socket)" if source != "the default socket"
-               else "start it (`make engine` as root, or `sudo systemctl start docker`)")
-        raise EngineError(
-            f"cannot reach the Docker engine at {address} ({source}): {exc}. To fix: {fix}; then check "
-            f"with `scoperun doctor`."
-        ) from None
-    return client
 
 
 class DockerBackend(DockerHousekeeping):
@@ -108,11 +49,13 @@ class DockerBackend(DockerHousekeeping):
         self._reaper = ThreadPoolExecutor(max_workers=2, thread_name_prefix="scoperun-reaper")
         self._pending: set[Any] = set()
         self._images: dict[str, tuple[float, dict[str, Any]]] = {}
-        self.pool: WarmPool | None = None
+        self.lull = Lull()  # runs in flight: the pool's replacements and used containers' ends wait for a lull
+        self.used = UsedContainers(self.lull, close_attach_socket, self._confirm_removed)
+        self.pool: WarmPool | Prestarter | None = None
         if pool is not None and pool.size > 0:
-            from scoperun.engine.pool import WarmPool
+            from scoperun.engine.prestart import warm_pool
 
-            self.pool = WarmPool(self, pool)
+            self.pool = warm_pool(self, pool)  # slots with a root controller, else pre-started containers
 
     @property
     def client(self) -> docker.DockerClient:
@@ -134,6 +77,16 @@ class DockerBackend(DockerHousekeeping):
 
     def start(self, spec: RunSpec) -> AttachedRun | LaunchedRun:
         """Create one container, attach to its output, start it. Raise EngineError only if nothing started."""
+        self.lull.begin()
+        try:
+            run = self._start(spec)
+        except BaseException:
+            self.lull.end()
+            raise
+        run.on_done = self.lull.end
+        return run
+
+    def _start(self, spec: RunSpec) -> AttachedRun | LaunchedRun:
         from docker.errors import APIError, DockerException, ImageNotFound, NotFound
         from requests.exceptions import ConnectionError as RequestsConnectionError
 
@@ -214,6 +167,8 @@ class DockerBackend(DockerHousekeeping):
         """Wait for background engine work (removals, the pool's replacements); False if still busy."""
         deadline = time.monotonic() + timeout
         if self.pool is not None and not self.pool.settle(timeout):
+            return False
+        if not self.used.settle(max(0.0, deadline - time.monotonic())):
             return False
         for removal in list(self._pending):
             try:
@@ -329,7 +284,8 @@ class DockerBackend(DockerHousekeeping):
         return None
 
     def close(self) -> None:
-        """Remove the warm pool, wait for background removals, then drop the client."""
+        """End used pooled containers, remove the warm pool, wait for background removals, drop the client."""
+        self.used.close()
         if self.pool is not None:
             self.pool.close()
         self._reaper.shutdown(wait=True)
@@ -451,6 +407,21 @@ class DockerBackend(DockerHousekeeping):
             "stdin_open": False,
             "tty": False,
         }
+
+    def _confirm_removed(self, container_ids: list[str]) -> None:
+        """Wait for ended pooled containers to be gone (they remove themselves); force-remove any left."""
+        from docker.errors import DockerException, NotFound
+        from requests.exceptions import ConnectionError as RequestsConnectionError
+        from requests.exceptions import ReadTimeout
+
+        for container_id in container_ids:
+            try:
+                self.client.api.wait(container_id, timeout=10, condition="removed")
+            except NotFound:
+                continue  # gone already
+            except (ReadTimeout, RequestsConnectionError, DockerException):
+                if not self._remove(container_id):
+                    self._track(self._reaper.submit(self._remove_later, container_id, {}))
 
     def _remove(self, container_id: str, patience: float = 1.5) -> bool:
         """Force-remove a container, retrying for `patience` seconds; True once it is gone."""

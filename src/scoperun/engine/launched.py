@@ -34,10 +34,14 @@ def launcher_command(idle_seconds: float) -> list[str]:
     return ["python3", "-I", "-S", LAUNCHER_PATH, str(int(idle_seconds))]
 
 
-def request_line(spec: RunSpec, tag: str) -> bytes:
-    """The one request the launcher reads. JSON escapes every control byte (no detach sequence)."""
+def request_line(spec: RunSpec, tag: str, linger: float = 0) -> bytes:
+    """The one request the launcher reads. JSON escapes every control byte (no detach sequence).
+
+    `linger`: seconds the launcher waits for stdin's EOF after the end line before exiting (0: exit
+    at once); a pooled container is ended later, together with others, when no run needs the cores.
+    """
     return (json.dumps({"argv": list(spec.command), "env": spec.env, "cwd": spec.working_dir,
-                        "timeout": spec.timeout, "tag": tag}) + "\n").encode()
+                        "timeout": spec.timeout, "tag": tag, "linger": linger}) + "\n").encode()
 
 
 def new_tag() -> str:
@@ -152,6 +156,7 @@ def apply_end(outcome: RunOutcome, end: dict[str, Any]) -> None:
 
 _LAUNCHER_GRACE = 5.0  # seconds past the timeout before the host stops waiting for the launcher's end line
 _JUDGE_PATIENCE = 30.0  # seconds the engine may take to report the exit when the end line is missing
+_LINGER = 600.0  # seconds a used pooled container's launcher waits to be ended (its host forgot it: it exits)
 
 
 class LaunchedRun:
@@ -174,11 +179,13 @@ class LaunchedRun:
         self.after = after
         self.tag = new_tag()
         self.done = False
+        self.on_done: Callable[[], None] | None = None  # told once when the container's part of the run is over
         outcome.pooled = pooled
 
     def send(self) -> None:
         """Hand the launcher its request (argv, environment with the secrets, folder, timeout, tag)."""
-        _raw(self.sock).sendall(request_line(self.spec, self.tag))
+        linger = _LINGER if self.pooled and getattr(self.backend, "used", None) is not None else 0
+        _raw(self.sock).sendall(request_line(self.spec, self.tag, linger))
 
     def kill(self) -> None:
         """SIGKILL the container now; `wait` then returns (exit code 137, from the engine)."""
@@ -187,6 +194,7 @@ class LaunchedRun:
     def wait(self) -> RunOutcome:
         """Read output until both streams end with the tag (or EOF, or the timeout's grace); clean up."""
         if self.done:
+            self._tell_done()
             return self.outcome
         self.done = True
         outcome, spec = self.outcome, self.spec
@@ -223,12 +231,24 @@ class LaunchedRun:
             raise
         finally:
             if not removed_inline:
-                self._close_socket()
                 if self.after is not None:
                     self.after()
-                outcome.removal = self.backend.remove_container(
-                    self.container_id, self.volumes, inline=bool(self.volumes) or outcome.error is not None)
+                used = getattr(self.backend, "used", None)
+                if self.pooled and used is not None and outcome.error is None:
+                    # Only its launcher is left (it killed every process of the run, the case is being
+                    # unmounted): ended in the next lull, with others, off the cores runs need now.
+                    used.add(self.container_id, self.sock)
+                else:
+                    self._close_socket()
+                    outcome.removal = self.backend.remove_container(
+                        self.container_id, self.volumes, inline=bool(self.volumes) or outcome.error is not None)
+            self._tell_done()
         return outcome
+
+    def _tell_done(self) -> None:
+        done, self.on_done = self.on_done, None
+        if done is not None:
+            done()
 
     def _judge(self) -> None:
         """No (valid) end line: the engine says how the container ended."""

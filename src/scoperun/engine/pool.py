@@ -5,7 +5,8 @@ A pooled container is created and started with the full hardening of a fresh one
 mounts the run's case (a bind, or the staged overlay) and script into the slot, fits the memory,
 CPU and process limits with `docker update` (exact for those; anything else that differs means the
 run starts fresh), and sends the launcher its request. After the run the container is destroyed,
-never reused; a replacement is prepared in the background. Slots need a root controller (host
+never reused (ended with others in the next lull: engine.afterwork); a replacement is prepared in
+the background, also in a lull. Slots need a root controller (host
 mounts); without one, or when nothing is warm, runs take the fresh path.
 """
 
@@ -21,6 +22,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
 from scoperun.engine import slots
+from scoperun.engine.afterwork import Lull
 from scoperun.engine.base import MANAGED_LABEL, BindMount, OverlayMount, RunOutcome, RunSpec
 from scoperun.engine.launched import LaunchedRun, close_attach_socket, launcher_command
 
@@ -39,12 +41,14 @@ class PoolOptions:
     idle: float
     root: Path  # host-local folder of this process's slots (made rshared)
     owner: str = field(default_factory=lambda: f"{os.uname().nodename}:{os.getpid()}")
+    slots: bool = True  # False: no slot mounts even as root; the next container of a case is pre-started (engine.prestart)
 
 
 class PoolEngine(Protocol):
     """What the pool asks of the backend that owns it (DockerBackend); the pool never imports it."""
 
     _reaper: ThreadPoolExecutor  # background work off the run's path (unmounts, renames)
+    lull: Lull  # runs in flight: a replacement waits for a moment without any
 
     @property
     def client(self) -> Any: ...
@@ -228,6 +232,10 @@ class WarmPool:
 
     def _make(self, key: tuple[Any, ...]) -> None:
         try:
+            if self._closed:
+                return
+            # Create + start is the engine's heaviest work: it waits (boundedly) for runs in flight.
+            self.backend.lull.wait(stop=lambda: self._closed)
             if self._closed:
                 return
             warm = self._create(self._wanted[key])

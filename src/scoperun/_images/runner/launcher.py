@@ -9,7 +9,9 @@ in its own process group with /dev/null as stdin; when it ends, or at the timeou
 is killed, then every other process of the container (so nothing writes to the case after the end
 line), and stdout and stderr each end with `<tag>{"code": N, "how": "..."}` and a newline. The
 tag is random per run and known only to the host, so the script cannot forge that line. Then the
-launcher exits, which ends the container and everything left in it.
+launcher exits, which ends the container and everything left in it; with "linger" in the request,
+it first waits up to that many seconds for stdin's EOF (the host ends used containers together,
+when no run needs the cores), reading and obeying nothing more.
 """
 
 import ctypes
@@ -168,7 +170,23 @@ def main() -> int:
     if os.getpid() == 1:
         _end_everything_else()  # and so does what left the group (setsid), before the end line
     _end(tag, code, how, ooms is not None)
+    _linger(float(req.get("linger") or 0))
     return 0
+
+
+def _linger(seconds: float) -> None:
+    """Wait (at most `seconds`) for stdin's EOF: the host ends a used container when no run needs
+    the cores. Nothing read here is obeyed: a container serves exactly one request."""
+    deadline = time.monotonic() + seconds
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([0], [], [], left)[0]:
+            return
+        try:
+            if not os.read(0, 65536):
+                return
+        except OSError:
+            return
 
 
 if __name__ == "__main__":
