@@ -15,20 +15,26 @@ import os
 import re
 import resource
 import stat
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 __all__ = ["MAX_DEPTH", "WalkEntry", "WalkReport", "display_path", "open_dir_at", "remove_tree", "walk"]
 
 MAX_DEPTH = 1000  # levels below the root; real case folders are a few dozen deep
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _MAX_PROBLEMS = 50  # problems kept with detail; all are counted
+_FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
 
 
-@dataclass(frozen=True, slots=True)
-class WalkEntry:
-    """One entry: its path relative to the root, its lstat, and where it lives (valid while yielded)."""
+class WalkEntry(NamedTuple):
+    """One entry: its path relative to the root, its lstat, and where it lives (valid while yielded).
+
+    A named tuple: a walk makes one per entry, and a tuple is made several times faster than a
+    frozen dataclass.
+    """
 
     rel: bytes
     st: os.stat_result
@@ -126,7 +132,8 @@ def walk(root: bytes | str | int, report: WalkReport | None = None, *, max_depth
                 frames.append((fd, rel_dir, depth, subdirs))
                 try:
                     with os.scandir(fd) as it:
-                        names = [os.fsencode(de.name) for de in it]
+                        # A descriptor's scandir names are str: encoded as os.fsencode does, without its checks.
+                        names = [de.name.encode(_FS_ENCODING, _FS_ERRORS) for de in it]
                 except OSError as exc:
                     report.add(rel_dir, f"folder not listed ({_why(exc)})")
                     names = []

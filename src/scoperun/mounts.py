@@ -3,8 +3,10 @@ a gcsfuse bucket), which mount points lie under a folder, which overlay is mount
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 __all__ = ["Mount", "filesystem_of", "is_fuse", "mount_points_under", "mount_table"]
 
@@ -49,8 +51,40 @@ def filesystem_of(path: Path) -> tuple[str, str] | None:
     return best
 
 
+_FUSE_SUPER_MAGIC = 0x65735546  # statfs(2) f_type of every FUSE mount (fuse, fuseblk)
+_statfs: Any = None  # libc's statfs, or False where it cannot be asked
+
+
+def _fs_magic(path: Path) -> int | None:
+    """statfs(2)'s f_type for `path` (one system call), or None where it cannot be asked: a path
+    that does not exist, or a platform whose `struct statfs` does not start with a long f_type."""
+    global _statfs
+    if _statfs is None:
+        _statfs = False
+        if sys.platform == "linux" and os.uname().machine in ("x86_64", "aarch64"):
+            try:
+                import ctypes
+
+                _statfs = ctypes.CDLL(None, use_errno=True).statfs
+            except (OSError, AttributeError):
+                pass
+    if _statfs is False:
+        return None
+    import ctypes
+
+    buf = ctypes.create_string_buffer(256)  # struct statfs is 120 bytes on these platforms
+    if _statfs(os.fsencode(path), buf) != 0:
+        return None
+    return ctypes.c_long.from_buffer(buf).value
+
+
 def is_fuse(path: Path) -> bool:
     """True when `path` lies on a FUSE filesystem (gcsfuse, rclone, ...)."""
+    # statfs names the filesystem that really holds the path (bind mounts and symlinks included)
+    # in one system call; the mount table is read only where statfs cannot be asked.
+    magic = _fs_magic(path)
+    if magic is not None:
+        return magic == _FUSE_SUPER_MAGIC
     found = filesystem_of(path)
     return found is not None and found[1].startswith("fuse")
 

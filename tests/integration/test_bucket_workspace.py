@@ -126,3 +126,15 @@ def test_runs_on_a_bucket_mounted_workspace(bucket_mount, docker_client) -> None
     checks = {c["name"]: c for c in json.loads(doctor.stdout)["checks"]}
     assert "FUSE" in checks["mount"]["detail"]
     assert not checks["staging"]["ok"] and "SCOPERUN_WRITE_MODE=direct" in checks["staging"]["fix"]
+
+
+def test_is_fuse_knows_the_bucket_mount(bucket_mount) -> None:
+    """statfs (one system call) says FUSE for the mounted bucket and a folder in it, as the mount table does."""
+    from scoperun.mounts import _fs_magic, filesystem_of, is_fuse
+
+    mount, _ = bucket_mount
+    (mount / "projects").mkdir()
+    assert _fs_magic(mount) is not None  # asked by statfs, not the table
+    assert is_fuse(mount) and is_fuse(mount / "projects")
+    assert (filesystem_of(mount) or ("", ""))[1].startswith("fuse")
+    assert not is_fuse(mount.parent)

@@ -47,3 +47,24 @@ def test_an_overlay_shows_its_upper_folder_in_its_options(root: Path) -> None:
     found = [m for m in mount_table() or () if m.point == str(root / "merged")]
     assert [m.fstype for m in found] == ["overlay"] and f"upperdir={root / 'upper'}," in found[0].options + ","
     assert os.path.ismount(root / "merged")
+
+
+@pytest.mark.parametrize("name", ["plain", "tab\there"])
+def test_a_staging_areas_overlay_is_seen_mounted_and_then_unmounted(root: Path, name: str) -> None:
+    """is_mounted reads /proc/self/mounts itself: it sees the overlay of this upper (odd characters the kernel
+    escapes included), not that of another upper whose name starts the same, and not once it is unmounted."""
+    from scoperun.changes.overlay import StagingArea
+
+    area, other = StagingArea(root / name), StagingArea(root / f"{name}-other")
+    for a in (area, other):
+        for sub in ("lower", "upper", "work"):
+            (a.root / sub).mkdir(parents=True)
+    (root / "merged").mkdir()
+    assert not area.is_mounted()
+    slots.mount_overlay(f"lowerdir={other.root / 'lower'},upperdir={other.upper},workdir={other.work}", root / "merged")
+    assert other.is_mounted() and not area.is_mounted()
+    slots.unmount(root / "merged")
+    slots.mount_overlay(f"lowerdir={area.root / 'lower'},upperdir={area.upper},workdir={area.work}", root / "merged")
+    assert area.is_mounted() and not other.is_mounted()
+    slots.unmount(root / "merged")
+    assert not area.is_mounted()

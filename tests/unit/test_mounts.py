@@ -40,3 +40,20 @@ def test_mount_points_under_lists_deepest_first(tmp_path: Path) -> None:
     assert [len(p.parts) for p in under_proc] == sorted((len(p.parts) for p in under_proc), reverse=True)
     assert mount_points_under(tmp_path) == []
     assert Path("/") in mount_points_under("/")
+
+
+def test_is_fuse_by_statfs_agrees_with_the_mount_table(tmp_path: Path, monkeypatch) -> None:
+    """For every mount point statfs can reach, is_fuse says what the mount table's type says; where
+    statfs cannot be asked (a missing path), the table answers."""
+    import scoperun.mounts as mounts
+
+    for m in mount_table() or ():
+        point = Path(m.point)
+        if mounts._fs_magic(point) is None:
+            continue
+        fstype = (filesystem_of(point) or ("", ""))[1]
+        assert is_fuse(point) == fstype.startswith("fuse"), m
+    assert mounts._fs_magic(tmp_path / "missing") is None and not is_fuse(tmp_path / "missing")
+    monkeypatch.setattr(mounts, "filesystem_of", lambda path: ("/x", "fuse.rclone"))
+    assert is_fuse(tmp_path / "missing")  # the table's answer
+    assert not is_fuse(tmp_path)  # statfs's answer wins where it can be asked

@@ -122,21 +122,61 @@ class ReindexReport:
     seconds: float = 0.0
 
 
+_KEPT_PER_THREAD = 4  # index connections a thread keeps open (least recently used closed first)
+_connections = threading.local()
+
+
+def _held() -> dict[tuple[str, str], tuple[sqlite3.Connection, int, tuple[int, int] | None]]:
+    """This thread's open index connections: (index file, audit folder) -> (connection, pid, file identity)."""
+    held: dict[tuple[str, str], tuple[sqlite3.Connection, int, tuple[int, int] | None]] | None = getattr(
+        _connections, "held", None)
+    if held is None:
+        held = _connections.held = {}
+    return held
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _close_quietly(conn: sqlite3.Connection) -> None:
+    try:
+        conn.close()
+    except sqlite3.Error:
+        pass
+
+
 class AuditIndex:
     """The SQLite index of one audit folder; safe to share between threads and processes."""
 
     def __init__(self, path: Path, audit_dir: Path) -> None:
         self.path = Path(path)
         self.audit_dir = Path(audit_dir)
-        self._local = threading.local()
+        self._key = (str(self.path), str(self.audit_dir))
 
     # -- connection ---------------------------------------------------------------------------
 
     def connect(self) -> sqlite3.Connection:
-        """This thread's connection (schema made, folder checked), opened on first use."""
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is not None:
-            return conn
+        """This thread's connection (schema made, folder checked), opened on first use.
+
+        Kept per thread and index file across `AuditIndex` objects (each run makes one), so a run
+        does not pay for opening, configuring and checking a connection; a file replaced or
+        removed since, or a forked process, gets a new one.
+        """
+        held = _held()
+        found = held.get(self._key)
+        if found is not None:
+            conn, pid, ident = found
+            if pid == os.getpid() and _identity(self.path) == ident:
+                held[self._key] = held.pop(self._key)  # most recently used last
+                return conn
+            del held[self._key]
+            if pid == os.getpid():
+                _close_quietly(conn)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
@@ -151,7 +191,12 @@ class AuditIndex:
         except OSError as exc:
             raise AuditError(f"cannot create the audit index folder {self.path.parent} ({exc.strerror}). "
                              f"Set SCOPERUN_STATE_DIR or SCOPERUN_INDEX_PATH to a writable place.") from None
-        self._local.conn = conn
+        held[self._key] = (conn, os.getpid(), _identity(self.path))
+        while len(held) > _KEPT_PER_THREAD:  # e.g. a test session's many workspaces
+            oldest = next(iter(held))
+            old_conn, old_pid, _ = held.pop(oldest)
+            if old_pid == os.getpid():
+                _close_quietly(old_conn)
         return conn
 
     def _check_owner(self, conn: sqlite3.Connection) -> None:
@@ -169,11 +214,10 @@ class AuditIndex:
         conn.execute("COMMIT")
 
     def close(self) -> None:
-        """Close this thread's connection."""
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+        """Close this thread's connection (the next use opens a new one)."""
+        found = _held().pop(self._key, None)
+        if found is not None and found[1] == os.getpid():
+            found[0].close()
 
     # -- writes -------------------------------------------------------------------------------
 

@@ -34,6 +34,7 @@ __all__ = ["OVERLAY_OPTIONS", "StagingArea", "read_upper"]
 OVERLAY_OPTIONS = "redirect_dir=off,metacopy=off,index=off"
 _OPAQUE = "trusted.overlay.opaque"
 _UNSAFE_IN_OPTIONS = set(",:\\\n= ")
+_ESCAPED_IN_OPTIONS = frozenset(b", \t\n\\")
 
 
 @dataclass(frozen=True)
@@ -89,8 +90,16 @@ class StagingArea:
 
     def is_mounted(self) -> bool:
         """True while an overlay with this upper layer is mounted (in our mount namespace)."""
-        needle = f"upperdir={self.upper},"
-        return any(needle in m.options + "," for m in mount_table() or ())
+        try:
+            with open("/proc/self/mounts", "rb") as fh:
+                table = fh.read()
+        except OSError:  # no procfs here: psutil finds the table where it can
+            needle = f"upperdir={self.upper},"
+            return any(needle in m.options + "," for m in mount_table() or ())
+        # The kernel shows option values with , space tab newline and backslash as octal escapes.
+        shown = b"upperdir=" + b"".join(b"\\%03o" % c if c in _ESCAPED_IN_OPTIONS else bytes([c])
+                                        for c in os.fsencode(self.upper))
+        return shown + b"," in table or shown + b" " in table
 
 
 def _is_whiteout(st: os.stat_result) -> bool:

@@ -10,19 +10,19 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 from scoperun.changes.safefs import CaseRoot
 from scoperun.changeset import Change, ChangeAction, EntryType, StatKey, encode_name
-from scoperun.fswalk import WalkReport, walk
+from scoperun.fswalk import WalkEntry, WalkReport, walk
 
 __all__ = ["Entry", "Listing", "diff_listings", "entry_from_stat", "scan"]
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One path of a listing."""
+class Entry(NamedTuple):
+    """One path of a listing (a named tuple: a listing makes one per path, and a tuple is made fast)."""
 
     type: EntryType
     size: int
@@ -59,14 +59,19 @@ def entry_from_stat(st: os.stat_result, target: bytes | None = None) -> Entry:
                  stat.S_IMODE(st.st_mode), target)
 
 
-def scan(root: Path, report: WalkReport | None = None, *, deadline: float | None = None) -> Listing:
+def scan(root: Path, report: WalkReport | None = None, *, deadline: float | None = None,
+         visit: Callable[[WalkEntry, WalkReport], None] | None = None) -> Listing:
     """Every path below `root` (not `root` itself), by lstat; symlinks are listed, not entered.
 
     The walk goes by directory descriptors (no recursion, no long paths); entries it could not
-    read are noted in `report` (a listing with problems is incomplete).
+    read are noted in `report` (a listing with problems is incomplete). `visit(entry, report)`
+    sees every entry of the walk too (another reader of the same walk, e.g. the hazard scan).
     """
     listing: Listing = {}
+    report = report if report is not None else WalkReport()
     for e in walk(os.fspath(root), report, deadline=deadline):
+        if visit is not None:
+            visit(e, report)
         target = None
         if stat.S_ISLNK(e.st.st_mode):
             try:

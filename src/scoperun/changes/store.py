@@ -87,10 +87,10 @@ def area_for(settings: Settings, execution_id: str) -> StagingArea:
     return StagingArea(staging_root(settings) / _check_id(execution_id))
 
 
-def save_state(area: StagingArea, state: StagingState) -> None:
-    """Persist a staging folder's state."""
+def save_state(area: StagingArea, state: StagingState, *, durable: bool = True) -> None:
+    """Persist a staging folder's state (`durable=False`: no fsync, for a state a crash may lose)."""
     state.updated_at = now()
-    write_json_atomic(area.state_file, state)
+    write_json_atomic(area.state_file, state, durable=durable)
 
 
 def load_state(settings: Settings, execution_id: str) -> tuple[StagingArea, StagingState] | None:

@@ -18,10 +18,10 @@ from scoperun.changeset import ChangeSet, ChangeSetStatus, compute_totals, summa
 from scoperun.config import Settings, parse_memory
 from scoperun.engine.base import BindMount, OverlayMount
 from scoperun.errors import ChangesError, ScopeRunError
-from scoperun.fswalk import WalkReport, display_path, remove_tree
+from scoperun.fswalk import WalkEntry, WalkReport, display_path, remove_tree
 from scoperun.models import Hazard, HazardKind, Status
 
-__all__ = ["CaseTracker", "begin_tracking", "setid_hazards"]
+__all__ = ["CaseTracker", "WalkObserver", "begin_tracking", "setid_hazards"]
 
 
 def setid_hazards(cs: ChangeSet | None) -> list[Hazard]:
@@ -44,6 +44,19 @@ def setid_hazards(cs: ChangeSet | None) -> list[Hazard]:
 Decide = Callable[[ChangeSet], None]
 
 
+class WalkObserver(Protocol):
+    """Another reader of a tracker's walk of the whole case after the run (the hazard scan), so the
+    case is walked once for both; a tracker that walks no such thing never calls it."""
+
+    def visit(self, entry: WalkEntry, walked: WalkReport) -> None:
+        """One entry of the walk (`walked`: the walk's report so far)."""
+        ...
+
+    def walk_ended(self, walked: WalkReport) -> None:
+        """The walk is over, whole or cut short as `walked` says (not called when it failed)."""
+        ...
+
+
 class CaseTracker(Protocol):
     """Mounts the case for one run and reports what the run changed."""
 
@@ -57,12 +70,22 @@ class CaseTracker(Protocol):
         """Just before the container starts: note what the case holds."""
         ...
 
-    def finish(self, status: Status, decide: Decide | None = None) -> ChangeSet | None:
+    def finish(self, status: Status, decide: Decide | None = None,
+               observer: WalkObserver | None = None) -> ChangeSet | None:
         """After the run: the change set (applied or kept by policy).
 
         `decide(change_set)` is called just before anything reaches the case and must make the
         decision durable (the audit trail); if it raises, nothing is applied. OSError and
-        ScopeRunError end in a change set whose note says what happened.
+        ScopeRunError end in a change set whose note says what happened. `observer` sees the
+        tracker's walk of the case after the run, if it makes one (direct mode).
+        """
+        ...
+
+    def tidy(self) -> None:
+        """After `finish`: remove what the run no longer needs (a staging folder that holds nothing).
+
+        Never raises; may run on a helper thread while the record is written, and ends before the
+        run's result is returned.
         """
         ...
 
@@ -86,8 +109,11 @@ class _ReadOnly:
     def start(self) -> None:
         pass
 
-    def finish(self, status: Status, decide: Decide | None = None) -> None:
+    def finish(self, status: Status, decide: Decide | None = None, observer: WalkObserver | None = None) -> None:
         return None
+
+    def tidy(self) -> None:
+        pass
 
 
 def _walk_problem(report: WalkReport, what: str) -> str:
@@ -115,13 +141,16 @@ class _Direct:
     def mount(self, target: str) -> BindMount:
         return BindMount(self.case_dir, target, read_only=False)
 
-    def finish(self, status: Status, decide: Decide | None = None) -> ChangeSet:
+    def finish(self, status: Status, decide: Decide | None = None, observer: WalkObserver | None = None) -> ChangeSet:
         cs = ChangeSet(execution_id=self.execution_id, case=self.case, mode="direct", status=ChangeSetStatus.RECORDED,
                        note="written in place (direct mode): recorded, no undo")
         after_report = WalkReport()
         try:
             with CaseRoot(self.case_dir) as root:
-                after = scan(self.case_dir, after_report, deadline=time.monotonic() + self.budget)
+                after = scan(self.case_dir, after_report, deadline=time.monotonic() + self.budget,
+                             visit=observer.visit if observer is not None else None)
+                if observer is not None:
+                    observer.walk_ended(after_report)
                 cs.entries = diff_listings(self.before, after, root)
         except (OSError, ScopeRunError) as exc:
             cs.note = f"the change set could not be computed ({exc})"
@@ -132,6 +161,9 @@ class _Direct:
         if not cs.entries and not cs.note.startswith("the change set"):
             cs.status = ChangeSetStatus.EMPTY
         return _finalise(cs)
+
+    def tidy(self) -> None:
+        pass
 
 
 @dataclass
@@ -152,10 +184,13 @@ class _Staged:
         self.area = StagingArea.create(staging_root(self.settings), self.execution_id, self.case_dir,
                                        uid=int(uid), gid=int(gid or uid))
         self.listing: Listing = {}
+        self._empty = False  # the run changed nothing: `tidy` removes the staging folder
         self.state = StagingState(execution_id=self.execution_id, case=self.case, case_dir=str(self.case_dir),
                                   workspace=str(self.workspace_root), uid=int(uid), gid=int(gid or uid),
                                   phase="running", created_at=now(), updated_at=now())
-        save_state(self.area, self.state)
+        # Not fsynced: a crash loses the run, and `gc_staging` treats a folder whose state is missing
+        # or unreadable as a run that died 'running'. Each state a person may act on is fsynced.
+        save_state(self.area, self.state, durable=False)
 
     def start(self) -> None:
         self.listing_report = WalkReport()
@@ -165,7 +200,7 @@ class _Staged:
         return OverlayMount(lower=self.case_dir, upper=self.area.upper, work=self.area.work, target=target,
                             options=self.area.volume_options())
 
-    def finish(self, status: Status, decide: Decide | None = None) -> ChangeSet:
+    def finish(self, status: Status, decide: Decide | None = None, observer: WalkObserver | None = None) -> ChangeSet:
         cs = ChangeSet(execution_id=self.execution_id, case=self.case, mode="staged", status=ChangeSetStatus.STAGED)
         deadline = time.monotonic() + self.settings.post_run_budget
         upper_report = WalkReport()
@@ -184,7 +219,7 @@ class _Staged:
             return cs
         if not cs.entries and upper_report.complete:
             cs.status, cs.note = ChangeSetStatus.EMPTY, "the run changed nothing"
-            remove_tree(self.area.root, ignore_errors=True)
+            self._empty = True  # its staging folder goes in `tidy`, off the run's path
             return cs
         cs.complete = upper_report.complete and self.listing_report.complete
         self.state.phase, self.state.change_set = cs.status.value, cs
@@ -214,6 +249,11 @@ class _Staged:
             self.state.change_set = cs
             save_state(self.area, self.state)
         return cs
+
+    def tidy(self) -> None:
+        # A crash before this leaves a folder whose state says 'running': gc_staging removes it.
+        if self._empty:
+            remove_tree(self.area.root, ignore_errors=True)
 
     def _held(self, cs: ChangeSet, upper_report: WalkReport, deadline: float) -> str | None:
         """Why this change set must wait for a person rather than be applied by policy, or None."""

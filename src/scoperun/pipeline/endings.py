@@ -10,6 +10,7 @@ import stat
 import time
 from concurrent.futures import Future
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from scoperun.audit.log import keep_full_output
 from scoperun.changeset import ChangeSet
@@ -20,6 +21,10 @@ from scoperun.pipeline.context import RunContext, ScriptFacts, _now
 from scoperun.pipeline.preparation import Prepared, Refused
 from scoperun.pipeline.records import _result, _write_final, alongside, write_record
 from scoperun.safety.redaction import Redactor
+
+if TYPE_CHECKING:
+    from scoperun.changes.tracker import WalkObserver
+    from scoperun.safety.hazards import HazardScanner
 
 __all__ = ["cancelled_before_start", "finish", "finish_error", "refuse"]
 
@@ -38,6 +43,7 @@ def finish_error(ctx: RunContext, prepared: Prepared, message: str, queue_wait: 
     message = _explain_start_failure(ctx, prepared, message)
     try:
         changes, _ = _settle_changes(ctx, prepared, Status.ERROR)
+        prepared.tracker.tidy()
     except Exception as exc:
         changes, message = None, f"{message}; the changes could not be settled ({type(exc).__name__}: {exc})"
     result = _result(ctx, prepared.facts, Status.ERROR, message=message, finished=True, queue_wait=queue_wait,
@@ -115,8 +121,26 @@ def _keep_outputs(ctx: RunContext, outcome: RunOutcome, redactor: Redactor) -> t
 def _settle_and_record(ctx: RunContext, prepared: Prepared, outcome: RunOutcome, queue_wait: float, t_finish: float,
                        status: Status, message: str, stop: str | None, stdout: OutputCapture, stderr: OutputCapture,
                        keeping: Future[tuple[str | None, str | None]]) -> ExecutionResult:
-    # Staged runs apply first (the decision recorded before), so the scan sees what landed.
-    changes, full = _settle_changes(ctx, prepared, status)
+    # Staged runs apply first (the decision recorded before), so the scan sees what landed. A direct
+    # run's listing after it is a walk of the whole case: the hazard scan reads the same walk.
+    scanner = _direct_scanner(ctx, prepared)
+    changes, full = _settle_changes(ctx, prepared, status, observer=scanner)
+    # A staged run's empty staging folder is removed while the hazards are scanned and the record written.
+    tidying = alongside(prepared.tracker.tidy) if ctx.write_mode == "staged" else None
+    try:
+        return _scan_and_record(ctx, prepared, outcome, queue_wait, t_finish, status, message, stop, stdout, stderr,
+                                keeping, changes, full, scanner)
+    finally:
+        if tidying is not None:
+            tidying.result()
+        else:
+            prepared.tracker.tidy()
+
+
+def _scan_and_record(ctx: RunContext, prepared: Prepared, outcome: RunOutcome, queue_wait: float, t_finish: float,
+                     status: Status, message: str, stop: str | None, stdout: OutputCapture, stderr: OutputCapture,
+                     keeping: Future[tuple[str | None, str | None]], changes: ChangeSet | None,
+                     full: ChangeSet | None, scanner: HazardScanner | None) -> ExecutionResult:
     if status is Status.FAILED and stop is None and ctx.program and ctx.program.explain_failure:
         message = ctx.program.explain_failure(outcome) or message  # reads what the run left
     # Hazards on paths this run changed are its own; the rest were there before (unknown: neither).
@@ -125,7 +149,10 @@ def _settle_and_record(ctx: RunContext, prepared: Prepared, outcome: RunOutcome,
         changed = None
     if ctx.write_mode == "read-only":
         changed = set()  # a read-only run cannot have left anything
-    hazards = _scan_hazards(ctx, prepared.case_dir, changed, deadline=t_finish + ctx.settings.post_run_budget)
+    if scanner is not None and scanner.walked is not None:
+        hazards = scanner.report(changed).as_list()
+    else:  # no walk of the case served it (or that walk failed): a walk of its own
+        hazards = _scan_hazards(ctx, prepared.case_dir, changed, deadline=t_finish + ctx.settings.post_run_budget)
     if full is not None:
         from scoperun.changes.tracker import setid_hazards
 
@@ -199,7 +226,8 @@ def _judge(ctx: RunContext, outcome: RunOutcome) -> tuple[Status, str]:
     return Status.FAILED, f"the script exited with code {outcome.exit_code}"
 
 
-def _settle_changes(ctx: RunContext, prepared: Prepared, status: Status) -> tuple[ChangeSet | None, ChangeSet | None]:
+def _settle_changes(ctx: RunContext, prepared: Prepared, status: Status,
+                    observer: WalkObserver | None = None) -> tuple[ChangeSet | None, ChangeSet | None]:
     """Apply or keep the run's changes by policy: (redacted copy capped for the record, full change set).
 
     The decision to apply is written to the audit trail (a 'running' record with an event)
@@ -218,10 +246,19 @@ def _settle_changes(ctx: RunContext, prepared: Prepared, status: Status) -> tupl
             tracker.events.remove(event)
             raise
 
-    cs = tracker.finish(status, decide)
+    cs = tracker.finish(status, decide, observer)
     if cs is None:
         return None, None
     return ctx.redactor.redact_changes(cs.capped(ctx.settings.changes_record_cap)), cs
+
+
+def _direct_scanner(ctx: RunContext, prepared: Prepared) -> HazardScanner | None:
+    """A hazard scan fed by the direct tracker's walk of the case after the run (None: not direct)."""
+    if ctx.write_mode != "direct":
+        return None
+    from scoperun.safety.hazards import HazardScanner
+
+    return HazardScanner(prepared.case_dir, limit=ctx.settings.hazard_scan_limit)
 
 
 def _scan_hazards(ctx: RunContext, case_dir: Path, changed: set[bytes] | None, *,

@@ -27,12 +27,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scoperun.fswalk import WalkReport, display_path, walk
+from scoperun.fswalk import WalkEntry, WalkReport, display_path, walk
 from scoperun.models import Hazard, HazardKind
 
-__all__ = ["Hazard", "HazardKind", "HazardReport", "display_path", "scan_case", "walk_no_follow"]
+__all__ = ["Hazard", "HazardKind", "HazardReport", "HazardScanner", "display_path", "scan_case", "walk_no_follow"]
 
 MAX_REPORTED = 50  # hazards kept in a result; the total is still counted
+_SETID = stat.S_ISUID | stat.S_ISGID
 
 
 @dataclass
@@ -126,57 +127,99 @@ def scan_case(case_dir: Path, *, limit: int = 200_000, neutralise: bool = True,
     `changed`: the raw paths of this run's change set, to mark hazards it introduced. One entry
     that cannot be examined is reported as `unscanned` and the scan goes on.
     """
-    report = HazardReport()
-    root = os.fsencode(case_dir)
-    real_root = os.fsencode(os.path.realpath(case_dir))
-    links_in_case: dict[tuple[int, int], int] = {}
-    multi_linked: list[tuple[bytes, os.stat_result]] = []
+    scanner = HazardScanner(case_dir, limit=limit, neutralise=neutralise)
     walked = WalkReport()
-    for e in walk(root, walked, limit=limit, deadline=deadline):
+    for e in walk(scanner.root, walked, limit=limit, deadline=deadline):
+        scanner.visit(e)
+    scanner.walk_ended(walked)
+    return scanner.report(changed)
+
+
+class HazardScanner:
+    """The hazard scan of one case, fed by a walk someone else drives (`scan_case`, or the direct
+    tracker's listing after a run: one walk serves both): `visit` each entry, `walk_ended`, `report`.
+
+    Only the first `limit` entries are examined; past them the report says the scan was cut short.
+    """
+
+    def __init__(self, case_dir: Path, *, limit: int = 200_000, neutralise: bool = True) -> None:
+        self.root = os.fsencode(case_dir)
+        self.real_root = os.fsencode(os.path.realpath(case_dir))
+        self.limit = limit
+        self.neutralise = neutralise
+        self.result = HazardReport()
+        self.walked: WalkReport | None = None  # set by walk_ended: the walk's problems, as of the limit
+        self._links_in_case: dict[tuple[int, int], int] = {}
+        self._multi_linked: list[tuple[bytes, os.stat_result]] = []
+        self._past_limit = False
+        self._at_limit: tuple[list[tuple[bytes, str]], int] | None = None  # the walk's problems then
+
+    def visit(self, e: WalkEntry, walked: WalkReport | None = None) -> None:
+        """Examine one entry of the walk (`walked`: that walk's report, to know its problems at the limit)."""
+        report = self.result
+        if report.entries >= self.limit:
+            self._past_limit = True
+            return
         report.entries += 1
-        mode, rel, shown = e.st.st_mode, e.rel, display_path(e.rel)
+        if report.entries == self.limit and walked is not None:
+            self._at_limit = (list(walked.problems), walked.count)
+        st = e.st
+        mode, rel = st.st_mode, e.rel
+        if stat.S_ISDIR(mode) or (stat.S_ISREG(mode) and not mode & _SETID and st.st_nlink == 1):
+            return  # the common case, decided without a name to show
+        shown = display_path(rel)
         try:
             if stat.S_ISLNK(mode):
                 target = e.readlink()
-                if _leaves_case(root, real_root, rel, target):
+                if _leaves_case(self.root, self.real_root, rel, target):
                     report.add(_hazard("symlink-outside", shown, "symlink leading out of the case; host code must "
                                       "not follow it", target=display_path(target)), rel)
             elif stat.S_ISREG(mode):
                 setid: tuple[tuple[int, HazardKind], ...] = ((stat.S_ISUID, "setuid"), (stat.S_ISGID, "setgid"))
                 for bit, kind in setid:
                     if mode & bit:
-                        done = neutralise and _neutralise_setid(e.dir_fd, e.name, e.st)
+                        done = self.neutralise and _neutralise_setid(e.dir_fd, e.name, st)
                         report.add(_hazard(kind, shown, f"{kind} file (mode {stat.S_IMODE(mode):o})"
                                           + ("; bit removed" if done else "; bit NOT removed"), neutralised=done),
                                    rel)
-                if e.st.st_nlink > 1:
-                    key = (e.st.st_dev, e.st.st_ino)
-                    links_in_case[key] = links_in_case.get(key, 0) + 1
-                    multi_linked.append((rel, e.st))
+                if st.st_nlink > 1:
+                    key = (st.st_dev, st.st_ino)
+                    self._links_in_case[key] = self._links_in_case.get(key, 0) + 1
+                    self._multi_linked.append((rel, st))
             elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-                report.add(_hazard("device", shown, f"device file ({os.major(e.st.st_rdev)}:"
-                                  f"{os.minor(e.st.st_rdev)})"), rel)
+                report.add(_hazard("device", shown, f"device file ({os.major(st.st_rdev)}:"
+                                  f"{os.minor(st.st_rdev)})"), rel)
             elif stat.S_ISFIFO(mode):
                 report.add(_hazard("fifo", shown, "named pipe: a host reader would block on it"), rel)
             elif stat.S_ISSOCK(mode):
                 report.add(_hazard("socket", shown, "unix socket"), rel)
         except (OSError, ValueError) as exc:  # one bad entry never ends the scan
             report.add(_hazard("unscanned", shown, f"could not be examined ({exc}); skipped"), rel)
-    stopped = [p for p in walked.problems if p[1].startswith("walk stopped")]
-    for rel, why in walked.problems:
-        if why.startswith("walk stopped: time"):
-            report.add(_hazard("unscanned", "", f"hazard scan cut short ({why.removeprefix('walk stopped: ')}); "
-                              f"later entries were not checked"))
-        elif not why.startswith("walk stopped"):
-            report.add(_hazard("unscanned", display_path(rel), f"{why}; skipped"), rel)
-    report.total += walked.count - len(walked.problems)  # problems past the kept ones: counted, not listed
-    report.truncated = bool(stopped) or report.entries >= limit
-    for rel, st in multi_linked:
-        outside = st.st_nlink - links_in_case[(st.st_dev, st.st_ino)]
-        report.add(_hazard("hardlink", display_path(rel),
-                          f"{st.st_nlink} hard links, {outside} of them outside the case"
-                          + (" (writes here change a file elsewhere)" if outside else ""),
-                          outside_links=outside), rel)
-    if changed is not None:
-        report.mark_introduced(changed)
-    return report
+
+    def walk_ended(self, walked: WalkReport) -> None:
+        """The walk that fed `visit` is over (all of it, or cut short as `walked` says)."""
+        self.walked = walked
+
+    def report(self, changed: set[bytes] | None = None) -> HazardReport:
+        """The hazards found (`changed`: this run's change set, to mark what it introduced)."""
+        assert self.walked is not None, "report() before walk_ended()"
+        report = self.result
+        problems, count = self._at_limit or (self.walked.problems, self.walked.count)
+        stopped = [p for p in problems if p[1].startswith("walk stopped")]
+        for rel, why in problems:
+            if why.startswith("walk stopped: time"):
+                report.add(_hazard("unscanned", "", f"hazard scan cut short ({why.removeprefix('walk stopped: ')}); "
+                                  f"later entries were not checked"))
+            elif not why.startswith("walk stopped"):
+                report.add(_hazard("unscanned", display_path(rel), f"{why}; skipped"), rel)
+        report.total += count - len(problems)  # problems past the kept ones: counted, not listed
+        report.truncated = bool(stopped) or self._past_limit or report.entries >= self.limit
+        for rel, st in self._multi_linked:
+            outside = st.st_nlink - self._links_in_case[(st.st_dev, st.st_ino)]
+            report.add(_hazard("hardlink", display_path(rel),
+                              f"{st.st_nlink} hard links, {outside} of them outside the case"
+                              + (" (writes here change a file elsewhere)" if outside else ""),
+                              outside_links=outside), rel)
+        if changed is not None:
+            report.mark_introduced(changed)
+        return report
