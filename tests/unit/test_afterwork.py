@@ -50,8 +50,8 @@ class _Recorder:
     def close(self, sock: object) -> None:
         self.closed.append(sock)
 
-    def confirm(self, ended: list[tuple[str, bool]]) -> None:
-        self.confirmed.append([f"{cid}{'' if removes_itself else '!'}" for cid, removes_itself in ended])
+    def confirm(self, ids: list[str]) -> None:
+        self.confirmed.append(list(ids))
 
 
 def test_used_containers_are_ended_together_in_the_lull() -> None:
@@ -59,13 +59,13 @@ def test_used_containers_are_ended_together_in_the_lull() -> None:
     lull, rec = Lull(), _Recorder()
     used = UsedContainers(lull, rec.close, rec.confirm)
     lull.begin()
-    used.add("a", "sock-a", removes_itself=True)
-    used.add("b", "sock-b", removes_itself=False)
+    used.add("a", "sock-a")
+    used.add("b", "sock-b")
     time.sleep(0.3)
     assert rec.closed == [] and used.held() == 2
     lull.end()
     assert used.settle(10)
-    assert rec.closed == ["sock-a", "sock-b"] and rec.confirmed == [["a", "b!"]]  # b: removed by scoperun
+    assert rec.closed == ["sock-a", "sock-b"] and rec.confirmed == [["a", "b"]]
     assert used.held() == 0
     used.close()
 
@@ -76,7 +76,7 @@ def test_too_many_held_are_ended_without_a_lull() -> None:
     used = UsedContainers(lull, rec.close, rec.confirm, most_held=3)
     lull.begin()
     for name in "abc":
-        used.add(name, name, removes_itself=True)
+        used.add(name, name)
     assert used.settle(5), "three held (the bound) were not ended while a run was in flight"
     assert sorted(x for batch in rec.confirmed for x in batch) == ["a", "b", "c"]
     used.close()
@@ -87,7 +87,7 @@ def test_close_ends_everything_held_at_once() -> None:
     lull, rec = Lull(), _Recorder()
     used = UsedContainers(lull, rec.close, rec.confirm)
     lull.begin()
-    used.add("a", "sock-a", removes_itself=True)
+    used.add("a", "sock-a")
     t = time.monotonic()
     used.close()
     assert time.monotonic() - t < 2
@@ -98,10 +98,10 @@ def test_a_failing_confirm_does_not_lose_the_count() -> None:
     """If confirming fails, the batch no longer counts as held (settle does not hang)."""
     lull = Lull()
 
-    def boom(ended: list[tuple[str, bool]]) -> None:
+    def boom(ids: list[str]) -> None:
         raise RuntimeError("engine gone")
 
     used = UsedContainers(lull, lambda sock: None, boom)
-    used.add("a", None, removes_itself=True)
+    used.add("a", None)
     assert used.settle(5)
     used.close()

@@ -66,32 +66,29 @@ class Lull:
 
 
 class UsedContainers:
-    """Containers that served their run, ended together in the next lull.
+    """Pooled containers that served their run, ended together in the next lull.
 
     Ending one is closing its attach socket: the container was made with StdinOnce, so its launcher
-    reads EOF and exits. A pooled one is then removed by the engine (AutoRemove): `confirm` waits
-    for the engine to say it is gone and force-removes it if not; a fresh one `confirm` removes.
+    reads EOF and exits, and the engine removes the container (AutoRemove). `confirm` then waits
+    for the engine to say it is gone and force-removes it if not.
     """
 
-    def __init__(self, lull: Lull, close: Callable[[Any], None], confirm: Callable[[list[tuple[str, bool]]], None],
+    def __init__(self, lull: Lull, close: Callable[[Any], None], confirm: Callable[[list[str]], None],
                  *, most_held: int = 32) -> None:
         self._lull = lull
         self._close = close
         self._confirm = confirm
         self._most_held = most_held
         self._lock = threading.Condition()
-        self._held: list[tuple[str, Any, bool]] = []
+        self._held: list[tuple[str, Any]] = []
         self._ending = 0
         self._thread: threading.Thread | None = None
         self._stopping = False
 
-    def add(self, container_id: str, sock: Any, *, removes_itself: bool) -> None:
-        """Hold a used container until the next lull (too many held: end them now).
-
-        `removes_itself`: made with AutoRemove (a pooled one), so ending it is enough.
-        """
+    def add(self, container_id: str, sock: Any) -> None:
+        """Hold a used container until the next lull (too many held: end them now)."""
         with self._lock:
-            self._held.append((container_id, sock, removes_itself))
+            self._held.append((container_id, sock))
             self._lock.notify_all()
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._loop, name="scoperun-used", daemon=True)
@@ -126,7 +123,7 @@ class UsedContainers:
             self._stopping = False
             self._thread = None
 
-    def _take(self) -> list[tuple[str, Any, bool]]:
+    def _take(self) -> list[tuple[str, Any]]:
         with self._lock:
             batch, self._held = self._held, []
             self._ending += len(batch)
@@ -146,14 +143,14 @@ class UsedContainers:
         with self._lock:
             return self._stopping or len(self._held) >= self._most_held
 
-    def _end(self, batch: list[tuple[str, Any, bool]]) -> None:
+    def _end(self, batch: list[tuple[str, Any]]) -> None:
         if not batch:
             return
         try:
             # All sockets first, so the kernel tears the namespaces down in one batch.
-            for _, sock, _ in batch:
+            for _, sock in batch:
                 self._close(sock)
-            self._confirm([(container_id, removes_itself) for container_id, _, removes_itself in batch])
+            self._confirm([container_id for container_id, _ in batch])
         except Exception:
             pass  # e.g. the engine went away: what is left carries its labels and deadline, and `gc` removes it
         finally:

@@ -50,8 +50,7 @@ class DockerBackend(DockerHousekeeping):
         self._pending: set[Any] = set()
         self._images: dict[str, tuple[float, dict[str, Any]]] = {}
         self.lull = Lull()  # runs in flight: the pool's replacements and used containers' ends wait for a lull
-        # Used containers ended in lulls; none when removals must be inline (then each goes right after its run).
-        self.used = UsedContainers(self.lull, close_attach_socket, self._confirm_removed) if remove_in_background else None
+        self.used = UsedContainers(self.lull, close_attach_socket, self._confirm_removed)
         self.pool: WarmPool | Prestarter | None = None
         if pool is not None and pool.size > 0:
             from scoperun.engine.prestart import warm_pool
@@ -169,7 +168,7 @@ class DockerBackend(DockerHousekeeping):
         deadline = time.monotonic() + timeout
         if self.pool is not None and not self.pool.settle(timeout):
             return False
-        if self.used is not None and not self.used.settle(max(0.0, deadline - time.monotonic())):
+        if not self.used.settle(max(0.0, deadline - time.monotonic())):
             return False
         for removal in list(self._pending):
             try:
@@ -286,8 +285,7 @@ class DockerBackend(DockerHousekeeping):
 
     def close(self) -> None:
         """End used pooled containers, remove the warm pool, wait for background removals, drop the client."""
-        if self.used is not None:
-            self.used.close()
+        self.used.close()
         if self.pool is not None:
             self.pool.close()
         self._reaper.shutdown(wait=True)
@@ -410,24 +408,20 @@ class DockerBackend(DockerHousekeeping):
             "tty": False,
         }
 
-    def _confirm_removed(self, ended: list[tuple[str, bool]]) -> None:
-        """Make sure ended containers are gone: wait for those that remove themselves (pooled), remove
-        the others (fresh); force-remove any the engine does not confirm."""
+    def _confirm_removed(self, container_ids: list[str]) -> None:
+        """Wait for ended pooled containers to be gone (they remove themselves); force-remove any left."""
         from docker.errors import DockerException, NotFound
         from requests.exceptions import ConnectionError as RequestsConnectionError
         from requests.exceptions import ReadTimeout
 
-        for container_id, removes_itself in ended:
-            if removes_itself:
-                try:
-                    self.client.api.wait(container_id, timeout=10, condition="removed")
-                    continue
-                except NotFound:
-                    continue  # gone already
-                except (ReadTimeout, RequestsConnectionError, DockerException):
-                    pass
-            if not self._remove(container_id):
-                self._track(self._reaper.submit(self._remove_later, container_id, {}))
+        for container_id in container_ids:
+            try:
+                self.client.api.wait(container_id, timeout=10, condition="removed")
+            except NotFound:
+                continue  # gone already
+            except (ReadTimeout, RequestsConnectionError, DockerException):
+                if not self._remove(container_id):
+                    self._track(self._reaper.submit(self._remove_later, container_id, {}))
 
     def _remove(self, container_id: str, patience: float = 1.5) -> bool:
         """Force-remove a container, retrying for `patience` seconds; True once it is gone."""

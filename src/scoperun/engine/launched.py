@@ -156,7 +156,7 @@ def apply_end(outcome: RunOutcome, end: dict[str, Any]) -> None:
 
 _LAUNCHER_GRACE = 5.0  # seconds past the timeout before the host stops waiting for the launcher's end line
 _JUDGE_PATIENCE = 30.0  # seconds the engine may take to report the exit when the end line is missing
-_LINGER = 600.0  # seconds a used container's launcher waits to be ended (its host forgot it: it exits)
+_LINGER = 600.0  # seconds a used pooled container's launcher waits to be ended (its host forgot it: it exits)
 
 
 class LaunchedRun:
@@ -184,13 +184,8 @@ class LaunchedRun:
 
     def send(self) -> None:
         """Hand the launcher its request (argv, environment with the secrets, folder, timeout, tag)."""
-        _raw(self.sock).sendall(request_line(self.spec, self.tag, _LINGER if self._end_later else 0))
-
-    @property
-    def _end_later(self) -> bool:
-        """Whether the container, once its run is over, waits to be ended in a lull (not with staging
-        volumes: those go right after the container, before the run's changes are read)."""
-        return getattr(self.backend, "used", None) is not None and not self.volumes
+        linger = _LINGER if self.pooled and getattr(self.backend, "used", None) is not None else 0
+        _raw(self.sock).sendall(request_line(self.spec, self.tag, linger))
 
     def kill(self) -> None:
         """SIGKILL the container now; `wait` then returns (exit code 137, from the engine)."""
@@ -238,10 +233,11 @@ class LaunchedRun:
             if not removed_inline:
                 if self.after is not None:
                     self.after()
-                if self._end_later and outcome.error is None:
-                    # Only its launcher is left (it killed every process of the run; a pooled slot's case
-                    # is being unmounted): ended in the next lull, with others, off the cores runs need.
-                    self.backend.used.add(self.container_id, self.sock, removes_itself=self.pooled)
+                used = getattr(self.backend, "used", None)
+                if self.pooled and used is not None and outcome.error is None:
+                    # Only its launcher is left (it killed every process of the run, the case is being
+                    # unmounted): ended in the next lull, with others, off the cores runs need now.
+                    used.add(self.container_id, self.sock)
                 else:
                     self._close_socket()
                     outcome.removal = self.backend.remove_container(
