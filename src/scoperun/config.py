@@ -172,7 +172,8 @@ class Settings(BaseModel):
     token: SecretStr | None = Field(None, description="Bearer token the CLI and `scoperun.Client` send to "
                                     "`url` (SCOPERUN_TOKEN).")
     output_cap: int = Field(64 * 1024, ge=1024, description="Bytes of stdout and of stderr kept in a result, each.")
-    max_concurrent: int = Field(4, ge=1, le=256, description="Containers running at once; the rest wait.")
+    max_concurrent: int = Field(4, ge=1, le=256, description="Containers running a script at once; the rest wait (idle warm "
+                                "containers and used ones waiting to be ended are extra).")
     pool: bool = Field(True, description="Keep warm one-run containers ready (root controller: the case is mounted "
                        "into a pre-started container's slot); each serves exactly one run. Off: every run starts fresh.")
     pool_size: int = Field(2, ge=0, le=64, description="Warm containers kept ready per kind of run (image, user, "
