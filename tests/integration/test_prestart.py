@@ -250,3 +250,22 @@ def test_secrets_reach_a_pre_started_run_only_on_stdin(settings: Settings, works
     finally:
         ex.close()
     assert_no_containers_left(docker_client, workspace)
+
+
+def test_a_container_past_its_idle_lifetime_is_not_handed_out(prestarted: Executor, docker_client) -> None:
+    """One that waited (nearly) `pool_idle` is removed instead of serving; the run starts fresh."""
+    prestarted.run_code("pass", case=CASE)
+    _ready(prestarted)
+    ready = next(iter(prestarted.backend.pool._idle.values()))
+    ready.made -= prestarted.settings.pool_idle  # as if it had waited that long
+    result = prestarted.run_code("print(1)", case=CASE)
+    assert not result.pooled and result.stdout.text == "1\n", result.message
+
+    def gone() -> bool:
+        try:
+            docker_client.api.inspect_container(ready.container_id)
+        except docker.errors.NotFound:
+            return True
+        return False
+
+    assert wait_until(gone, timeout=20)

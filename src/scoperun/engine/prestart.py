@@ -6,7 +6,8 @@ and started in the background, hardened exactly like a fresh one, its launcher (
 stdin. The next run of that shape claims it: memory, CPUs and pids are fitted with `docker update`,
 its script is copied into a folder of that container's own, mounted read-only at the script's
 folder, and the request (with the secrets) goes on stdin. Anything else that differs means fresh.
-Each serves one run and is destroyed after it. Staged runs are left out (see `_shape`).
+Each serves one run and is destroyed after it (ended with other used pooled containers in the next
+lull: engine.afterwork; only its launcher is left in it by then). Staged runs are left out (`_shape`).
 """
 
 from __future__ import annotations
@@ -216,6 +217,10 @@ class Prestarter:
 
     def _make(self, key: tuple[Any, ...], spec: RunSpec) -> None:
         try:
+            if self._closed:
+                return
+            # Create + start is the engine's heaviest work: it waits (boundedly) for runs in flight.
+            self.backend.lull.wait(stop=lambda: self._closed)
             if self._closed:
                 return
             with self._lock:  # room for this one: the oldest other shapes' containers go
