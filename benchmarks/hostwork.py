@@ -27,6 +27,7 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -84,6 +85,16 @@ def detail() -> None:
                 setattr(owner, name, timed(span, raw))
 
 
+def cleanup(root: Path) -> None:
+    """Remove the benchmark's workspace, state and staging folders (never a folder holding a mount)."""
+    from scoperun.fswalk import remove_tree
+    from scoperun.mounts import mount_points_under
+
+    for folder in (root, root.parent / (root.name + "-state"), root.parent / (root.name + "-staging")):
+        if folder.exists() and not mount_points_under(folder):
+            remove_tree(folder, ignore_errors=True)
+
+
 def serve(opts: argparse.Namespace) -> None:
     """Child of `--compare`: warm executors, then time one run per line read ("MODE"), settled before and after."""
     import json
@@ -120,6 +131,7 @@ def serve(opts: argparse.Namespace) -> None:
                           "message": result.message}), flush=True)
     for ex in executors.values():
         ex.close()
+    cleanup(root)
 
 
 def compare(opts: argparse.Namespace) -> None:
@@ -259,6 +271,7 @@ def main() -> None:
             stages[mode]["own"].append(elapsed - spans.get("start", 0) - spans.get("wait", 0))
     for ex in executors.values():
         ex.close()
+    cleanup(root)
     print(f"N={opts.n} per mode, pool on, round-robin; load average {os.getloadavg()}; fresh (unpooled) runs: {fresh}")
     cols = ("context", *STAGES, "own")
     print(f"{'mode':<10}{'run ms':>8}" + "".join(f"{c:>9}" for c in cols))

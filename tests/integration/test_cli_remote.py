@@ -66,6 +66,8 @@ def normalised(text: str) -> str:
         text = text.replace(execution_id, "<ID>")
     text = re.sub(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)?", "<TIME>", text)
     text = re.sub(r"\b\d+\.\d+(e-?\d+)?\b", "<N>", text)
+    # Whether a warm container was ready depends on when the pool's replacement finished, not on the path.
+    text = re.sub(r'"pooled": (true|false)', '"pooled": <B>', text)
     return re.sub(r'"(container_id|container_name|hostname)": "[^"]*"', r'"\1": "<X>"', text)
 
 

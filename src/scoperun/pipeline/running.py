@@ -18,6 +18,10 @@ def begin(ctx: RunContext, prepared: Prepared) -> None:
     case's listing raised.
     """
     running = _result(ctx, prepared.facts, Status.RUNNING, message="running")
+    if ctx.write_mode == "read-only":  # no listing to overlap: a helper thread would only add its hand-offs
+        write_record(ctx, prepared.facts, running, prepared.tracker)
+        prepared.tracker.start()
+        return
     # The record's fsync and the listing's walk overlap; both end before anything can start.
     writing = alongside(write_record, ctx, prepared.facts, running, prepared.tracker)
     try:
