@@ -16,19 +16,19 @@ import os
 import secrets
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
 from scoperun.engine import slots
 from scoperun.engine.afterwork import Lull
-from scoperun.engine.base import MANAGED_LABEL, BindMount, OverlayMount, RunOutcome, RunSpec
-from scoperun.engine.launched import LaunchedRun, close_attach_socket, launcher_command
+from scoperun.engine.base import BindMount, OverlayMount, RunOutcome, RunSpec
+from scoperun.engine.launched import LaunchedRun, close_attach_socket
+from scoperun.engine.warm import POOL_LABEL, WarmEngine, fit_limits, rename_quietly, start_waiting
 
 __all__ = ["POOL_LABEL", "PoolEngine", "PoolOptions", "WarmPool", "clean_leftover_slots", "owner_alive"]
 
-POOL_LABEL = "org.scoperun.pool"  # value: the owner, "<host>:<pid>"
 WORKSPACE = PurePosixPath("/workspace")
 _EXPIRY_MARGIN = 10.0  # seconds before its launcher's own idle exit that a warm container is no longer handed out
 
@@ -44,21 +44,11 @@ class PoolOptions:
     slots: bool = True  # False: no slot mounts even as root; the next container of a case is pre-started (engine.prestart)
 
 
-class PoolEngine(Protocol):
+class PoolEngine(WarmEngine, Protocol):
     """What the pool asks of the backend that owns it (DockerBackend); the pool never imports it."""
 
     _reaper: ThreadPoolExecutor  # background work off the run's path (unmounts, renames)
     lull: Lull  # runs in flight: a replacement waits for a moment without any
-
-    @property
-    def client(self) -> Any: ...
-
-    @property
-    def stream_client(self) -> Any: ...
-
-    def _create_kwargs(self, spec: RunSpec, volumes: dict[str, str] | None = None) -> dict[str, Any]: ...
-
-    def remove_container(self, container_id: str, volumes: dict[str, str], *, inline: bool) -> Future[object] | None: ...
 
     def kill_container(self, container_id: str) -> None: ...
 
@@ -146,7 +136,8 @@ class WarmPool:
                               pooled=True, after=after)
             run.send()
             # Named after its run (off the run's path) so `ps` and `stop` find it like a fresh one.
-            self.backend._reaper.submit(self._rename, warm.container_id, f"scoperun-{spec.execution_id}")
+            self.backend._reaper.submit(rename_quietly, self.backend, warm.container_id,
+                                       f"scoperun-{spec.execution_id}")
             return run
         except Exception:
             self._unmount(mounted, warm.slot)
@@ -170,15 +161,9 @@ class WarmPool:
         return found
 
     def _fit_limits(self, warm: _Warm, spec: RunSpec) -> None:
-        if (warm.memory, warm.cpus, warm.pids) == (spec.memory_bytes, spec.cpus, spec.pids_limit):
-            return
-        api = self.backend.client.api
-        # Memory and swap together (memory alone is refused or half-applied); NanoCpus, not quota/period.
-        body = {"Memory": spec.memory_bytes, "MemorySwap": spec.memory_bytes, "NanoCpus": int(spec.cpus * 1e9),
-                "PidsLimit": spec.pids_limit}
-        res = api._post_json(api._url("/containers/{0}/update", warm.container_id), data=body)
-        api._raise_for_status(res)
-        warm.memory, warm.cpus, warm.pids = spec.memory_bytes, spec.cpus, spec.pids_limit
+        if (warm.memory, warm.cpus, warm.pids) != (spec.memory_bytes, spec.cpus, spec.pids_limit):
+            fit_limits(self.backend, warm.container_id, spec)
+            warm.memory, warm.cpus, warm.pids = spec.memory_bytes, spec.cpus, spec.pids_limit
 
     @staticmethod
     def _run_mounts(spec: RunSpec) -> list[BindMount | OverlayMount]:
@@ -265,44 +250,18 @@ class WarmPool:
         token = secrets.token_hex(6)
         slot = self.options.root / f"slot-{token}"
         slot.mkdir(mode=0o755)
-        api = self.backend.client.api
         statics = tuple(m for m in spec.mounts if PurePosixPath(m.target) == WORKSPACE / "Tools")
         for m in statics:  # the slot is read-only inside: the engine cannot make these mount points itself
             slot.joinpath(*PurePosixPath(m.target).relative_to(WORKSPACE).parts).mkdir(parents=True, mode=0o755)
         template = replace(spec, mounts=statics, env={}, working_dir=str(WORKSPACE),
                            labels={k: v for k, v in spec.labels.items() if k == "org.scoperun.workspace"})
-        kwargs = self.backend._create_kwargs(template)
-        host_config = kwargs["host_config"]
-        host_config["Mounts"].insert(0, Mount(target=str(WORKSPACE), source=str(slot), type="bind", read_only=True,
-                                              propagation="rslave"))
-        host_config["AutoRemove"] = True  # the launcher exits after its run or when idle too long: gone with it
-        kwargs.update(
-            command=launcher_command(self.options.idle), environment={}, stdin_open=True,
-            name=f"scoperun-pool-{token}",
-            labels={**template.labels, MANAGED_LABEL: "1", POOL_LABEL: self.options.owner,
-                    # Idle: its launcher exits after `idle`; serving: after the run's timeout (at most a day).
-                    "org.scoperun.deadline": str(int(time.time() + self.options.idle + 86400 + 60))},
-        )
-        container_id = api.create_container(**kwargs)["Id"]
-        sock = None
-        try:
-            sock = self.backend.stream_client.api.attach_socket(
-                container_id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
-            api.start(container_id)
-            image_id = api.inspect_container(container_id)["Image"]
-        except BaseException:
-            close_attach_socket(sock)
-            self.backend.remove_container(container_id, {}, inline=True)
-            raise
+        slot_mount = Mount(target=str(WORKSPACE), source=str(slot), type="bind", read_only=True, propagation="rslave")
+        container_id, sock, image_id = start_waiting(self.backend, template, name=f"scoperun-pool-{token}",
+                                                     owner=self.options.owner, idle=self.options.idle,
+                                                     extra_mounts=(slot_mount,))
         self.made += 1
         return _Warm(container_id, sock, slot, time.monotonic(), spec.memory_bytes, spec.cpus, spec.pids_limit,
                      image_id)
-
-    def _rename(self, container_id: str, name: str) -> None:
-        try:
-            self.backend.client.api.rename(container_id, name)
-        except Exception:
-            pass
 
     def _discard(self, warm: _Warm) -> None:
         close_attach_socket(warm.sock)

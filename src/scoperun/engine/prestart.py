@@ -24,9 +24,10 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from scoperun.engine import slots
-from scoperun.engine.base import MANAGED_LABEL, WORKSPACE_LABEL, BindMount, OverlayMount, RunOutcome, RunSpec
-from scoperun.engine.launched import LaunchedRun, close_attach_socket, launcher_command
-from scoperun.engine.pool import POOL_LABEL, WORKSPACE, PoolEngine, PoolOptions, WarmPool, owner_alive
+from scoperun.engine.base import WORKSPACE_LABEL, BindMount, OverlayMount, RunOutcome, RunSpec
+from scoperun.engine.launched import LaunchedRun, close_attach_socket
+from scoperun.engine.pool import WORKSPACE, PoolEngine, PoolOptions, WarmPool, owner_alive
+from scoperun.engine.warm import fit_limits, rename_quietly, start_waiting
 
 __all__ = ["Prestarter", "clean_leftover_prestart", "warm_pool"]
 
@@ -151,7 +152,8 @@ class Prestarter:
                               pooled=True, after=lambda: _remove_files(ready.files))
             run.send()
             # Named after its run (off the run's path) so `ps` and `stop` find it like a fresh one.
-            self.backend._reaper.submit(self._rename, ready.container_id, f"scoperun-{spec.execution_id}")
+            self.backend._reaper.submit(rename_quietly, self.backend, ready.container_id,
+                                       f"scoperun-{spec.execution_id}")
             return run
         except Exception:
             self._discard(ready)
@@ -166,15 +168,9 @@ class Prestarter:
         return ready
 
     def _fit_limits(self, ready: _Ready, spec: RunSpec) -> None:
-        if (ready.memory, ready.cpus, ready.pids) == (spec.memory_bytes, spec.cpus, spec.pids_limit):
-            return
-        api = self.backend.client.api
-        # Memory and swap together (memory alone is refused or half-applied); NanoCpus, not quota/period.
-        body = {"Memory": spec.memory_bytes, "MemorySwap": spec.memory_bytes, "NanoCpus": int(spec.cpus * 1e9),
-                "PidsLimit": spec.pids_limit}
-        res = api._post_json(api._url("/containers/{0}/update", ready.container_id), data=body)
-        api._raise_for_status(res)
-        ready.memory, ready.cpus, ready.pids = spec.memory_bytes, spec.cpus, spec.pids_limit
+        if (ready.memory, ready.cpus, ready.pids) != (spec.memory_bytes, spec.cpus, spec.pids_limit):
+            fit_limits(self.backend, ready.container_id, spec)
+            ready.memory, ready.cpus, ready.pids = spec.memory_bytes, spec.cpus, spec.pids_limit
 
     @staticmethod
     def _place_files(ready: _Ready, spec: RunSpec) -> None:
@@ -276,41 +272,19 @@ class Prestarter:
 
     def _start(self, spec: RunSpec, files: Path, folders: dict[str, Path], mounts: list[BindMount | OverlayMount],
                sources: dict[str, tuple[int, int]]) -> _Ready:
-        api = self.backend.client.api
         kept = (WORKSPACE_LABEL, CASE_LABEL)
         template = replace(spec, mounts=tuple(mounts), env={}, working_dir="/",
                            labels={k: v for k, v in spec.labels.items() if k in kept})
-        kwargs = self.backend._create_kwargs(template)
-        kwargs["host_config"]["AutoRemove"] = True  # the launcher exits after its run or when idle too long
-        kwargs.update(
-            command=launcher_command(self.options.idle), environment={}, stdin_open=True,
-            name=f"scoperun-pool-{files.name.removeprefix(_FILES_PREFIX)}",
-            labels={**template.labels, MANAGED_LABEL: "1", POOL_LABEL: self.options.owner,
-                    # Idle: its launcher exits after `idle`; serving: after the run's timeout (at most a day).
-                    "org.scoperun.deadline": str(int(time.time() + self.options.idle + 86400 + 60))},
-        )
-        container_id = api.create_container(**kwargs)["Id"]
-        sock = None
-        try:
-            sock = self.backend.stream_client.api.attach_socket(
-                container_id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
-            api.start(container_id)
-            image_id = api.inspect_container(container_id)["Image"]
-            if any(_identity(Path(src)) != ident for src, ident in sources.items()):
-                raise OSError("a mounted folder was replaced while the container was made")
-        except BaseException:
+        container_id, sock, image_id = start_waiting(
+            self.backend, template, name=f"scoperun-pool-{files.name.removeprefix(_FILES_PREFIX)}",
+            owner=self.options.owner, idle=self.options.idle)
+        if any(_identity(Path(src)) != ident for src, ident in sources.items()):
             close_attach_socket(sock)
             self.backend.remove_container(container_id, {}, inline=True)
-            raise
+            raise OSError("a mounted folder was replaced while the container was made")
         self.made += 1
         return _Ready(container_id, sock, files, folders, sources, time.monotonic(), spec.memory_bytes, spec.cpus,
                       spec.pids_limit, image_id)
-
-    def _rename(self, container_id: str, name: str) -> None:
-        try:
-            self.backend.client.api.rename(container_id, name)
-        except Exception:
-            pass
 
     def _discard(self, ready: _Ready) -> None:
         close_attach_socket(ready.sock)
