@@ -326,3 +326,32 @@ def test_pool_containers_end_when_their_process_dies(settings: Settings, workspa
         proc.wait()
         proc.stdout.close()
         clean_leftover_slots(state_dir(settings) / "pool")
+
+
+def test_replacements_wait_for_a_lull_unless_nothing_of_the_kind_is_warm(settings: Settings, workspace: Path,
+                                                                           docker_client, monkeypatch) -> None:
+    """With a run in flight, a replacement waits while a warm container of the kind is left, and is made
+    at once when none is (the next such run would start fresh)."""
+    if os.geteuid() != 0:
+        unavailable("pooled slots need root (host mounts)")
+    import scoperun.engine.afterwork as afterwork
+
+    monkeypatch.setattr(afterwork, "MOST", 300.0)  # only the rule under test can let a replacement through
+    ex = Executor(settings.model_copy(update={"pool": True, "pool_size": 2}))
+    try:
+        ex.run_code("pass", case=CASE)
+        pool = ex.backend.pool
+        assert wait_until(lambda: pool.idle_count() == 2, timeout=120), "the pool did not fill"
+        made = pool.made
+        ex.backend.lull.begin()  # a run in flight that never ends
+        try:
+            assert ex.run_code("pass", case=CASE).pooled
+            time.sleep(2)
+            assert pool.made == made and pool.idle_count() == 1, "a replacement was made while runs were in flight"
+            assert ex.run_code("pass", case=CASE).pooled
+            assert wait_until(lambda: pool.made >= made + 1, timeout=60), "no replacement although none was warm"
+        finally:
+            ex.backend.lull.end()
+    finally:
+        ex.close()
+    assert_no_containers_left(docker_client, workspace)

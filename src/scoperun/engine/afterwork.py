@@ -48,9 +48,9 @@ class Lull:
         with self._cond:
             return self._running
 
-    def wait(self, quiet: float = LULL, most: float = MOST, stop: Callable[[], bool] | None = None) -> None:
-        """Until no run has been in flight for `quiet` seconds, `most` seconds passed, or `stop()`."""
-        deadline = time.monotonic() + most
+    def wait(self, quiet: float = LULL, most: float | None = None, stop: Callable[[], bool] | None = None) -> None:
+        """Until no run has been in flight for `quiet` seconds, `most` (default MOST) seconds passed, or `stop()`."""
+        deadline = time.monotonic() + (MOST if most is None else most)
         with self._cond:
             while True:
                 now = time.monotonic()

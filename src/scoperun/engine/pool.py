@@ -219,8 +219,9 @@ class WarmPool:
         try:
             if self._closed:
                 return
-            # Create + start is the engine's heaviest work: it waits (boundedly) for runs in flight.
-            self.backend.lull.wait(stop=lambda: self._closed)
+            # Create + start is the engine's heaviest work: it waits (boundedly) for runs in flight,
+            # unless nothing of this kind is warm any more (the next such run would start fresh).
+            self.backend.lull.wait(stop=lambda: self._closed or self._none_warm(key))
             if self._closed:
                 return
             warm = self._create(self._wanted[key])
@@ -236,6 +237,10 @@ class WarmPool:
         finally:
             with self._lock:
                 self._making[key] -= 1
+
+    def _none_warm(self, key: tuple[Any, ...]) -> bool:
+        with self._lock:
+            return not self._idle.get(key)
 
     def _ensure_root(self) -> None:
         if not self._root_ready:

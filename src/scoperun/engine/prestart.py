@@ -226,9 +226,6 @@ class Prestarter:
                     evicted.append(self._idle.pop(oldest))
             for ready in evicted:
                 self._discard(ready)
-            self.backend.lull.wait(stop=lambda: self._closed)  # as the pool's replacements: runs first
-            if self._closed:
-                return
             ready = self._create(spec)
             with self._lock:
                 kept = not self._closed and key not in self._idle
