@@ -27,7 +27,7 @@ from scoperun.engine.base import BindMount, OverlayMount, RunOutcome, RunSpec
 from scoperun.engine.launched import LaunchedRun, close_attach_socket
 from scoperun.engine.warm import POOL_LABEL, WarmEngine, fit_limits, rename_quietly, start_waiting
 
-__all__ = ["POOL_LABEL", "PoolEngine", "PoolOptions", "WarmPool", "clean_leftover_slots", "owner_alive"]
+__all__ = ["POOL_LABEL", "PoolEngine", "PoolOptions", "WarmPool", "clean_leftover_slots", "leftover_roots", "owner_alive"]
 
 WORKSPACE = PurePosixPath("/workspace")
 _EXPIRY_MARGIN = 10.0  # seconds before its launcher's own idle exit that a warm container is no longer handed out
@@ -319,17 +319,22 @@ def owner_alive(owner: str) -> bool:
     return True
 
 
+def leftover_roots(pool_dir: Path, *, only: Path | None = None) -> list[Path]:
+    """The per-process folders ("<pid>-...") under `pool_dir` whose process here is gone; just `only` if given."""
+    if not pool_dir.is_dir():
+        return []
+    found = []
+    for root in sorted(pool_dir.iterdir()):
+        pid = root.name.split("-", 1)[0]
+        if root == only or (only is None and pid.isdigit() and not owner_alive(f"{os.uname().nodename}:{pid}")):
+            found.append(root)
+    return found
+
+
 def clean_leftover_slots(pool_dir: Path, *, only: Path | None = None) -> list[str]:
     """Unmount and remove slot folders under `pool_dir` whose owner process is gone (or `only`)."""
     done: list[str] = []
-    if not pool_dir.is_dir():
-        return done
-    for root in sorted(pool_dir.iterdir()):
-        if only is not None and root != only:
-            continue
-        pid = root.name.split("-", 1)[0]
-        if only is None and (not pid.isdigit() or owner_alive(f"{os.uname().nodename}:{pid}")):
-            continue
+    for root in leftover_roots(pool_dir, only=only):
         for point in slots.mounts_under(root):
             try:
                 slots.unmount(point)

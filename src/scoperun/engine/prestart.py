@@ -26,7 +26,7 @@ from typing import Any
 from scoperun.engine import slots
 from scoperun.engine.base import WORKSPACE_LABEL, BindMount, OverlayMount, RunOutcome, RunSpec
 from scoperun.engine.launched import LaunchedRun, close_attach_socket
-from scoperun.engine.pool import WORKSPACE, PoolEngine, PoolOptions, WarmPool, owner_alive
+from scoperun.engine.pool import WORKSPACE, PoolEngine, PoolOptions, WarmPool, leftover_roots
 from scoperun.engine.warm import fit_limits, rename_quietly, start_waiting
 
 __all__ = ["Prestarter", "clean_leftover_prestart", "warm_pool"]
@@ -344,14 +344,7 @@ def _remove_files(files: Path) -> None:
 def clean_leftover_prestart(pool_dir: Path, *, only: Path | None = None) -> list[str]:
     """Remove pre-started containers' files folders under `pool_dir` whose owner process is gone (or `only`)."""
     done: list[str] = []
-    if not pool_dir.is_dir():
-        return done
-    for root in sorted(pool_dir.iterdir()):
-        if only is not None and root != only:
-            continue
-        pid = root.name.split("-", 1)[0]
-        if only is None and (not pid.isdigit() or owner_alive(f"{os.uname().nodename}:{pid}")):
-            continue
+    for root in leftover_roots(pool_dir, only=only):
         if slots.mounts_under(root):
             continue  # a root pool's slots: theirs to clean (never delete below a mount)
         for files in sorted(root.glob(f"{_FILES_PREFIX}*")):
