@@ -41,6 +41,21 @@ def pooled(settings: Settings, workspace: Path, docker_client) -> Executor:
     assert_no_containers_left(docker_client, workspace)
 
 
+def assert_hardened_like_fresh(docker_client, container_id: str, fresh_kwargs: dict) -> tuple[dict, dict]:
+    """A waiting container's hardening equals a fresh one's made from `fresh_kwargs`, field by field from
+    `docker inspect` (and both run as the run's user); returns both inspects (waiting, fresh)."""
+    fresh_id = docker_client.api.create_container(**fresh_kwargs)["Id"]
+    try:
+        a = docker_client.api.inspect_container(container_id)
+        b = docker_client.api.inspect_container(fresh_id)
+    finally:
+        docker_client.api.remove_container(fresh_id, force=True)
+    for name in HARDENING:
+        assert a["HostConfig"].get(name) == b["HostConfig"].get(name), name
+    assert a["Config"]["User"] == b["Config"]["User"] == "1000:1000"
+    return a, b
+
+
 def _pool_containers(docker_client, ex: Executor) -> list[dict]:
     owner = ex.backend.pool.options.owner if ex._backend is not None and ex.backend.pool else None
     found = docker_client.api.containers(all=True, filters={"label": POOL_LABEL})
@@ -170,16 +185,8 @@ def test_a_pooled_container_is_hardened_like_a_fresh_one(pooled: Executor, docke
     assert wait_until(lambda: pooled.backend.pool.idle_count() > 0, timeout=60)
     warm = next(w for ws in pooled.backend.pool._idle.values() for w in ws)
     spec = next(iter(pooled.backend.pool._wanted.values()))
-    kwargs = pooled.backend._create_kwargs(replace(spec, mounts=()))
-    fresh_id = docker_client.api.create_container(**kwargs)["Id"]
-    try:
-        a = docker_client.api.inspect_container(warm.container_id)
-        b = docker_client.api.inspect_container(fresh_id)
-    finally:
-        docker_client.api.remove_container(fresh_id, force=True)
-    for name in HARDENING:
-        assert a["HostConfig"].get(name) == b["HostConfig"].get(name), name
-    assert a["Config"]["User"] == b["Config"]["User"] == "1000:1000"
+    a, _ = assert_hardened_like_fresh(docker_client, warm.container_id,
+                                      pooled.backend._create_kwargs(replace(spec, mounts=())))
     assert a["Config"]["Env"] == [e for e in a["Config"]["Env"] if not e.startswith(("EXECUTION_ID", "CASE_NAME"))]
     slot = next(m for m in a["HostConfig"]["Mounts"] if m["Target"] == "/workspace")
     assert slot["ReadOnly"] and slot["BindOptions"]["Propagation"] == "rslave"

@@ -22,7 +22,7 @@ from scoperun.ops import collect_garbage, list_pool
 from tests.conftest import CASE, OTHER_CASE
 from tests.integration._adversarial import wait_until
 from tests.integration.conftest import assert_no_containers_left, unavailable
-from tests.integration.test_pool import HARDENING
+from tests.integration.test_pool import assert_hardened_like_fresh
 
 
 def _launcher_image(settings: Settings, docker_client) -> None:
@@ -149,15 +149,7 @@ def test_a_pre_started_container_is_hardened_like_a_fresh_one(prestarted: Execut
     assert result.pooled and spec is not None
     _ready(prestarted)
     ready = next(iter(pool._idle.values()))  # prepared for the next run, like `spec`
-    fresh_id = docker_client.api.create_container(**prestarted.backend._create_kwargs(spec))["Id"]
-    try:
-        a = docker_client.api.inspect_container(ready.container_id)
-        b = docker_client.api.inspect_container(fresh_id)
-    finally:
-        docker_client.api.remove_container(fresh_id, force=True)
-    for name in HARDENING:
-        assert a["HostConfig"].get(name) == b["HostConfig"].get(name), name
-    assert a["Config"]["User"] == b["Config"]["User"] == "1000:1000"
+    a, b = assert_hardened_like_fresh(docker_client, ready.container_id, prestarted.backend._create_kwargs(spec))
     assert not [e for e in a["Config"]["Env"] if e.startswith(("EXECUTION_ID", "CASE_NAME"))]
     script = next(m for m in spec.mounts if m.source.is_file())
 

@@ -184,8 +184,12 @@ class LaunchedRun:
 
     def send(self) -> None:
         """Hand the launcher its request (argv, environment with the secrets, folder, timeout, tag)."""
-        linger = _LINGER if self.pooled and getattr(self.backend, "used", None) is not None else 0
-        _raw(self.sock).sendall(request_line(self.spec, self.tag, linger))
+        _raw(self.sock).sendall(request_line(self.spec, self.tag, _LINGER if self._ended_in_a_lull else 0))
+
+    @property
+    def _ended_in_a_lull(self) -> bool:
+        """A pooled container waits after its run to be ended with others (the backend's `used`)."""
+        return self.pooled and getattr(self.backend, "used", None) is not None
 
     def kill(self) -> None:
         """SIGKILL the container now; `wait` then returns (exit code 137, from the engine)."""
@@ -233,11 +237,10 @@ class LaunchedRun:
             if not removed_inline:
                 if self.after is not None:
                     self.after()
-                used = getattr(self.backend, "used", None)
-                if self.pooled and used is not None and outcome.error is None:
+                if self._ended_in_a_lull and outcome.error is None:
                     # Only its launcher is left (it killed every process of the run, the case is being
                     # unmounted): ended in the next lull, with others, off the cores runs need now.
-                    used.add(self.container_id, self.sock)
+                    self.backend.used.add(self.container_id, self.sock)
                 else:
                     self._close_socket()
                     outcome.removal = self.backend.remove_container(

@@ -25,7 +25,7 @@ from scoperun.engine import slots
 from scoperun.engine.afterwork import Lull
 from scoperun.engine.base import BindMount, OverlayMount, RunOutcome, RunSpec
 from scoperun.engine.launched import LaunchedRun, close_attach_socket
-from scoperun.engine.warm import POOL_LABEL, WarmEngine, fit_limits, rename_quietly, start_waiting
+from scoperun.engine.warm import POOL_LABEL, WarmEngine, fit_limits, rename_quietly, settled, start_waiting
 
 __all__ = ["POOL_LABEL", "PoolEngine", "PoolOptions", "WarmPool", "clean_leftover_slots", "leftover_roots", "owner_alive"]
 
@@ -276,15 +276,11 @@ class WarmPool:
 
     def settle(self, timeout: float) -> bool:
         """Wait until no replacement is being prepared (False: still busy after `timeout` seconds)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            with self._lock:
-                busy = any(self._making.values())
-            if not busy:
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.01)
+        return settled(self._busy, timeout)
+
+    def _busy(self) -> bool:
+        with self._lock:
+            return any(self._making.values())
 
     def idle_count(self) -> int:
         """Warm containers waiting now."""

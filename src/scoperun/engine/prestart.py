@@ -27,7 +27,7 @@ from scoperun.engine import slots
 from scoperun.engine.base import WORKSPACE_LABEL, BindMount, OverlayMount, RunOutcome, RunSpec
 from scoperun.engine.launched import LaunchedRun, close_attach_socket
 from scoperun.engine.pool import WORKSPACE, PoolEngine, PoolOptions, WarmPool, leftover_roots
-from scoperun.engine.warm import fit_limits, rename_quietly, start_waiting
+from scoperun.engine.warm import fit_limits, rename_quietly, settled, start_waiting
 
 __all__ = ["Prestarter", "clean_leftover_prestart", "warm_pool"]
 
@@ -292,15 +292,11 @@ class Prestarter:
 
     def settle(self, timeout: float) -> bool:
         """Wait until no container is being prepared (False: still busy after `timeout` seconds)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            with self._lock:
-                busy = bool(self._making)
-            if not busy:
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.01)
+        return settled(self._busy, timeout)
+
+    def _busy(self) -> bool:
+        with self._lock:
+            return bool(self._making)
 
     def idle_count(self) -> int:
         """Pre-started containers waiting now."""

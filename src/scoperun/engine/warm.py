@@ -9,12 +9,13 @@ when its launcher exits (AutoRemove). A run that takes one may fit its memory, C
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from scoperun.engine.base import MANAGED_LABEL, RunSpec
 from scoperun.engine.launched import close_attach_socket, launcher_command
 
-__all__ = ["WarmEngine", "fit_limits", "rename_quietly", "start_waiting"]
+__all__ = ["WarmEngine", "fit_limits", "rename_quietly", "settled", "start_waiting"]
 
 POOL_LABEL = "org.scoperun.pool"  # value: the owner, "<host>:<pid>"
 
@@ -80,3 +81,13 @@ def rename_quietly(backend: WarmEngine, container_id: str, name: str) -> None:
         backend.client.api.rename(container_id, name)
     except Exception:
         pass
+
+
+def settled(busy: Callable[[], bool], timeout: float) -> bool:
+    """Wait until `busy()` is false (a pool preparing nothing); False if still busy after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while busy():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+    return True
